@@ -39,9 +39,7 @@ def encode_header(size: int) -> bytes:
 def decode_header(header: bytes) -> int:
     """Return the body length announced by ``header``; refuse oversize frames."""
     if len(header) != HEADER_SIZE:
-        raise FramingError(
-            f"failed to read message header: expected {HEADER_SIZE} bytes, got {len(header)}"
-        )
+        raise FramingError(f"failed to read message header: expected {HEADER_SIZE} bytes, got {len(header)}")
     (size,) = _HEADER.unpack(header)
     if size > MAX_MESSAGE_SIZE:
         raise FrameTooLarge(size)
@@ -58,7 +56,7 @@ def _recv_exact(sock: socket.socket, count: int, what: str) -> bytes:
     while remaining:
         try:
             chunk = sock.recv(min(remaining, 1 << 20))
-        except (TimeoutError, socket.timeout) as exc:
+        except TimeoutError as exc:
             raise FramingError(f"failed to read message {what}: timed out") from exc
         except OSError as exc:
             raise FramingError(f"failed to read message {what}: {exc}") from exc

@@ -120,7 +120,11 @@ def seal(
 
     ``ephemeral_key`` exists for deterministic test vectors only.
     """
-    pk_r = public_key if isinstance(public_key, ec.EllipticCurvePublicKey) else load_public_key(suite, public_key)
+    pk_r = (
+        public_key
+        if isinstance(public_key, ec.EllipticCurvePublicKey)
+        else load_public_key(suite, public_key)
+    )
     sk_e = ephemeral_key or ec.generate_private_key(suite.kem_params.curve())
     enc = _point(sk_e.public_key())
     dh = sk_e.exchange(ec.ECDH(), pk_r)
@@ -132,7 +136,7 @@ def seal(
 class Recipient:
     """An HPKE recipient key; create once, then :meth:`open` any number of ciphertexts."""
 
-    __slots__ = ("suite", "_key", "_pk_rm")
+    __slots__ = ("_key", "_pk_rm", "suite")
 
     def __init__(self, suite: Suite, private_key: ec.EllipticCurvePrivateKey) -> None:
         if private_key.curve.name != suite.kem_params.curve().name:

@@ -20,7 +20,7 @@ MAX_ENCLAVE_FIELDS = 1000
 MAX_EXPRESSION_LENGTH = 10 * 1024  # bytes, per expression
 
 
-class EnclaveErrorCode(str, enum.Enum):
+class EnclaveErrorCode(enum.StrEnum):
     """Stable codes for global (whole-request) enclave failures."""
 
     INVALID_REQUEST = "InvalidRequest"
@@ -77,7 +77,7 @@ class DecryptRequest(BaseModel):
         return (
             f"DecryptRequest(vault_id={self.vault_id!r}, region={self.region!r}, "
             f"fields={sorted(self.fields)!r}, suite_id={self.suite_id!r}, "
-            f"expressions={list((self.expressions or {}))!r}, encoding={self.encoding!r})"
+            f"expressions={list(self.expressions or {})!r}, encoding={self.encoding!r})"
         )
 
     __str__ = __repr__

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Mapping, Protocol
+from typing import Literal, Protocol
 
 VMADDR_CID_ANY = 0xFFFFFFFF
 VMADDR_CID_HYPERVISOR = 0
@@ -114,7 +115,8 @@ class UnixSocketTransport:
         return sock
 
     def describe(self, cid: int, port: int) -> str:
-        return f"vsock://{cid if cid != VMADDR_CID_ANY else self.local_cid}:{port} (uds {self.path_for(cid, port)})"
+        shown = self.local_cid if cid == VMADDR_CID_ANY else cid
+        return f"vsock://{shown}:{port} (uds {self.path_for(cid, port)})"
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 ENCRYPTION_CONTEXT_KEY = "vault_id"
 KEY_PAIR_SPEC = "ECC_NIST_P384"
@@ -60,9 +61,7 @@ class EnclaveMeasurements:
         if not isinstance(inner, Mapping):
             raise MeasurementsError("Measurements must be an object")
         try:
-            return cls(
-                pcr0=inner["PCR0"], pcr1=inner["PCR1"], pcr2=inner["PCR2"], pcr8=inner.get("PCR8")
-            )
+            return cls(pcr0=inner["PCR0"], pcr1=inner["PCR1"], pcr2=inner["PCR2"], pcr8=inner.get("PCR8"))
         except KeyError as exc:
             raise MeasurementsError(f"measurements lack {exc.args[0]}") from None
 
