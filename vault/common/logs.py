@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 # Libraries whose debug output can contain request bodies or evaluated values.
-QUIET_LOGGERS = ("celpy", "lark", "botocore", "boto3", "urllib3", "s3transfer")
+QUIET_LOGGERS = ("celpy", "lark", "botocore", "boto3", "urllib3", "s3transfer", "httpx", "httpcore")
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,0 +1,154 @@
+"""Forwarding one decrypt request to an enclave over vsock (spec 4, decision D12).
+
+Each request opens its own connection, writes one frame and reads one frame back, as
+upstream does. The socket calls block, so they run on worker threads, at most
+``workers`` at once. Unlike upstream, nothing waits without bound: the connect and
+the reply have deadlines, and the whole exchange (waiting for a worker included) has
+one more, after which the socket is shut down so the worker thread ends too.
+
+Every way the enclave can fail to answer (refused, silent, closed early, cut off
+mid-frame, unreadable reply, busy) becomes :class:`EnclaveUnavailable`, i.e. a 503 the
+API may retry, with a message saying which it was.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from vault.common.framing import FrameTooLarge, FrameTruncated, FramingError, read_json, write_json
+from vault.common.messages import BUSY_MESSAGE, EnclaveErrorCode, EnclaveReply, EnclaveRequest
+from vault.common.transport import ENCLAVE_PORT, VsockTransport
+from vault.parent.config import EnclaveTimeouts
+from vault.parent.errors import EnclaveUnavailable
+
+#: Extra time the event loop grants a worker beyond its own deadlines, so that the
+#: worker's precise error (refused, truncated, ...) normally wins over a bare timeout.
+ABORT_MARGIN = 0.25
+
+
+class _Exchange:
+    """One connection's request and reply; :meth:`abort` may be called from another thread."""
+
+    def __init__(self, transport: VsockTransport, cid: int, port: int, timeouts: EnclaveTimeouts) -> None:
+        self.transport = transport
+        self.cid = cid
+        self.port = port
+        self.timeouts = timeouts
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._aborted = False
+
+    def run(self, message: dict[str, Any]) -> Any:
+        try:
+            sock = self.transport.connect(self.cid, self.port, self.timeouts.connect)
+        except OSError as exc:
+            # The transport wraps the cause (refused, no such socket, timed out) in its own error.
+            if isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError):
+                raise EnclaveUnavailable(f"enclave {self.cid} did not accept a connection in time") from None
+            raise EnclaveUnavailable(f"enclave {self.cid} is not accepting connections") from None
+        with self._lock:
+            if self._aborted:
+                sock.close()
+                raise EnclaveUnavailable(f"enclave {self.cid} did not answer in time")
+            self._sock = sock
+        try:
+            # One budget for sending the request and receiving the whole reply: a per-recv
+            # timeout alone would let an enclave that drips bytes hold the request.
+            deadline = time.monotonic() + self.timeouts.read
+            sock.settimeout(self.timeouts.read)
+            write_failure: FramingError | None = None
+            try:
+                write_json(sock, message)
+            except FramingError as exc:
+                # A busy enclave answers without reading the request and closes, so the
+                # write can fail while its reply is already waiting: read it anyway.
+                write_failure = exc
+            try:
+                return read_json(sock, deadline=deadline)
+            except FramingError as exc:
+                reported = exc if write_failure is None or self._aborted else write_failure
+                raise EnclaveUnavailable(_describe_failure(self.cid, reported, self._aborted)) from None
+        except OSError:
+            raise EnclaveUnavailable(f"enclave {self.cid} connection failed") from None
+        finally:
+            with self._lock:
+                self._sock = None
+            sock.close()
+
+    def abort(self) -> None:
+        """Make a blocked :meth:`run` return now (its socket is shut down)."""
+        with self._lock:
+            self._aborted = True
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+def _describe_failure(cid: int, exc: FramingError, aborted: bool) -> str:
+    # Framing errors never contain payload bytes, but the reply names the case only.
+    if aborted:
+        return f"enclave {cid} did not answer in time"
+    if isinstance(exc, FrameTruncated):
+        if exc.part == "header" and exc.received == 0:
+            return f"enclave {cid} closed the connection without replying"
+        return f"enclave {cid} sent a truncated reply"
+    if isinstance(exc, FrameTooLarge):
+        return f"enclave {cid} sent an oversized reply"
+    cause = exc.__cause__
+    if isinstance(cause, TimeoutError) or str(exc).endswith("timed out"):
+        return f"enclave {cid} did not answer in time"
+    if isinstance(cause, OSError):
+        # Reset or broken pipe: the enclave closed without reading the whole request.
+        return f"enclave {cid} closed the connection without replying"
+    return f"enclave {cid} sent an unreadable reply"
+
+
+def interpret_reply(cid: int, raw: Any) -> EnclaveReply:
+    """Validate a reply; a busy enclave or a reply of the wrong shape is :class:`EnclaveUnavailable`."""
+    try:
+        reply = EnclaveReply.model_validate(raw)
+    except ValidationError:
+        raise EnclaveUnavailable(f"enclave {cid} sent a reply of the wrong shape") from None
+    if reply.is_global_failure and (reply.code is EnclaveErrorCode.BUSY or reply.errors == [BUSY_MESSAGE]):
+        raise EnclaveUnavailable(f"enclave {cid} is busy")
+    return reply
+
+
+class EnclaveClient:
+    def __init__(
+        self,
+        transport: VsockTransport,
+        timeouts: EnclaveTimeouts,
+        *,
+        workers: int,
+        port: int = ENCLAVE_PORT,
+    ) -> None:
+        self.transport = transport
+        self.timeouts = timeouts
+        self.port = port
+        self._limiter = anyio.CapacityLimiter(workers)
+
+    async def decrypt(self, cid: int, request: EnclaveRequest) -> EnclaveReply:
+        exchange = _Exchange(self.transport, cid, self.port, self.timeouts)
+        message = request.to_wire()
+        try:
+            with anyio.fail_after(self.timeouts.total + ABORT_MARGIN):
+                raw = await anyio.to_thread.run_sync(
+                    exchange.run, message, limiter=self._limiter, abandon_on_cancel=True
+                )
+        except TimeoutError:
+            exchange.abort()
+            raise EnclaveUnavailable(f"enclave {cid} did not answer in time") from None
+        except anyio.get_cancelled_exc_class():
+            # The HTTP request was abandoned (timeout, shutdown): release the worker too.
+            exchange.abort()
+            raise
+        return interpret_reply(cid, raw)
