@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import time
 from typing import Any
 
 MAX_MESSAGE_SIZE = 10 * 1024 * 1024  # 10485760, inclusive
@@ -20,6 +21,18 @@ _HEADER = struct.Struct("<Q")
 
 class FramingError(Exception):
     """A frame could not be read or written."""
+
+
+class FrameTruncated(FramingError):
+    """The peer closed the stream before a whole header or body arrived."""
+
+    def __init__(self, part: str, received: int, expected: int) -> None:
+        super().__init__(
+            f"failed to read message {part}: unexpected end of file after {received} of {expected} bytes"
+        )
+        self.part = part
+        self.received = received
+        self.expected = expected
 
 
 class FrameTooLarge(FramingError):
@@ -50,32 +63,41 @@ def encode_frame(payload: bytes) -> bytes:
     return encode_header(len(payload)) + payload
 
 
-def _recv_exact(sock: socket.socket, count: int, what: str) -> bytes:
-    chunks: list[bytes] = []
-    remaining = count
-    while remaining:
+def _recv_exact(sock: socket.socket, count: int, what: str, deadline: float | None) -> bytes:
+    # The buffer is allocated only after the announced size passed the limit check.
+    buf = bytearray(count)
+    view = memoryview(buf)
+    received = 0
+    while received < count:
+        if deadline is not None:
+            # A per-recv timeout alone lets a client that drips one byte at a time
+            # hold the connection forever; the deadline bounds the whole frame.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FramingError(f"failed to read message {what}: timed out")
+            sock.settimeout(remaining)
         try:
-            chunk = sock.recv(min(remaining, 1 << 20))
+            n = sock.recv_into(view[received:], min(count - received, 1 << 20))
         except TimeoutError as exc:
             raise FramingError(f"failed to read message {what}: timed out") from exc
         except OSError as exc:
             raise FramingError(f"failed to read message {what}: {exc}") from exc
-        if not chunk:
-            raise FramingError(
-                f"failed to read message {what}: unexpected end of file "
-                f"after {count - remaining} of {count} bytes"
-            )
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+        if n == 0:
+            raise FrameTruncated(what, received, count)
+        received += n
+    return bytes(buf)
 
 
-def read_frame(sock: socket.socket) -> bytes:
-    """Read one frame (read-exact semantics); the socket's timeout applies per recv."""
-    size = decode_header(_recv_exact(sock, HEADER_SIZE, "header"))
+def read_frame(sock: socket.socket, *, deadline: float | None = None) -> bytes:
+    """Read one frame (read-exact semantics).
+
+    Without ``deadline`` the socket's own timeout applies to each ``recv``; with a
+    ``deadline`` (a :func:`time.monotonic` instant) the whole frame must arrive by then.
+    """
+    size = decode_header(_recv_exact(sock, HEADER_SIZE, "header", deadline))
     if size == 0:
         return b""
-    return _recv_exact(sock, size, "body")
+    return _recv_exact(sock, size, "body", deadline)
 
 
 def write_frame(sock: socket.socket, payload: bytes) -> None:
@@ -85,18 +107,30 @@ def write_frame(sock: socket.socket, payload: bytes) -> None:
         sock.sendall(header)
     except OSError as exc:
         raise FramingError(f"failed to write message header: {exc}") from exc
+    if not payload:
+        # A zero-length send is not a no-op: it fails if the peer has already answered
+        # an empty request and closed.
+        return
     try:
         sock.sendall(payload)
     except OSError as exc:
         raise FramingError(f"failed to write message body: {exc}") from exc
 
 
-def read_json(sock: socket.socket) -> Any:
-    body = read_frame(sock)
+def read_json(sock: socket.socket, *, deadline: float | None = None) -> Any:
+    body = read_frame(sock, deadline=deadline)
     try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The codec's own message quotes the offending byte; the offset is enough.
+        raise FramingError(f"failed to parse message: invalid UTF-8 at byte {exc.start}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise FramingError(f"failed to parse message: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        # Over-long integers and over-deep nesting; the type is enough to say why.
+        raise FramingError(f"failed to parse message: {type(exc).__name__}") from exc
 
 
 def write_json(sock: socket.socket, message: Any) -> None:

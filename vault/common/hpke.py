@@ -120,11 +120,12 @@ def seal(
 
     ``ephemeral_key`` exists for deterministic test vectors only.
     """
-    pk_r = (
-        public_key
-        if isinstance(public_key, ec.EllipticCurvePublicKey)
-        else load_public_key(suite, public_key)
-    )
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if public_key.curve.name != suite.kem_params.curve().name:
+            raise HpkeError(f"public key is not on {suite.kem_params.curve().name}")
+        pk_r = public_key
+    else:
+        pk_r = load_public_key(suite, public_key)
     sk_e = ephemeral_key or ec.generate_private_key(suite.kem_params.curve())
     enc = _point(sk_e.public_key())
     dh = sk_e.exchange(ec.ECDH(), pk_r)

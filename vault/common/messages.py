@@ -105,6 +105,13 @@ class EnclaveReply(BaseModel):
     errors: list[str] = Field(default_factory=list)
     code: EnclaveErrorCode | None = None
 
+    def __repr__(self) -> str:
+        # Field values are decrypted plaintext: a repr names the fields, never their values.
+        names = None if self.fields is None else list(self.fields)
+        return f"EnclaveReply(fields={names!r}, errors={self.errors!r}, code={self.code!r})"
+
+    __str__ = __repr__
+
     @property
     def is_global_failure(self) -> bool:
         return self.fields is None

@@ -1,0 +1,135 @@
+"""Test doubles for the enclave's key path. Never used by the production entry point.
+
+:class:`LocalKeyDecryptor` stands in for KMS ``Decrypt``: it wraps a vault's DER
+PKCS#8 private key with AES-256-GCM under a master key that lives in the test process,
+with the vault id as associated data. That keeps the property decision D10 asks of KMS
+(a key blob encrypted for one vault cannot be replayed for another) so that tests of
+every tier exercise it. :class:`VaultKey` is what the API would hold for a vault (public
+key, suite, encrypted private key) plus helpers to seal field values and build the
+enclave request, so that API, parent and enclave tests share one source of truth.
+
+Surface: ``LocalKeyDecryptor``, ``VaultKey``, ``TEST_CREDENTIAL``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
+
+from vault.common import hpke
+from vault.common.messages import Credential, DecryptRequest, EnclaveRequest
+from vault.common.suites import DEFAULT_SUITE, Suite
+from vault.enclave.encoding import ENCODING_BINARY, SealedValue, encode_binary, encode_hex
+from vault.enclave.key_decryptor import KeyDecryptError
+
+#: Fake instance-role credentials (the test double ignores them).
+TEST_CREDENTIAL = Credential.model_validate(
+    {"AccessKeyId": "ASIATESTACCESSKEY000", "SecretAccessKey": "test-secret-key", "Token": "test-token"}
+)
+
+_BLOB_MAGIC = b"LKD1"
+_NONCE_LEN = 12
+
+
+class LocalKeyDecryptor:
+    """A :class:`~vault.enclave.key_decryptor.KeyDecryptor` for tests and demos.
+
+    ``calls`` counts :meth:`decrypt_private_key` invocations, so tests can check that a
+    request was refused before the (in production, expensive) key call.
+    """
+
+    def __init__(self, master_key: bytes | None = None) -> None:
+        self._aead = AESGCM(master_key if master_key is not None else AESGCM.generate_key(256))
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def __repr__(self) -> str:
+        return f"LocalKeyDecryptor(calls={self.calls})"
+
+    def encrypt_private_key(self, der: bytes, vault_id: str) -> bytes:
+        """Wrap ``der`` for ``vault_id`` (what KMS would return as the key's ciphertext)."""
+        nonce = os.urandom(_NONCE_LEN)
+        return _BLOB_MAGIC + nonce + self._aead.encrypt(nonce, der, vault_id.encode("utf-8"))
+
+    def decrypt_private_key(
+        self, *, ciphertext: bytes, vault_id: str, region: str, credential: Credential
+    ) -> bytes:
+        with self._lock:
+            self.calls += 1
+        if not ciphertext.startswith(_BLOB_MAGIC) or len(ciphertext) < len(_BLOB_MAGIC) + _NONCE_LEN + 16:
+            raise KeyDecryptError("InvalidCiphertextException: not a key blob of this key decryptor")
+        nonce = ciphertext[len(_BLOB_MAGIC) : len(_BLOB_MAGIC) + _NONCE_LEN]
+        body = ciphertext[len(_BLOB_MAGIC) + _NONCE_LEN :]
+        try:
+            return self._aead.decrypt(nonce, body, vault_id.encode("utf-8"))
+        except InvalidTag:
+            raise KeyDecryptError(
+                "InvalidCiphertextException: the key ciphertext or its vault id (encryption context) "
+                "does not match"
+            ) from None
+
+    def create_vault_key(self, vault_id: str, suite: Suite = DEFAULT_SUITE) -> VaultKey:
+        """A fresh key pair for ``vault_id``; only its encrypted form is kept."""
+        private = ec.generate_private_key(suite.kem_params.curve())
+        der = private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+        public = private.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        return VaultKey(vault_id, suite, public, self.encrypt_private_key(der, vault_id))
+
+
+@dataclass(frozen=True)
+class VaultKey:
+    """What the API stores for a vault: suite, public key (DER SPKI), encrypted private key."""
+
+    vault_id: str
+    suite: Suite
+    public_key: bytes = field(repr=False)
+    encrypted_private_key: bytes = field(repr=False)
+
+    def seal(self, name: str, value: str) -> SealedValue:
+        """Encrypt ``value`` for field ``name`` as the API does (info = vault id, aad = name)."""
+        aad = name.strip().lower().encode("utf-8")
+        enc, ct = hpke.seal(
+            self.suite, self.public_key, self.vault_id.encode("utf-8"), aad, value.encode("utf-8")
+        )
+        return SealedValue(enc, ct)
+
+    def seal_field(self, name: str, value: str, *, legacy_hex: bool = False) -> str:
+        """The wire form of a sealed field: binary (base64) or, for old vaults, hex."""
+        sealed = self.seal(name, value)
+        return encode_hex(sealed) if legacy_hex else encode_binary(sealed)
+
+    def request(
+        self,
+        fields: Mapping[str, str],
+        *,
+        expressions: Mapping[str, str] | None = None,
+        encoding: str | None = ENCODING_BINARY,
+        region: str = "us-east-1",
+        credential: Credential = TEST_CREDENTIAL,
+    ) -> EnclaveRequest:
+        """An enclave request for already-sealed ``fields`` (wire form values)."""
+        return EnclaveRequest(
+            credential=credential,
+            request=DecryptRequest(
+                vault_id=self.vault_id,
+                region=region,
+                fields=dict(fields),
+                suite_id=self.suite.suite_id_b64,
+                encrypted_private_key=base64.b64encode(self.encrypted_private_key).decode("ascii"),
+                expressions=dict(expressions) if expressions is not None else None,
+                encoding=encoding,
+            ),
+        )
