@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "e2e"]
 
 PYTHON = "3.11"
 
@@ -26,14 +27,41 @@ def tests(session: nox.Session) -> None:
     """Unit and property tests (no network, no external services)."""
     session.install("-e", ".[test]")
     env = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
-    session.run("pytest", "tests/unit", "tests/property", *session.posargs, env=env)
+    session.run("pytest", "tests/unit", "tests/property", "-m", "not e2e", *session.posargs, env=env)
+
+
+def _system_exports(session: nox.Session, *targets: str) -> dict[str, str]:
+    """Install/start machine prerequisites; return the environment they export."""
+    output = session.run("python", "-m", "emulator.system", "ensure", *targets, silent=True)
+    exports: dict[str, str] = {}
+    for line in str(output or "").splitlines():
+        match = re.match(r"^export (\w+)=(.*)$", line.strip())
+        if match:
+            exports[match.group(1)] = match.group(2).strip("'\"")
+    return exports
 
 
 @nox.session(python=PYTHON)
 def demo(session: nox.Session) -> None:
-    """The main job: decrypt the specification's vector and transform it with CEL."""
-    session.install("-e", ".[enclave]")
-    session.run("python", "-m", "vault.enclave.demo", *session.posargs)
+    """The main job: the whole vault on this machine, exercised end to end."""
+    session.install("-e", ".[emulator]")
+    session.run("vault-emulator", "demo", "--port", "0", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """End-to-end tests through the emulator on every backend and enclave runtime."""
+    session.install("-e", ".[test]")
+    env = _system_exports(session, "chromium", "docker", "base-image", "localstack")
+    env["VAULT_E2E_STACKS"] = os.environ.get(
+        "VAULT_E2E_STACKS", "moto/namespace,localstack/namespace,moto/container"
+    )
+    env["VAULT_E2E_REQUIRE_STACKS"] = "1"
+    env["HYPOTHESIS_PROFILE"] = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    try:
+        session.run("pytest", "tests/e2e", "tests/property", "-m", "e2e", *session.posargs, env=env)
+    finally:
+        session.run("python", "-m", "emulator.system", "stop", "dockerd", env=env)
 
 
 @nox.session(python=PYTHON)

@@ -1,0 +1,66 @@
+"""End-to-end fixtures: whole emulators, one per (backend, enclave runtime) under test.
+
+Which combinations run: ``VAULT_E2E_STACKS`` (comma-separated ``backend/runtime``,
+default ``moto/namespace``; CI adds ``localstack/namespace`` and
+``moto/container``). A combination whose prerequisites are missing on this machine
+(no LocalStack installation, no container engine) is skipped with the reason, unless
+``VAULT_E2E_REQUIRE_STACKS=1`` (set by ``nox -s e2e``), where it fails instead: a stack
+that was asked for and did not run is never counted as covered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emulator import lifecycle
+from emulator.client import VaultClient
+from emulator.config import EmulatorConfig
+from emulator.state import EmulatorState
+
+STACKS_ENV = "VAULT_E2E_STACKS"
+REQUIRE_ENV = "VAULT_E2E_REQUIRE_STACKS"
+DEFAULT_STACKS = "moto/namespace"
+
+
+def stacks() -> list[str]:
+    return [s.strip() for s in os.environ.get(STACKS_ENV, DEFAULT_STACKS).split(",") if s.strip()]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", params=stacks())
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorState]:
+    backend, _, runtime = request.param.partition("/")
+    config = EmulatorConfig(
+        state_dir=tmp_path_factory.mktemp(f"emulator-{backend}-{runtime or 'namespace'}"),
+        backend=backend,  # type: ignore[arg-type]
+        enclave_runtime=(runtime or "namespace"),  # type: ignore[arg-type]
+        port=0,
+    )
+    try:
+        state = lifecycle.up(config)
+    except lifecycle.StartupFailed as exc:
+        unavailable = "Unavailable" in str(exc) or "not available" in str(exc)
+        if unavailable and os.environ.get(REQUIRE_ENV) != "1":
+            pytest.skip(f"{request.param} cannot run here: {str(exc).splitlines()[0]}")
+        raise
+    try:
+        yield state
+    finally:
+        lifecycle.down(config.state_dir)
+
+
+@pytest.fixture
+def client(stack: EmulatorState) -> Iterator[VaultClient]:
+    with VaultClient(stack.api_url) as api:
+        yield api

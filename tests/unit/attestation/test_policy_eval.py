@@ -1,0 +1,238 @@
+"""Key policy evaluation: IAM semantics of the operators our policy uses, and failing closed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from emulator.policy_eval import RequestContext, conditions_hold, evaluate
+from vault.infra.key_policy import KeyPolicyParams, build_key_policy
+
+from .conftest import ACCOUNT, API_ROLE, INSTANCE_ROLE, MEASUREMENTS, PCR3, key_policy
+
+KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+
+def context(principal: str, action: str, **keys: Any) -> RequestContext:
+    account = principal.split(":")[4]
+    base: dict[str, list[str]] = {
+        "aws:PrincipalArn": [principal],
+        "aws:PrincipalAccount": [account],
+        "aws:PrincipalIsAWSService": ["false"],
+        "kms:CallerAccount": [account],
+    }
+    base.update({k: v if isinstance(v, list) else [v] for k, v in keys.items()})
+    return RequestContext(principal_arn=principal, action=action, resource=KEY, keys=base)
+
+
+ATTESTED = {
+    "kms:EncryptionContext:vault_id": "v_1",
+    "kms:RecipientAttestation:ImageSha384": MEASUREMENTS.pcr0,
+    "kms:RecipientAttestation:PCR1": MEASUREMENTS.pcr1,
+    "kms:RecipientAttestation:PCR2": MEASUREMENTS.pcr2,
+    "kms:RecipientAttestation:PCR3": PCR3,
+    "kms:RecipientAttestation:PCR8": MEASUREMENTS.pcr8,
+}
+
+
+def holds(condition: dict[str, Any], **keys: Any) -> bool:
+    request = context(INSTANCE_ROLE, "kms:Decrypt", **keys)
+    return conditions_hold(condition, request)
+
+
+# -- the vault key policy ---------------------------------------------------------------------
+
+
+def test_attested_decrypt_by_the_instance_role_is_allowed() -> None:
+    decision = evaluate(key_policy(), context(INSTANCE_ROLE, "kms:Decrypt", **ATTESTED))
+    assert decision.allowed and "AllowDecryptByEnclave" in decision.reason
+
+
+def test_pcr_values_compare_case_insensitively() -> None:
+    upper = {k: v.upper() if "Attestation" in k else v for k, v in ATTESTED.items()}
+    assert evaluate(key_policy(), context(INSTANCE_ROLE, "kms:Decrypt", **upper)).allowed
+
+
+@pytest.mark.parametrize("missing", sorted(k for k in ATTESTED))
+def test_every_pinned_value_is_required(missing: str) -> None:
+    keys = {k: v for k, v in ATTESTED.items() if k != missing}
+    assert not evaluate(key_policy(), context(INSTANCE_ROLE, "kms:Decrypt", **keys)).allowed
+
+
+def test_unattested_and_debug_mode_decrypts_are_refused() -> None:
+    policy = key_policy()
+    assert not evaluate(
+        policy, context(INSTANCE_ROLE, "kms:Decrypt", **{"kms:EncryptionContext:vault_id": "v"})
+    ).allowed
+    zeros = {k: ("00" * 48 if "Attestation" in k else v) for k, v in ATTESTED.items()}
+    assert not evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **zeros)).allowed
+
+
+def test_the_root_statement_never_grants_decrypt() -> None:
+    root = f"arn:aws:iam::{ACCOUNT}:root"
+    policy = key_policy()
+    assert not evaluate(policy, context(root, "kms:Decrypt", **ATTESTED)).allowed
+    assert evaluate(policy, context(root, "kms:DescribeKey")).allowed
+    # Roles of the account get the root statement only as far as their IAM policies allow.
+    role = f"arn:aws:iam::{ACCOUNT}:role/admin"
+    assert not evaluate(policy, context(role, "kms:DescribeKey")).allowed
+    with_iam = RequestContext(
+        role, "kms:DescribeKey", KEY, context(role, "x").keys, iam_allowed_actions=("kms:*",)
+    )
+    assert evaluate(policy, with_iam).allowed
+    with_iam_decrypt = RequestContext(role, "kms:Decrypt", KEY, with_iam.keys, iam_allowed_actions=("kms:*",))
+    assert not evaluate(policy, with_iam_decrypt).allowed
+
+
+def test_key_pair_generation_by_the_api_role() -> None:
+    policy = key_policy()
+    action = "kms:GenerateDataKeyPairWithoutPlaintext"
+    good = {"kms:EncryptionContext:vault_id": "v_1", "kms:DataKeyPairSpec": "ECC_NIST_P384"}
+    assert evaluate(policy, context(API_ROLE, action, **good)).allowed
+    assert not evaluate(
+        policy, context(API_ROLE, action, **{**good, "kms:DataKeyPairSpec": "RSA_2048"})
+    ).allowed
+    assert not evaluate(policy, context(API_ROLE, action, **{"kms:DataKeyPairSpec": "ECC_NIST_P384"})).allowed
+    assert not evaluate(policy, context(INSTANCE_ROLE, action, **good)).allowed
+    assert not evaluate(policy, context(API_ROLE, "kms:Decrypt", **ATTESTED)).allowed
+
+
+def test_identity_perimeter_denies_other_accounts() -> None:
+    stranger = "arn:aws:iam::999999999999:role/nitro-vault-instance"
+    assert not evaluate(key_policy(), context(stranger, "kms:Decrypt", **ATTESTED)).allowed
+
+
+def test_network_perimeter_when_a_vpc_is_set() -> None:
+    policy = build_key_policy(
+        KeyPolicyParams(
+            account_id=ACCOUNT,
+            instance_role_arn=INSTANCE_ROLE,
+            api_role_arn=API_ROLE,
+            measurements=MEASUREMENTS,
+            vpc_id="vpc-1",
+        )
+    )
+    assert not evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **ATTESTED)).allowed  # no aws:SourceVpc
+    in_vpc = context(INSTANCE_ROLE, "kms:Decrypt", **ATTESTED, **{"aws:SourceVpc": "vpc-1"})
+    assert evaluate(policy, in_vpc).allowed
+    other_vpc = context(INSTANCE_ROLE, "kms:Decrypt", **ATTESTED, **{"aws:SourceVpc": "vpc-2"})
+    assert decision_reason(policy, other_vpc).startswith("explicitly denied by statement NetworkPerimeter")
+    excluded = context(
+        INSTANCE_ROLE,
+        "kms:Decrypt",
+        **ATTESTED,
+        **{"aws:SourceVpc": "vpc-2", "aws:PrincipalTag/dp:exclude:network": "true"},
+    )
+    assert evaluate(policy, excluded).allowed
+    service_linked = f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/kms.amazonaws.com/AWSServiceRoleForKMS"
+    assert "NetworkPerimeter" not in decision_reason(policy, context(service_linked, "kms:DescribeKey"))
+
+
+def decision_reason(policy: dict[str, Any], request: RequestContext) -> str:
+    return evaluate(policy, request).reason
+
+
+def test_assumed_role_sessions_match_their_role() -> None:
+    session = f"arn:aws:sts::{ACCOUNT}:assumed-role/nitro-vault-instance/i-0123456789abcdef0"
+    request = context(session, "kms:Decrypt", **ATTESTED)
+    assert evaluate(key_policy(), request).allowed
+
+
+# -- operator semantics -----------------------------------------------------------------------
+
+
+def test_string_operators() -> None:
+    assert holds({"StringEquals": {"k": ["a", "b"]}}, k="b")
+    assert not holds({"StringEquals": {"k": "A"}}, k="a")
+    assert holds({"StringEqualsIgnoreCase": {"k": "A"}}, k="a")
+    assert not holds({"StringEquals": {"k": "a"}})  # absent
+    assert holds({"StringNotEquals": {"k": ["a", "b"]}}, k="c")
+    assert not holds({"StringNotEquals": {"k": ["a", "b"]}}, k="b")  # negation means "none of them"
+    assert holds({"StringNotEquals": {"k": "a"}})  # negated operators hold for absent keys
+    assert holds({"StringLike": {"k": "a*c?"}}, k="abbbcd")
+    assert not holds({"StringLike": {"k": "a[b]"}}, k="ab")  # brackets are literal
+    assert holds({"StringNotLike": {"k": "x*"}}, k="abc")
+    assert holds({"StringNotEqualsIgnoreCase": {"k": "A"}}, k="b")
+
+
+def test_if_exists_null_and_bool() -> None:
+    assert holds({"StringEqualsIfExists": {"k": "a"}})
+    assert not holds({"StringEqualsIfExists": {"k": "a"}}, k="b")
+    assert holds({"StringNotEqualsIfExists": {"k": "a"}}, k="b")
+    assert holds({"Null": {"k": "true"}})
+    assert not holds({"Null": {"k": "true"}}, k="x")
+    assert holds({"Null": {"k": "false"}}, k="x")
+    assert holds({"Bool": {"k": "true"}}, k="True")
+    assert holds({"Bool": {"k": True}}, k="true")
+    assert not holds({"Bool": {"k": "true"}})
+    assert holds({"BoolIfExists": {"k": "false"}})
+
+
+def test_arn_operators() -> None:
+    arn = f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/kms.amazonaws.com/x"
+    assert holds({"ArnLike": {"k": f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/*"}}, k=arn)
+    assert not holds({"ArnLike": {"k": "arn:aws:iam::*:user/*"}}, k=arn)
+    assert holds({"ArnNotLikeIfExists": {"k": "arn:aws:iam::*:user/*"}}, k=arn)
+    assert holds({"ArnNotLikeIfExists": {"k": "arn:*"}})
+    assert not holds({"ArnEquals": {"k": "arn:aws:iam"}}, k=arn)  # not six components
+
+
+def test_multi_valued_keys_need_a_set_operator() -> None:
+    keys = {"kms:EncryptionContextKeys": ["vault_id", "tenant"]}
+    assert holds({"ForAnyValue:StringEquals": {"kms:EncryptionContextKeys": "tenant"}}, **keys)
+    assert not holds({"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": "vault_id"}}, **keys)
+    assert holds({"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": ["vault_id", "tenant"]}}, **keys)
+    assert holds({"ForAllValues:StringEquals": {"kms:EncryptionContextKeys": "x"}})  # vacuously true
+    assert not holds({"ForAnyValue:StringEquals": {"kms:EncryptionContextKeys": "x"}})
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": {"StringEquals": {"kms:EncryptionContextKeys": "vault_id"}},
+    }
+    decision = evaluate({"Statement": [statement]}, context(INSTANCE_ROLE, "kms:Decrypt", **keys))
+    assert not decision.allowed and "multi-valued" in decision.reason
+
+
+def test_condition_keys_are_case_insensitive() -> None:
+    assert holds({"StringEquals": {"KMS:callerACCOUNT": ACCOUNT}})
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        {"Condition": {"NumericLessThan": {"k": "1"}}},
+        {"Condition": {"StringEqualsAnyCase": {"k": "1"}}},
+        {"Condition": {"ForSomeValues:StringEquals": {"k": "1"}}},
+        {"Condition": {"NullIfExists": {"k": "true"}}},
+        {"Condition": {"StringEquals": {"aws:PrincipalArn": "${aws:username}"}}},
+        {"NotPrincipal": {"AWS": INSTANCE_ROLE}},
+        {"Effect": "Maybe"},
+        {"Action": None},
+    ],
+)
+def test_unsupported_constructs_deny_even_on_an_unrelated_statement(statement: dict[str, Any]) -> None:
+    allow = {"Effect": "Allow", "Principal": {"AWS": INSTANCE_ROLE}, "Action": "kms:*", "Resource": "*"}
+    odd = {
+        "Effect": "Allow",
+        "Principal": {"AWS": API_ROLE},
+        "Action": "kms:Encrypt",
+        "Resource": "*",
+        **statement,
+    }
+    decision = evaluate({"Statement": [allow, odd]}, context(INSTANCE_ROLE, "kms:Decrypt"))
+    assert not decision.allowed and "cannot be evaluated" in decision.reason
+    assert evaluate({"Statement": [allow]}, context(INSTANCE_ROLE, "kms:Decrypt")).allowed
+
+
+def test_explicit_deny_wins_and_not_action() -> None:
+    allow = {"Effect": "Allow", "Principal": "*", "Action": "kms:*", "Resource": "*"}
+    deny = {"Effect": "Deny", "Principal": "*", "NotAction": ["kms:Describe*", "kms:List*"], "Resource": "*"}
+    policy = {"Statement": [allow, deny]}
+    assert not evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt")).allowed
+    assert evaluate(policy, context(INSTANCE_ROLE, "kms:DescribeKey")).allowed
+    assert evaluate(policy, context(INSTANCE_ROLE, "KMS:listkeys")).allowed  # actions ignore case
+    only_other_key = {**allow, "Resource": KEY.replace("1234abcd", "ffffffff")}
+    assert not evaluate({"Statement": only_other_key}, context(INSTANCE_ROLE, "kms:Decrypt")).allowed
