@@ -1,0 +1,50 @@
+"""Builds the :class:`VaultService` from the configuration, once per Lambda container.
+
+Routes receive the service through Powertools' ``Depends(get_service)``; tests and the
+emulator may replace it with ``app.dependency_overrides[get_service]``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import requests
+
+from vault.api.clients import dynamodb_client, kms_client
+from vault.api.config import ApiConfig
+from vault.api.kms import KmsKeyPairGenerator
+from vault.api.parent import ParentClient
+from vault.api.service import VaultService
+from vault.api.store import VaultStore
+
+
+def build_service(
+    config: ApiConfig,
+    *,
+    dynamodb: Any | None = None,
+    kms: Any | None = None,
+    parent_session: requests.Session | None = None,
+) -> VaultService:
+    """The service for ``config``; clients default to the container-wide boto3 clients."""
+    dynamodb = (
+        dynamodb if dynamodb is not None else dynamodb_client(config.region, config.dynamodb_endpoint_url)
+    )
+    kms = kms if kms is not None else kms_client(config.region, config.kms_endpoint_url)
+    return VaultService(
+        store=VaultStore(dynamodb, config.table_name),
+        key_pairs=KmsKeyPairGenerator(kms, config.key_arn),
+        parent=ParentClient(
+            config.decrypt_url,
+            timeout=config.parent_timeout_seconds,
+            ca_bundle=config.parent_ca_bundle,
+            session=parent_session,
+        ),
+        region=config.region,
+        audit_retention_days=config.audit_retention_days,
+    )
+
+
+@functools.cache
+def get_service() -> VaultService:
+    return build_service(ApiConfig.from_env())

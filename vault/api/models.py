@@ -1,0 +1,276 @@
+"""Request and response models of the REST API (spec 1.3, 1.7, 1.9) and their OpenAPI examples.
+
+Validation rules are upstream's: strings are stripped before they are checked, unknown
+keys are refused, every vault field is optional but an explicit ``null`` is refused.
+Two limits are added so that a valid request can always be stored and decrypted:
+``postal_code`` is capped at 1024 characters like the other free-text fields (an
+unbounded value could exceed DynamoDB's item size), and decrypt requests are held to the
+parent's and enclave's limits (spec 3.3, 4.2), which would otherwise refuse them later.
+
+Model ``repr``s list field names only: Powertools logs route arguments at DEBUG level,
+and field values are PII (decision D9).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from vault.common.messages import MAX_EXPRESSION_LENGTH
+
+#: The vault's fields in schema order. Order matters: ``ssn4`` derived from ``ssn9`` is
+#: overwritten by a client-supplied ``ssn4`` in the same request (spec 1.4).
+SCHEMA_FIELDS: tuple[str, ...] = (
+    "email",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "phone_number",
+    "ssn9",
+    "ssn4",
+    "dob",
+    "address1",
+    "address2",
+    "address3",
+    "city",
+    "state",
+    "postal_code",
+    "country",
+)
+_SCHEMA_FIELD_SET = frozenset(SCHEMA_FIELDS)
+MAX_TEXT_LENGTH = 1024
+#: The parent refuses more fields or expressions than this (spec 3.3).
+MAX_REQUEST_ITEMS = 100
+MAX_REASON_LENGTH = 1024
+MAX_FIELDS_QUERY_LENGTH = 1024
+
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_LENGTH)]
+PhoneNumber = Annotated[str, StringConstraints(pattern=r"^\+[1-9]\d{1,14}$")]
+Ssn9 = Annotated[str, StringConstraints(pattern=r"^\d{9}$", min_length=9, max_length=9)]
+Ssn4 = Annotated[str, StringConstraints(pattern=r"^\d{4}$", min_length=4, max_length=4)]
+DateOfBirth = Annotated[str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$", min_length=10, max_length=10)]
+PostalCode = Annotated[str, StringConstraints(pattern=r"^([A-Za-z0-9\- ]*)$", max_length=MAX_TEXT_LENGTH)]
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{2}$", min_length=2, max_length=2)]
+
+
+def normalize_field_name(name: str) -> str:
+    """Field names are matched like writes store them: stripped and lower-cased (decision D7)."""
+    return name.strip().lower()
+
+
+def _schema_field(name: str) -> str:
+    normalized = normalize_field_name(name)
+    if normalized not in _SCHEMA_FIELD_SET:
+        raise PydanticCustomError("vault_field", "must be one of the vault's field names")
+    return normalized
+
+
+def _expression_size(expression: str) -> str:
+    # The enclave's limit is in bytes (spec 4.2); refusing here gives a 422 instead of a
+    # failure after the vault key was already decrypted (decision D3).
+    if len(expression.encode("utf-8")) > MAX_EXPRESSION_LENGTH:
+        raise PydanticCustomError("expression_too_long", "expression exceeds 10240 bytes")
+    return expression
+
+
+FieldName = Annotated[str, AfterValidator(_schema_field)]
+Expression = Annotated[str, AfterValidator(_expression_size)]
+OutputName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH)]
+
+
+def _unique(names: list[str]) -> list[str]:
+    # Duplicates would make DynamoDB refuse the projection; the first spelling wins.
+    return list(dict.fromkeys(names))
+
+
+def _schema_without_null(schema: dict[str, Any]) -> None:
+    """Document optional fields as plain strings: omitting a field is allowed, ``null`` is not."""
+    for prop in schema.get("properties", {}).values():
+        variants = prop.get("anyOf")
+        if variants and {"type": "null"} in variants:
+            rest = [variant for variant in variants if variant != {"type": "null"}]
+            if len(rest) == 1:
+                del prop["anyOf"]
+                prop.update(rest[0])
+                prop.pop("default", None)
+
+
+class VaultFields(BaseModel):
+    """Vault fields. Every field is optional; send only the fields to store (null is refused)."""
+
+    model_config = ConfigDict(
+        str_strip_whitespace=True,
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
+        json_schema_extra=_schema_without_null,
+    )
+
+    email: Text | None = Field(default=None, description="Primary email address")
+    first_name: Text | None = Field(default=None, description="First name")
+    middle_name: Text | None = Field(default=None, description="Middle name")
+    last_name: Text | None = Field(default=None, description="Last name")
+    phone_number: PhoneNumber | None = Field(default=None, description="Primary phone number (E.164)")
+    ssn9: Ssn9 | None = Field(default=None, description="9-digit string")
+    ssn4: Ssn4 | None = Field(default=None, description="Last four of the SSN")
+    dob: DateOfBirth | None = Field(default=None, description="Date of birth (YYYY-MM-DD)")
+    address1: Text | None = Field(default=None, description="First address line")
+    address2: Text | None = Field(default=None, description="Second address line")
+    address3: Text | None = Field(default=None, description="Third address line")
+    city: Text | None = Field(default=None, description="City")
+    state: Text | None = Field(default=None, description="State or region")
+    postal_code: PostalCode | None = Field(default=None, description="Postal code")
+    country: Country | None = Field(default=None, description="Two-letter country code")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_null(cls, value: Any) -> Any:
+        # Defaults are not validated, so this only sees values the client sent.
+        if value is None:
+            raise PydanticCustomError("null_not_allowed", "null is not allowed; omit the field instead")
+        return value
+
+    def provided(self) -> dict[str, str]:
+        """The fields the client sent, in schema order."""
+        values = {name: getattr(self, name) for name in SCHEMA_FIELDS}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def __repr__(self) -> str:
+        return f"VaultFields(fields={list(self.provided())!r})"
+
+    __str__ = __repr__
+
+
+class DeleteBody(BaseModel):
+    """Remove the whole vault (``delete_all``) or some of its fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    delete_all: StrictBool | None = Field(default=None, description="Delete the vault and all its fields")
+    fields: list[FieldName] | None = Field(
+        default=None,
+        max_length=MAX_REQUEST_ITEMS,
+        description="Vault field names to remove (removing ssn9 also removes ssn4)",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _unique_fields(cls, names: list[str] | None) -> list[str] | None:
+        return None if names is None else _unique(names)
+
+
+class DecryptBody(BaseModel):
+    """Fields to decrypt (vault field names, case-insensitive), why, and optional CEL expressions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    fields: list[FieldName] = Field(max_length=MAX_REQUEST_ITEMS, description="Vault field names to decrypt")
+    reason: str = Field(
+        max_length=MAX_REASON_LENGTH, description="Why the data is needed (kept in the audit log)"
+    )
+    expressions: dict[OutputName, Expression] = Field(
+        default_factory=dict,
+        max_length=MAX_REQUEST_ITEMS,
+        description="CEL expressions evaluated in order on the decrypted fields; the key names the output",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _unique_fields(cls, names: list[str]) -> list[str]:
+        return _unique(names)
+
+    def __repr__(self) -> str:
+        return f"DecryptBody(fields={self.fields!r}, expressions={list(self.expressions)!r})"
+
+    __str__ = __repr__
+
+
+class VaultCreated(BaseModel):
+    id: str = Field(description="The new vault's id", examples=["v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL"])
+
+
+class DecryptResult(BaseModel):
+    data: dict[str, Any] = Field(
+        description="Decrypted fields and expression outputs; null where unavailable"
+    )
+    errors: list[str] = Field(description="One entry per field or expression that has no value")
+
+    def __repr__(self) -> str:
+        return f"DecryptResult(fields={sorted(self.data)!r}, errors={len(self.errors)})"
+
+    __str__ = __repr__
+
+
+class AuditEvent(BaseModel):
+    event: str = Field(description="CreateVault, UpdateVault, DeleteVault or DecryptVault")
+    timestamp: str = Field(description="When it happened (RFC 3339, UTC, microseconds)")
+    reason: str | None = Field(description="The decrypt reason, or RemoveFields for a field removal")
+    fields: list[str] = Field(description="Field names involved (never their values)")
+    outcome: str | None = Field(description="Success, PartialSuccess or the error code; null for old records")
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEvent] = Field(description="Newest first")
+    next_token: str | None = Field(description="Pass as next_token for the next page; null on the last page")
+
+
+class ErrorBody(BaseModel):
+    """Every error response. Match on ``code``; ``statusCode`` and ``message`` are upstream's keys."""
+
+    statusCode: int = Field(description="The HTTP status, repeated")
+    code: str = Field(description="Stable error code")
+    message: str = Field(description="Human-readable explanation")
+    errors: list[Any] | None = Field(
+        default=None,
+        description="422: the refused inputs (location and rule); EnclaveDecryptFailed: the enclave's errors",
+    )
+    enclaveCode: str | None = Field(default=None, description="EnclaveDecryptFailed: the enclave's own code")
+
+
+EXAMPLE_CREATE = {
+    "email": "test@example.com",
+    "phone_number": "+15554443333",
+    "first_name": "Test",
+    "last_name": "User",
+    "address1": "123 Main St",
+    "city": "Anytown",
+    "state": "CA",
+    "postal_code": "12345",
+    "country": "US",
+    "ssn9": "123456789",
+    "dob": "2000-07-04",
+}
+EXAMPLE_UPDATE = {"first_name": "Updated First Name", "last_name": "Updated Last Name"}
+EXAMPLE_DELETE = {"delete_all": False, "fields": ["first_name"]}
+EXAMPLE_DECRYPT = {
+    "fields": [
+        "first_name",
+        "last_name",
+        "email",
+        "phone_number",
+        "address1",
+        "city",
+        "state",
+        "postal_code",
+        "country",
+        "dob",
+        "ssn9",
+        "ssn4",
+    ],
+    "reason": "TESTING - API test through Swagger UI",
+    "expressions": {
+        "age": "date(dob).age()",
+        "ssn9_sha256": "sha256(ssn9)",
+        "ssn9_base64": "base64_encode(ssn9)",
+    },
+}

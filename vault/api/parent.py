@@ -1,0 +1,113 @@
+"""The HTTPS client for the parent's ``POST /decrypt`` (spec 1.9 step 3, decision D2).
+
+Redirects are never followed (a redirect would carry the key blob elsewhere), the
+parent's certificate is always verified (against ``PARENT_CA_BUNDLE`` when given), and
+nothing is taken from the process environment: no proxies, no ``.netrc``, no
+``REQUESTS_CA_BUNDLE``. Every failure becomes an :class:`ApiError` with its own stable
+code, so a client can tell "the enclave refused" from "the parent is not there".
+
+The reply carries plaintext: it is returned, never logged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+from pydantic import ValidationError
+
+from vault.api.errors import ApiError, ErrorCode
+from vault.api.observability import logger
+from vault.common.messages import DecryptRequest, EnclaveReply
+
+_JSON = "application/json"
+#: How much of a parent error message a log line may carry.
+_MAX_LOGGED_MESSAGE = 200
+
+
+def enclave_unavailable() -> ApiError:
+    return ApiError(503, ErrorCode.ENCLAVE_UNAVAILABLE, "No enclave is available to decrypt; retry later")
+
+
+def parent_error() -> ApiError:
+    return ApiError(502, ErrorCode.PARENT_ERROR, "The decryption service returned an unexpected response")
+
+
+class ParentClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        ca_bundle: str | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._verify: str | bool = ca_bundle if ca_bundle is not None else True
+        self._session = session if session is not None else requests.Session()
+        self._session.trust_env = False
+
+    def decrypt(self, request: DecryptRequest) -> EnclaveReply:
+        """The enclave's reply for ``request``; it always has ``fields`` (global failures raise)."""
+        try:
+            response = self._session.post(
+                self._url,
+                json=request.to_wire(),
+                headers={"Accept": _JSON},
+                # requests applies this to connecting and to each read, separately.
+                timeout=self._timeout,
+                allow_redirects=False,
+                verify=self._verify,
+            )
+        except requests.Timeout as exc:
+            logger.error("Parent timed out", extra={"error_type": type(exc).__name__})
+            raise ApiError(
+                504, ErrorCode.PARENT_TIMEOUT, "The decryption service did not answer in time"
+            ) from exc
+        except requests.ConnectionError as exc:
+            logger.error("Parent unreachable", extra={"error_type": type(exc).__name__})
+            raise ApiError(
+                502, ErrorCode.PARENT_UNREACHABLE, "The decryption service is unreachable"
+            ) from exc
+        except requests.RequestException as exc:
+            logger.error("Parent request failed", extra={"error_type": type(exc).__name__})
+            raise parent_error() from exc
+        with response:
+            return self._reply(response)
+
+    def _reply(self, response: requests.Response) -> EnclaveReply:
+        status = response.status_code
+        if status != 200:
+            logger.error(
+                "Parent refused the decrypt request",
+                extra={"parent_status": status, "parent_message": _error_message(response)},
+            )
+            # 404 is the parent's "No enclaves found" (spec 3.3); 503 is a busy, dead or absent enclave.
+            if status in (404, 503):
+                raise enclave_unavailable()
+            raise parent_error()
+        try:
+            reply = EnclaveReply.model_validate(response.json())
+        except (ValueError, ValidationError) as exc:
+            logger.error("Parent reply is not a decrypt reply", extra={"error_type": type(exc).__name__})
+            raise parent_error() from exc
+        if reply.is_global_failure:
+            enclave_code = reply.code.value if reply.code is not None else None
+            logger.error("Enclave could not decrypt", extra={"enclave_code": enclave_code})
+            raise ApiError(
+                502,
+                ErrorCode.ENCLAVE_DECRYPT_FAILED,
+                "The enclave could not decrypt the vault",
+                details={"enclaveCode": enclave_code, "errors": list(reply.errors)},
+            )
+        return reply
+
+
+def _error_message(response: requests.Response) -> str | None:
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return None
+    message = body.get("message") if isinstance(body, dict) else None
+    return message[:_MAX_LOGGED_MESSAGE] if isinstance(message, str) else None

@@ -1,0 +1,185 @@
+"""The ``/vaults`` routes (spec 1.1) and their OpenAPI documentation.
+
+Routes only translate HTTP into service calls; request validation happens before they
+run (Powertools with pydantic), errors are raised as :class:`ApiError` and rendered by
+the app. A known path asked with another method answers 405 with an ``Allow`` header.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.api_gateway import Router
+from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+
+from vault.api.dependencies import get_service
+from vault.api.errors import ApiError, ErrorCode
+from vault.api.ids import VAULT_ID_PATTERN
+from vault.api.models import (
+    EXAMPLE_CREATE,
+    EXAMPLE_DECRYPT,
+    EXAMPLE_DELETE,
+    EXAMPLE_UPDATE,
+    MAX_FIELDS_QUERY_LENGTH,
+    AuditPage,
+    DecryptBody,
+    DecryptResult,
+    DeleteBody,
+    ErrorBody,
+    VaultCreated,
+    VaultFields,
+)
+from vault.api.observability import tracer
+from vault.api.service import VaultService
+
+PREFIX = "/vaults"
+DEFAULT_AUDIT_LIMIT = 25
+MAX_AUDIT_LIMIT = 100
+
+router = Router()  # type: ignore[no-untyped-call]
+
+Service = Annotated[VaultService, Depends(get_service)]
+VaultId = Annotated[
+    str, Path(title="Vault ID", pattern=VAULT_ID_PATTERN, examples=["v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL"])
+]
+
+_ERROR_DESCRIPTIONS = {
+    404: "Vault not found",
+    409: "Transaction cancelled by a concurrent change; retry",
+    422: "Invalid request data",
+    500: "Internal error",
+    502: "The enclave or the decryption service failed",
+    503: "No enclave available",
+    504: "The decryption service did not answer in time",
+}
+
+
+def _responses(success: str, *errors: int) -> dict[int, OpenAPIResponse]:
+    """The 200 response (its schema comes from the route's return type) and the error responses."""
+    documented: dict[int, OpenAPIResponse] = {200: {"description": success}}
+    for status in errors:
+        documented[status] = {
+            "description": _ERROR_DESCRIPTIONS[status],
+            "content": {"application/json": {"model": ErrorBody}},
+        }
+    return documented
+
+
+def _annotate(vault_id: str) -> None:
+    tracer.put_annotation(key="vault_id", value=vault_id)
+
+
+@router.post("/", summary="Create a vault", responses=_responses("The new vault's id", 409, 422, 500, 502))
+def create_vault(
+    body: Annotated[VaultFields, Body(openapi_examples={"create": {"value": EXAMPLE_CREATE}})],
+    service: Service,
+) -> VaultCreated:
+    return VaultCreated(id=service.create(body))
+
+
+@router.get(
+    "/<vault_id>",
+    summary="Get a vault",
+    responses=_responses("Which of the requested fields the vault holds", 404, 422, 500),
+)
+def get_vault(
+    vault_id: VaultId,
+    service: Service,
+    fields: Annotated[
+        str | None,
+        Query(
+            title="Fields to get",
+            description="Comma-separated field names; the answer says which of them the vault holds",
+            max_length=MAX_FIELDS_QUERY_LENGTH,
+            examples=["first_name,last_name,dob"],
+        ),
+    ] = None,
+) -> dict[str, bool]:
+    _annotate(vault_id)
+    return service.presence(vault_id, fields)
+
+
+@router.patch("/<vault_id>", summary="Update a vault", responses=_responses("Updated", 404, 409, 422, 500))
+def update_vault(
+    vault_id: VaultId,
+    body: Annotated[VaultFields, Body(openapi_examples={"update": {"value": EXAMPLE_UPDATE}})],
+    service: Service,
+) -> dict[str, Any]:
+    _annotate(vault_id)
+    service.update(vault_id, body)
+    return {}
+
+
+@router.delete("/<vault_id>", summary="Delete a vault", responses=_responses("Deleted", 404, 409, 422, 500))
+def delete_vault(
+    vault_id: VaultId,
+    body: Annotated[DeleteBody, Body(openapi_examples={"delete": {"value": EXAMPLE_DELETE}})],
+    service: Service,
+) -> dict[str, Any]:
+    _annotate(vault_id)
+    service.delete(vault_id, body)
+    return {}
+
+
+@router.post(
+    "/<vault_id>/decrypt",
+    summary="Decrypt data from a vault",
+    responses=_responses("Decrypted fields and per-field errors", 404, 409, 422, 500, 502, 503, 504),
+)
+def decrypt_vault(
+    vault_id: VaultId,
+    body: Annotated[DecryptBody, Body(openapi_examples={"decrypt": {"value": EXAMPLE_DECRYPT}})],
+    service: Service,
+) -> DecryptResult:
+    _annotate(vault_id)
+    return service.decrypt(vault_id, body)
+
+
+@router.get(
+    "/<vault_id>/audit",
+    summary="Read a vault's audit log",
+    responses=_responses("Audit events, newest first", 404, 422, 500),
+)
+def vault_audit(
+    vault_id: VaultId,
+    service: Service,
+    limit: Annotated[
+        int, Query(title="Page size", ge=1, le=MAX_AUDIT_LIMIT, description="Events per page")
+    ] = DEFAULT_AUDIT_LIMIT,
+    next_token: Annotated[
+        str | None, Query(title="Next page", max_length=64, description="next_token of the previous page")
+    ] = None,
+) -> AuditPage:
+    _annotate(vault_id)
+    return service.audit(vault_id, limit, next_token)
+
+
+#: Methods each path answers; every other method gets 405.
+ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
+    "/": ("POST",),
+    "/<vault_id>": ("GET", "PATCH", "DELETE"),
+    "/<vault_id>/decrypt": ("POST",),
+    "/<vault_id>/audit": ("GET",),
+}
+_ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _method_not_allowed(allowed: tuple[str, ...]) -> Callable[[], Response[dict[str, Any]]]:
+    error = ApiError(
+        405, ErrorCode.METHOD_NOT_ALLOWED, "Method not allowed", headers={"Allow": ", ".join(allowed)}
+    )
+
+    def handler() -> Response[dict[str, Any]]:
+        return error.response()
+
+    return handler
+
+
+for _rule, _allowed in ALLOWED_METHODS.items():
+    router.route(
+        _rule, [method for method in _ALL_METHODS if method not in _allowed], include_in_schema=False
+    )(_method_not_allowed(_allowed))
