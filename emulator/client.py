@@ -1,0 +1,210 @@
+"""A small typed client for the vault's REST API (routes of upstream spec 1.1).
+
+Used by the demo, the pytest plugin and the end-to-end tests. It speaks to any
+deployment of the API: the emulator's gateway or a deployed stage URL (optionally
+signing requests with SigV4, as the deployed API requires under decision D15).
+
+The audit trail has no API route (upstream has none): :class:`AuditReader` reads it
+from the table, which is what an operator with table access would do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class VaultApiError(Exception):
+    """A non-2xx answer; ``code`` is the API's stable error code when it sent one."""
+
+    def __init__(self, status: int, body: Any, method: str, path: str) -> None:
+        self.status = status
+        self.body = body
+        self.method = method
+        self.path = path
+        message = body.get("message") if isinstance(body, dict) else None
+        code = body.get("code") if isinstance(body, dict) else None
+        self.code: str | None = code if isinstance(code, str) else None
+        self.message: str = message if isinstance(message, str) else str(body)
+        label = f" {self.code}" if self.code else ""
+        super().__init__(f"{method} {path} -> {status}{label}: {self.message}")
+
+
+@dataclass(frozen=True)
+class DecryptResult:
+    data: dict[str, Any]
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SigV4Signer:
+    """Signs requests like ``aws-sigv4`` clients of an IAM-authorized API Gateway."""
+
+    access_key_id: str
+    secret_access_key: str
+    region: str
+    session_token: str | None = None
+
+    def sign(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
+        credentials = Credentials(self.access_key_id, self.secret_access_key, self.session_token)
+        SigV4Auth(credentials, "execute-api", self.region).add_auth(request)
+        return dict(request.headers.items())
+
+
+class VaultClient:
+    """``base_url`` is the stage URL, e.g. ``http://127.0.0.1:7450/v1``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        signer: SigV4Signer | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.signer = signer
+        self.session = session or requests.Session()
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> VaultClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- raw access --------------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        expect_json: bool = True,
+    ) -> requests.Response:
+        """Send one request; return the response whatever its status."""
+        url = self.base_url + path
+        prepared = requests.Request(method, url, params=params).prepare()
+        body = b"" if json_body is None else json.dumps(json_body).encode()
+        headers = {"Accept": "application/json" if expect_json else "*/*"}
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+        if self.signer is not None:
+            headers = self.signer.sign(method, str(prepared.url), body, headers)
+        return self.session.request(
+            method, str(prepared.url), data=body or None, headers=headers, timeout=self.timeout
+        )
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        if not 200 <= response.status_code < 300:
+            raise VaultApiError(response.status_code, body, method, path)
+        return body
+
+    # -- routes ------------------------------------------------------------------------
+
+    def create(self, fields: Mapping[str, str]) -> str:
+        """POST /vaults → the new vault id."""
+        body = self._call("POST", "/vaults", json_body=dict(fields))
+        return str(body["id"])
+
+    def get(self, vault_id: str, fields: Iterable[str] = ()) -> dict[str, bool]:
+        """GET /vaults/{id}?fields=... → which of ``fields`` the vault holds."""
+        names = ",".join(fields)
+        params = {"fields": names} if names else None
+        return dict(self._call("GET", f"/vaults/{vault_id}", params=params))
+
+    def update(self, vault_id: str, fields: Mapping[str, str]) -> None:
+        """PATCH /vaults/{id}."""
+        self._call("PATCH", f"/vaults/{vault_id}", json_body=dict(fields))
+
+    def delete_fields(self, vault_id: str, fields: Sequence[str]) -> None:
+        """DELETE /vaults/{id} removing ``fields``."""
+        self._call("DELETE", f"/vaults/{vault_id}", json_body={"fields": list(fields)})
+
+    def delete(self, vault_id: str) -> None:
+        """DELETE /vaults/{id} removing the whole vault."""
+        self._call("DELETE", f"/vaults/{vault_id}", json_body={"delete_all": True})
+
+    def decrypt(
+        self,
+        vault_id: str,
+        fields: Sequence[str],
+        reason: str,
+        expressions: Mapping[str, str] | None = None,
+    ) -> DecryptResult:
+        """POST /vaults/{id}/decrypt."""
+        payload: dict[str, Any] = {"fields": list(fields), "reason": reason}
+        if expressions:
+            payload["expressions"] = dict(expressions)
+        body = self._call("POST", f"/vaults/{vault_id}/decrypt", json_body=payload)
+        return DecryptResult(data=dict(body.get("data") or {}), errors=list(body.get("errors") or []))
+
+    def openapi(self) -> dict[str, Any]:
+        """GET /swagger?format=json → the OpenAPI document."""
+        return dict(self._call("GET", "/swagger", params={"format": "json"}))
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    event: str
+    timestamp_us: int
+    reason: str | None
+    fields: list[str]
+
+
+class AuditReader:
+    """Reads a vault's audit items (``pk = LOG##<vault id>``, spec 1.5) from the table."""
+
+    def __init__(self, *, table_name: str, endpoint_url: str | None, region: str, **credentials: str) -> None:
+        import boto3
+
+        self.table_name = table_name
+        self._client = boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, **credentials)
+
+    def events(self, vault_id: str) -> list[AuditEvent]:
+        from vault.infra.table import log_partition
+
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": {"S": log_partition(vault_id)}},
+            "ConsistentRead": True,
+        }
+        for _ in range(1000):  # bounded pagination
+            page = self._client.query(**kwargs)
+            items.extend(page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        events = [
+            AuditEvent(
+                event=item.get("_e", {}).get("S", "?"),
+                timestamp_us=int(item.get("_ct", {}).get("N") or item["sk"]["S"]),
+                reason=item.get("_r", {}).get("S"),
+                fields=[entry.get("S", "") for entry in item.get("_f", {}).get("L", [])],
+            )
+            for item in items
+        ]
+        return sorted(events, key=lambda e: e.timestamp_us)

@@ -1,0 +1,133 @@
+"""Pure parts of the system setup: apt sources, Docker engine paths, tool table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from emulator.system.dockerd import DockerEngineConfig, engine_environment
+from emulator.system.errors import SystemSetupError
+from emulator.system.mirror import apt_sources, debian_codename, debian_mirror
+from emulator.system.tools import TOOLS, ensure_tool
+
+DEB822 = """\
+Types: deb
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+"""
+
+
+def _apt_dir(tmp_path: Path, files: dict[str, str]) -> Path:
+    (tmp_path / "sources.list.d").mkdir(parents=True)
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_reads_deb822_sources(tmp_path: Path) -> None:
+    apt_dir = _apt_dir(tmp_path, {"sources.list.d/debian.sources": DEB822})
+    assert debian_mirror("bookworm", apt_dir) == "http://mirror.example/debian"
+    assert debian_mirror("bookworm-security", apt_dir) == "http://mirror.example/debian-security"
+
+
+def test_reads_one_line_sources_with_options(tmp_path: Path) -> None:
+    text = (
+        "# deb http://old.example/debian bookworm main\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://one.example/debian bookworm main contrib\n"
+    )
+    apt_dir = _apt_dir(tmp_path, {"sources.list": text})
+    assert debian_mirror("bookworm", apt_dir) == "http://one.example/debian"
+
+
+def test_ignores_disabled_files_and_stanzas(tmp_path: Path) -> None:
+    disabled = (
+        "Types: deb\nURIs: http://off.example/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n"
+    )
+    apt_dir = _apt_dir(
+        tmp_path,
+        {
+            "sources.list.d/other.list.disabled-by-admin": "deb http://skip.example/debian bookworm main\n",
+            "sources.list.d/a-off.sources": disabled,
+            "sources.list.d/b.sources": DEB822,
+        },
+    )
+    assert [source.uri for source in apt_sources(apt_dir)] == [
+        "http://mirror.example/debian",
+        "http://mirror.example/debian-security",
+    ]
+
+
+def test_no_matching_source_is_an_error(tmp_path: Path) -> None:
+    apt_dir = _apt_dir(tmp_path, {"sources.list.d/debian.sources": DEB822})
+    with pytest.raises(SystemSetupError, match="--mirror"):
+        debian_mirror("trixie", apt_dir)
+
+
+def test_reads_the_codename(tmp_path: Path) -> None:
+    os_release = tmp_path / "os-release"
+    os_release.write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    assert debian_codename(os_release) == "bookworm"
+
+
+def test_engine_files_live_in_the_state_dir() -> None:
+    state = Path("/srv/vault/.emulator")  # only paths are computed; nothing is created
+    config = DockerEngineConfig(state)
+    assert config.data_root == state / "docker" / "data"
+    assert config.socket == state / "docker" / "run" / "docker.sock"
+    assert config.docker_host == f"unix://{config.socket}"
+
+
+def test_long_state_dirs_get_a_short_socket_dir(tmp_path: Path) -> None:
+    config = DockerEngineConfig(tmp_path / ("x" * 90))
+    assert len(str(config.exec_root / "containerd" / "containerd.sock.ttrpc")) <= 107
+    assert config.data_root.is_relative_to(tmp_path)
+
+
+def test_engine_environment_configures_testcontainers() -> None:
+    env = engine_environment("unix:///run/x.sock")
+    assert env == {
+        "DOCKER_HOST": "unix:///run/x.sock",
+        "TESTCONTAINERS_RYUK_DISABLED": "true",
+        "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
+    }
+
+
+def test_tool_table_and_unknown_tools() -> None:
+    assert TOOLS["docker"].packages == ("docker.io",)
+    assert set(TOOLS) >= {"docker", "java", "chromium", "node", "debootstrap"}
+    with pytest.raises(SystemSetupError, match="unknown tool"):
+        ensure_tool("emacs")
+
+
+def test_cli_stop_without_an_engine_is_harmless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator.system.__main__ import main
+
+    assert main(["--state-dir", str(tmp_path), "stop", "dockerd"]) == 0
+    assert "not running" in capsys.readouterr().err
+
+
+def test_cli_env_without_an_engine_fails_clearly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emulator.system import __main__ as cli
+    from emulator.system import dockerd
+
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(dockerd, "DEFAULT_DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
+    assert cli.main(["--state-dir", str(tmp_path), "env"]) == 1
+    assert "ensure docker" in capsys.readouterr().err
+
+
+def test_cli_rejects_unknown_targets() -> None:
+    from emulator.system.__main__ import main
+
+    with pytest.raises(SystemExit):
+        main(["ensure", "emacs"])

@@ -1,0 +1,109 @@
+"""Assembling the enclave image: a deterministic copy of the enclave's code plus a manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from emulator.image import (
+    MANIFEST_NAME,
+    ImageError,
+    assemble_image,
+    container_build_context,
+    copy_distributions,
+    enclave_distributions,
+    load_image,
+)
+
+
+def make_source(root: Path) -> Path:
+    (root / "vault" / "common").mkdir(parents=True)
+    (root / "vault" / "enclave" / "__pycache__").mkdir(parents=True)
+    (root / "vault" / "api").mkdir(parents=True)
+    (root / "vault" / "infra").mkdir(parents=True)
+    (root / "vault" / "infra" / "key_policy.py").write_text("KEY = 'vault_id'\n")
+    (root / "vault" / "__init__.py").write_text("")
+    (root / "vault" / "common" / "framing.py").write_text("FRAMING = 1\n")
+    (root / "vault" / "enclave" / "__main__.py").write_text("print('enclave')\n")
+    (root / "vault" / "enclave" / "Dockerfile").write_text("FROM scratch\n")
+    (root / "vault" / "enclave" / "__pycache__" / "x.cpython-311.pyc").write_bytes(b"\0")
+    (root / "vault" / "api" / "handler.py").write_text("secret = 'api only'\n")
+    return root
+
+
+def test_the_image_holds_only_the_enclave_code(tmp_path: Path) -> None:
+    source = make_source(tmp_path / "src")
+    image = assemble_image(tmp_path / "image", root=source, version="1.0")
+    files = sorted(
+        p.relative_to(image.directory).as_posix() for p in image.directory.rglob("*") if p.is_file()
+    )
+    assert files == [
+        MANIFEST_NAME,
+        "vault/__init__.py",
+        "vault/common/framing.py",
+        "vault/enclave/__main__.py",
+        "vault/infra/key_policy.py",
+    ]
+    manifest = json.loads((image.directory / MANIFEST_NAME).read_text())
+    assert manifest["name"] == "enclave-vault" and manifest["version"] == "1.0"
+    assert manifest["entrypoint"] == ["python3", "-m", "vault.enclave"]
+    assert set(manifest["files"]) == set(files) - {MANIFEST_NAME}
+    assert manifest["overrides"] == []
+
+
+def test_assembly_is_deterministic_and_sensitive_to_code(tmp_path: Path) -> None:
+    source = make_source(tmp_path / "src")
+    first = assemble_image(tmp_path / "a", root=source, version="1")
+    second = assemble_image(tmp_path / "b", root=source, version="1")
+    assert first.digest == second.digest
+    assert (first.directory / MANIFEST_NAME).read_bytes() == (second.directory / MANIFEST_NAME).read_bytes()
+    changed = assemble_image(
+        tmp_path / "c", root=source, version="1", overrides={"vault/enclave/__main__.py": b"print('x')\n"}
+    )
+    assert changed.digest != first.digest
+    assert (changed.directory / "vault/enclave/__main__.py").read_text() == "print('x')\n"
+    assert changed.manifest["overrides"] == ["vault/enclave/__main__.py"]
+    added = assemble_image(
+        tmp_path / "d", root=source, version="1", overrides={"vault/enclave/new.py": b"X=1\n"}
+    )
+    assert "vault/enclave/new.py" in added.manifest["files"]  # type: ignore[operator]
+    assert load_image(added.directory).digest == added.digest
+
+
+def test_reassembly_replaces_stale_files(tmp_path: Path) -> None:
+    source = make_source(tmp_path / "src")
+    target = tmp_path / "image"
+    assemble_image(target, root=source, overrides={"vault/enclave/extra.py": b""})
+    assemble_image(target, root=source)
+    assert not (target / "vault/enclave/extra.py").exists()
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.py", "vault/../../x"])
+def test_overrides_stay_inside_the_image(tmp_path: Path, path: str) -> None:
+    with pytest.raises(ImageError):
+        assemble_image(tmp_path / "image", root=make_source(tmp_path / "src"), overrides={path: b""})
+
+
+def test_the_real_enclave_image_is_assembled_from_this_tree(tmp_path: Path) -> None:
+    image = assemble_image(tmp_path / "image")
+    assert (image.directory / "vault" / "enclave" / "__init__.py").is_file()
+    assert (image.directory / "vault" / "common" / "transport.py").is_file()
+    assert not (image.directory / "vault" / "api").exists()
+    assert not (image.directory / "vault" / "enclave" / "Dockerfile").exists()
+
+
+def test_the_container_context_carries_code_and_libraries(tmp_path: Path) -> None:
+    names = {d.metadata["Name"].lower().replace("_", "-") for d in enclave_distributions()}
+    assert {"cryptography", "pydantic", "cbor2", "boto3", "cel-python"} <= names
+    assert "nitro-vault" not in names
+    image = assemble_image(tmp_path / "image")
+    context = container_build_context(image, tmp_path / "context", tmp_path / "deps")
+    assert (context / "Dockerfile").read_text().count("ARG BASE_IMAGE") == 1
+    assert (context / "app" / MANIFEST_NAME).is_file()
+    assert (context / "deps" / "cbor2").is_dir() and (context / "deps" / "cryptography").is_dir()
+    # a second copy with the same distributions is reused
+    stamp = (tmp_path / "deps" / ".fingerprint").stat().st_mtime_ns
+    copy_distributions(enclave_distributions(), tmp_path / "deps")
+    assert (tmp_path / "deps" / ".fingerprint").stat().st_mtime_ns == stamp

@@ -1,0 +1,46 @@
+"""The pytest plugin is inert until its fixtures are used."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def test_plugin_loads_without_importing_the_emulator(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_nothing_heavy_is_imported():
+            names = ("emulator.lifecycle", "emulator.supervisor", "emulator.client", "moto", "boto3")
+            heavy = [m for m in names if m in sys.modules]
+            assert heavy == []
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_options_are_registered(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess("--help")
+    result.stdout.fnmatch_lines(
+        ["*--vault-emulator-backend*", "*--vault-emulator-runtime*", "*--vault-api-url*"]
+    )
+
+
+def test_an_external_api_url_replaces_the_emulator(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_url(vault_api_url, vault_client):
+            assert vault_api_url == "http://127.0.0.1:9/v1"
+            assert vault_client.base_url == vault_api_url
+            assert "emulator.lifecycle" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--vault-api-url", "http://127.0.0.1:9/v1/"
+    )
+    result.assert_outcomes(passed=1)
