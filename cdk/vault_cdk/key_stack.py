@@ -1,0 +1,94 @@
+"""Key: the multi-region KMS key whose policy only lets an attested enclave decrypt (spec 7.2, 5.4).
+
+The policy document is produced by :func:`vault.infra.key_policy.build_key_policy`, the
+same builder whose output the emulator's KMS front enforces, so the deployed key and the
+emulated one cannot drift apart. The decrypt statement carries the enclave's PCRs from
+the first deployment on (decision D13); without measurements the stack is not built,
+except in the documented unsafe mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Annotations, CfnOutput, RemovalPolicy, Stack
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from vault.infra.key_policy import KeyPolicyParams, build_key_policy
+
+from .config import UNSAFE_FLAG, VaultConfig
+from .naming import Names
+
+UNSAFE_WARNING = (
+    f"{UNSAFE_FLAG} is set: the key policy lets the instance role decrypt vault keys WITHOUT "
+    "enclave attestation. Never deploy this for real data."
+)
+
+
+def key_policy_params(config: VaultConfig, *, region: str, vpc_id: str | None) -> KeyPolicyParams:
+    """The builder's parameters for this deployment (also used by tests to recompute the policy)."""
+    names = Names(config)
+    return KeyPolicyParams(
+        account_id=config.account,
+        instance_role_arn=names.instance_role_arn,
+        api_role_arn=names.api_role_arn,
+        measurements=config.measurements,
+        partition=config.partition,
+        api_function_arn=(
+            f"arn:{config.partition}:lambda:{region}:{config.account}:function:{names.api_function_name}"
+        ),
+        vpc_id=vpc_id,
+        allow_unattested_decrypt=config.unsafe_allow_unattested_decrypt,
+    )
+
+
+class KeyStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: VaultConfig, vpc_id: str, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        # Raises MeasurementsError when measurements are missing outside unsafe mode.
+        policy = build_key_policy(key_policy_params(config, region=self.region, vpc_id=vpc_id))
+
+        if config.primary_key_arn is not None:
+            # A second region: replicate the primary key under the same policy.
+            replica = kms.CfnReplicaKey(
+                self,
+                "VaultKey",
+                primary_key_arn=config.primary_key_arn,
+                key_policy=policy,
+                pending_window_in_days=7,
+                description="nitro-vault key pair wrapping key (replica)",
+            )
+            key_resource: kms.CfnKey | kms.CfnReplicaKey = replica
+            self.key_arn = replica.attr_arn
+            self.key_id = replica.attr_key_id
+        else:
+            key = kms.CfnKey(
+                self,
+                "VaultKey",
+                description="nitro-vault key pair wrapping key",
+                key_spec="SYMMETRIC_DEFAULT",
+                key_usage="ENCRYPT_DECRYPT",
+                multi_region=True,
+                # Rotation keeps old key material, so existing vaults stay decryptable.
+                enable_key_rotation=True,
+                pending_window_in_days=7,
+                key_policy=policy,
+            )
+            key_resource = key
+            self.key_arn = key.attr_arn
+            self.key_id = key.attr_key_id
+        # Losing the key loses every vault: never delete it with the stack.
+        key_resource.apply_removal_policy(RemovalPolicy.RETAIN)
+
+        kms.CfnAlias(self, "VaultKeyAlias", alias_name=f"alias/{self.stack_name}", target_key_id=self.key_id)
+
+        if config.unsafe_allow_unattested_decrypt:
+            Annotations.of(self).add_warning_v2("vault:unsafe-unattested-decrypt", UNSAFE_WARNING)
+
+        CfnOutput(self, "KeyArn", value=self.key_arn)
+        CfnOutput(
+            self, "AttestedDecrypt", value="false" if config.unsafe_allow_unattested_decrypt else "true"
+        )

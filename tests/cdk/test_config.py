@@ -1,0 +1,80 @@
+"""Context validation, and the rule that the key stack is never built without measurements."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App
+from vault_cdk.application import build
+from vault_cdk.config import UNSAFE_FLAG, ConfigError, load_config
+
+from vault.infra.key_policy import MeasurementsError
+
+from .support import MEASUREMENTS, app_context
+
+
+def context(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
+    return app_context(tmp_path, **overrides)
+
+
+def test_app_refuses_to_build_without_measurements(tmp_path: Path) -> None:
+    app = App(context=context(tmp_path, **{"vault:measurements": ""}), outdir=str(tmp_path / "out"))
+    with pytest.raises(MeasurementsError, match=UNSAFE_FLAG):
+        build(app, nag=False)
+    assert app.node.children == [], "no stack may exist when the key policy cannot be attested"
+
+
+def test_unsafe_mode_is_explicit_and_exclusive(tmp_path: Path) -> None:
+    config = load_config(context(tmp_path, **{"vault:measurements": "", UNSAFE_FLAG: "true"}))
+    assert config.unsafe_allow_unattested_decrypt and config.measurements is None
+    with pytest.raises(ConfigError, match="exclude each other"):
+        load_config(context(tmp_path / "both", **{UNSAFE_FLAG: True}))
+    with pytest.raises(ConfigError, match="true or false"):
+        load_config(context(tmp_path / "typo", **{"vault:measurements": "", UNSAFE_FLAG: "yes"}))
+
+
+def test_measurements_are_read_and_checked(tmp_path: Path) -> None:
+    config = load_config(context(tmp_path))
+    assert config.measurements is not None
+    assert config.measurements.pcr0 == json.loads(MEASUREMENTS.read_text())["Measurements"]["PCR0"]
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"Measurements": {"PCR0": "00", "PCR1": "11", "PCR2": "22"}}))
+    with pytest.raises(MeasurementsError, match="96 hex"):
+        load_config(context(tmp_path / "b", **{"vault:measurements": str(broken)}))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("vault:account", "12345", "12 digits"),
+        ("vault:account", "", "is required"),
+        ("vault:region", "Europe", "not a region"),
+        ("vault:domainName", "vault.other.org", "inside"),
+        ("vault:vpcCidr", "10.0.0.0/8", "/16"),
+        ("vault:auditRetentionDays", "-1", "at least 0"),
+        ("vault:scaling", '{"cpu_hgh": 80}', "unknown thresholds"),
+        ("vault:artifactBucket", "bucket", "not both"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(context(tmp_path, **{key: value}))
+
+
+def test_artifacts_must_be_complete(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"enclave-vault\.eif"):
+        load_config(context(tmp_path / "a", **{"vault:artifactsDir": str(empty)}))
+    with pytest.raises(ConfigError, match="artifactKey"):
+        load_config(context(tmp_path / "b", **{"vault:artifactsDir": "", "vault:artifactBucket": "b"}))
+    config = load_config(
+        context(
+            tmp_path / "c",
+            **{"vault:artifactsDir": "", "vault:artifactBucket": "b", "vault:artifactKey": "k.zip"},
+        )
+    )
+    assert (config.artifacts.bucket, config.artifacts.key) == ("b", "k.zip")
