@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -199,10 +200,25 @@ class VaultMachine(RuleBasedStateMachine):
         self._decrypt(vault_id, list(SCHEMA_FIELDS), "model check")
 
 
+def _log_vocabulary() -> str:
+    """Text the logs are made of (the API's and Powertools' own words and keys).
+
+    A generated value that is already one of those words (``reason``, ``message``)
+    shows up in every log line without having leaked, so it proves nothing either way.
+    """
+    import aws_lambda_powertools
+
+    import vault.api
+
+    roots = [Path(vault.api.__file__).parent, Path(aws_lambda_powertools.__file__).parent]
+    return "\n".join(p.read_text(encoding="utf-8") for root in roots for p in root.rglob("*.py"))
+
+
 def _leaks(values: set[str], text: str) -> list[str]:
     found = []
+    vocabulary = _log_vocabulary()
     for value in values:
-        if len(value) < 6:
+        if len(value) < 6 or value in vocabulary:
             continue
         # Digit runs are compared whole: a 9-digit SSN may occur inside a timestamp.
         pattern = rf"(?<![0-9]){re.escape(value)}(?![0-9])" if value[-1].isdigit() else re.escape(value)
