@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import vault
+from emulator.measure import CACHE_DIRS, is_bytecode_cache
 
 IMAGE_NAME = "enclave-vault"
 MANIFEST_NAME = "manifest.json"
@@ -36,8 +37,6 @@ MANIFEST_NAME = "manifest.json"
 IMAGE_SOURCES = ("vault/__init__.py", "vault/common", "vault/enclave", "vault/infra")
 ENTRYPOINT = ("python3", "-m", "vault.enclave")
 DOCKERFILE = Path(vault.__file__).parent / "enclave" / "Dockerfile"
-_SKIP_DIRS = frozenset({"__pycache__"})
-_SKIP_SUFFIXES = (".pyc", ".pyo")
 _SKIP_NAMES = frozenset({"Dockerfile"})
 #: The distribution whose ``enclave`` extra names the enclave's libraries.
 PROJECT_DISTRIBUTION = "nitro-vault"
@@ -75,9 +74,8 @@ def _image_files(root: Path) -> Iterable[tuple[str, Path]]:
             raise ImageError(f"the enclave image needs {entry}, which is missing under {root}")
         for file in sorted(path.rglob("*")):
             relative = file.relative_to(root)
-            if not file.is_file() or _SKIP_DIRS.intersection(relative.parts):
-                continue
-            if file.suffix in _SKIP_SUFFIXES or file.name in _SKIP_NAMES:
+            # The measurement skips bytecode caches too: the image holds what is measured.
+            if not file.is_file() or is_bytecode_cache(relative) or file.name in _SKIP_NAMES:
                 continue
             yield relative.as_posix(), file
 
@@ -200,7 +198,8 @@ def copy_distributions(distributions: Iterable[metadata.Distribution], destinati
         for entry in dist.files or []:
             relative = Path(str(entry))
             # Console scripts and data outside site-packages are not needed to import the library.
-            if ".." in relative.parts or "__pycache__" in relative.parts:
+            # A .pyc outside __pycache__ may be a sourceless module: only the cache directories go.
+            if ".." in relative.parts or CACHE_DIRS.intersection(relative.parts):
                 continue
             source = base / relative
             if source.is_file():

@@ -33,7 +33,7 @@ import platform
 import struct
 import sys
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -41,8 +41,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from vault.infra.key_policy import EnclaveMeasurements
 
 PCR_SIZE = 48
-_SKIP_DIRS = frozenset({"__pycache__"})
-_SKIP_SUFFIXES = (".pyc", ".pyo")
+#: Bytecode caches: the interpreter writes them and they do not change what runs, so they
+#: are neither measured nor copied into an image (:mod:`emulator.image`).
+CACHE_DIRS = frozenset({"__pycache__"})
+CACHE_SUFFIXES = (".pyc", ".pyo")
 _FILE = b"F"
 _LINK = b"L"
 _LENGTH = struct.Struct(">Q")
@@ -62,13 +64,18 @@ def default_runtime() -> str:
     return f"{sys.implementation.name} {platform.python_version()} {platform.machine()}"
 
 
+def is_bytecode_cache(relative: PurePath) -> bool:
+    """Whether ``relative`` (a path inside an image) is, or lies in, a bytecode cache."""
+    return bool(CACHE_DIRS.intersection(relative.parts)) or relative.name.endswith(CACHE_SUFFIXES)
+
+
 def _entries(image_dir: Path) -> Iterator[tuple[str, Path]]:
     for current, dirs, files in os.walk(image_dir, followlinks=False):
         # Prune in place so os.walk does not descend; symlinked directories are measured as links.
-        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]
+        dirs[:] = [d for d in dirs if d not in CACHE_DIRS]
         base = Path(current)
         for name in [*files, *(d for d in dirs if (base / d).is_symlink())]:
-            if name.endswith(_SKIP_SUFFIXES):
+            if is_bytecode_cache(PurePath(name)):
                 continue
             path = base / name
             yield path.relative_to(image_dir).as_posix(), path

@@ -97,6 +97,7 @@ class VaultConfig:
     hosted_zone_name: str
     artifacts: ArtifactSource
     lambda_dependencies: Path
+    #: The current enclave image; ``None`` only in unsafe mode.
     measurements: EnclaveMeasurements | None
     region: str | None = None
     partition: str = "aws"
@@ -115,6 +116,9 @@ class VaultConfig:
     api_burst_limit: int = 200
     scaling: ScalingThresholds = field(default_factory=ScalingThresholds)
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: Further images the key policy lets decrypt, each in its own statement: the other side
+    #: of a rolling image upgrade.
+    additional_measurements: tuple[EnclaveMeasurements, ...] = ()
 
     def stack_name(self, tier: str) -> str:
         return f"{self.prefix}-{tier}"
@@ -222,11 +226,36 @@ def _artifacts(context: Mapping[str, Any]) -> ArtifactSource:
     return ArtifactSource(bucket=bucket, key=key)
 
 
-def _measurements(context: Mapping[str, Any], unsafe: bool) -> EnclaveMeasurements | None:
-    path = _string(context, "measurements")
-    if path is None:
+def _measurement_paths(context: Mapping[str, Any]) -> list[str]:
+    """``vault:measurements``: one path, comma-separated paths, or a JSON array of paths."""
+    value = _raw(context, "measurements")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{PREFIX}measurements is not a valid JSON array") from None
+        else:
+            value = text.split(",")
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(
+            f"{PREFIX}measurements must be a path, comma-separated paths or a JSON array of paths"
+        )
+    paths = [item.strip() for item in value]
+    if any(not path for path in paths):
+        raise ConfigError(f"{PREFIX}measurements has an empty entry")
+    return paths
+
+
+def _measurements(context: Mapping[str, Any], unsafe: bool) -> tuple[EnclaveMeasurements, ...]:
+    """Every image the key may be released to, the current one (the first listed) first."""
+    paths = _measurement_paths(context)
+    if not paths:
         if unsafe:
-            return None
+            return ()
         raise MeasurementsError(
             f"the key stack needs the enclave measurements: set {PREFIX}measurements to the JSON "
             "that `nitro-cli build-enclave` printed. Only for a throw-away test deployment, "
@@ -235,7 +264,10 @@ def _measurements(context: Mapping[str, Any], unsafe: bool) -> EnclaveMeasuremen
         )
     if unsafe:
         raise ConfigError(f"{UNSAFE_FLAG} and {PREFIX}measurements exclude each other")
-    return EnclaveMeasurements.from_file(_path(path))
+    images = tuple(EnclaveMeasurements.from_file(_path(path)) for path in paths)
+    if len(set(images)) != len(images):
+        raise ConfigError(f"{PREFIX}measurements lists the same enclave image twice")
+    return images
 
 
 def load_config(context: Mapping[str, Any]) -> VaultConfig:
@@ -264,6 +296,7 @@ def load_config(context: Mapping[str, Any]) -> VaultConfig:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"{PREFIX}logLevel must be DEBUG, INFO, WARNING or ERROR")
     tags = _mapping(context, "tags")
+    images = _measurements(context, unsafe)
     return VaultConfig(
         account=account,
         region=region,
@@ -274,7 +307,8 @@ def load_config(context: Mapping[str, Any]) -> VaultConfig:
         hosted_zone_name=zone_name,
         artifacts=_artifacts(context),
         lambda_dependencies=_path(_string(context, "lambdaDependencies", "build/lambda-deps") or ""),
-        measurements=_measurements(context, unsafe),
+        measurements=images[0] if images else None,
+        additional_measurements=images[1:],
         unsafe_allow_unattested_decrypt=unsafe,
         vpc_cidr=vpc_cidr,
         enable_remote_access=_bool(context, "enableRemoteAccess", False),

@@ -303,7 +303,11 @@ class DecryptionStack(Stack):
             "openssl_acm_cnf": render("openssl-acm.cnf"),
             "nginx_conf": render("nginx.conf", domain_name=config.domain_name),
             "parent_unit": render(
-                "vault-parent.service", role_name=names.instance_role_name, eif_path=EIF_PATH
+                "vault-parent.service",
+                role_name=names.instance_role_name,
+                eif_path=EIF_PATH,
+                enclave_cpu_count=str(VAULT_ENCLAVE_CPUS),
+                enclave_memory_mib=str(VAULT_ENCLAVE_MEMORY_MIB),
             ),
         }
         return render(

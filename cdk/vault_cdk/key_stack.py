@@ -4,7 +4,8 @@ The policy document is produced by :func:`vault.infra.key_policy.build_key_polic
 same builder whose output the emulator's KMS front enforces, so the deployed key and the
 emulated one cannot drift apart. The decrypt statement carries the enclave's PCRs from
 the first deployment on (decision D13); without measurements the stack is not built,
-except in the documented unsafe mode.
+except in the documented unsafe mode. During an image upgrade the policy names the old
+and the new image, one decrypt statement each, so instances of either kind can decrypt.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def key_policy_params(config: VaultConfig, *, region: str, vpc_id: str | None) -
         instance_role_arn=names.instance_role_arn,
         api_role_arn=names.api_role_arn,
         measurements=config.measurements,
+        additional_measurements=config.additional_measurements,
         partition=config.partition,
         api_function_arn=(
             f"arn:{config.partition}:lambda:{region}:{config.account}:function:{names.api_function_name}"

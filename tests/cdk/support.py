@@ -36,6 +36,15 @@ AZS = ["eu-west-1a", "eu-west-1b"]
 DOMAIN = "vault.internal.example.com"
 
 
+def next_image_measurements(directory: Path) -> Path:
+    """A second measurements file, as ``nitro-cli build-enclave`` prints it for another image."""
+    path = directory / "measurements-next.json"
+    pcrs = {"HashAlgorithm": "Sha384 { ... }"}
+    pcrs.update({name: digit * 96 for name, digit in (("PCR0", "1"), ("PCR1", "2"), ("PCR2", "3"))})
+    path.write_text(json.dumps({"Measurements": pcrs}), encoding="utf-8")
+    return path
+
+
 def artifact_dirs(root: Path) -> tuple[Path, Path]:
     """An artifacts directory and a Lambda dependency layer, shaped as the build makes them."""
     artifacts = root / "artifacts"

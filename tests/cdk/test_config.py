@@ -13,7 +13,7 @@ from vault_cdk.config import UNSAFE_FLAG, ConfigError, load_config
 
 from vault.infra.key_policy import MeasurementsError
 
-from .support import MEASUREMENTS, app_context
+from .support import MEASUREMENTS, app_context, next_image_measurements
 
 
 def context(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
@@ -44,6 +44,38 @@ def test_measurements_are_read_and_checked(tmp_path: Path) -> None:
     broken.write_text(json.dumps({"Measurements": {"PCR0": "00", "PCR1": "11", "PCR2": "22"}}))
     with pytest.raises(MeasurementsError, match="96 hex"):
         load_config(context(tmp_path / "b", **{"vault:measurements": str(broken)}))
+
+
+@pytest.mark.parametrize("form", ["comma", "json-text", "json-list"])
+def test_several_measurement_files_current_image_first(tmp_path: Path, form: str) -> None:
+    following = next_image_measurements(tmp_path)
+    value: Any = {
+        "comma": f" {MEASUREMENTS} , {following}",
+        "json-text": json.dumps([str(MEASUREMENTS), str(following)]),
+        "json-list": [str(MEASUREMENTS), str(following)],
+    }[form]
+    config = load_config(context(tmp_path / "app", **{"vault:measurements": value}))
+    assert config.measurements is not None
+    assert config.measurements.pcr0 == json.loads(MEASUREMENTS.read_text())["Measurements"]["PCR0"]
+    assert [image.pcr0 for image in config.additional_measurements] == ["1" * 96]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (f"{MEASUREMENTS},", "empty entry"),
+        (f"{MEASUREMENTS},{MEASUREMENTS}", "same enclave image twice"),
+        (f'["{MEASUREMENTS}"', "JSON array"),
+        ("[1, 2]", "JSON array of paths"),
+    ],
+)
+def test_bad_measurement_lists_are_refused(tmp_path: Path, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(context(tmp_path, **{"vault:measurements": value}))
+
+
+def test_a_single_measurements_file_has_no_additional_images(tmp_path: Path) -> None:
+    assert load_config(context(tmp_path)).additional_measurements == ()
 
 
 @pytest.mark.parametrize(

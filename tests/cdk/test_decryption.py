@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
-from vault_cdk.decryption_stack import ASG_LOGICAL_ID
+from vault_cdk.decryption_stack import ASG_LOGICAL_ID, VAULT_ENCLAVE_MEMORY_MIB
 
 from .helpers import only, resources, statements
 from .support import DOMAIN, Synthesized
@@ -95,6 +96,34 @@ def test_user_data_installs_the_parent_and_its_services(launch_data: dict[str, A
     ):
         assert expected in text, expected
     assert "{{" not in text
+
+
+def installed_file(text: str, path: str) -> str:
+    """The body of the here-document that the user data writes to ``path``."""
+    match = re.search(rf"cat > {re.escape(path)} <<'VAULT_EOF'\n(.*?)\nVAULT_EOF\n", text, re.DOTALL)
+    assert match is not None, path
+    return match.group(1)
+
+
+def setting(text: str, pattern: str) -> int:
+    match = re.search(pattern, text, re.MULTILINE)
+    assert match is not None, pattern
+    return int(match.group(1))
+
+
+def test_the_parent_launches_the_vault_enclave_into_what_the_allocator_reserves(
+    launch_data: dict[str, Any],
+) -> None:
+    text = user_data_text(launch_data)
+    allocator = installed_file(text, "/etc/nitro_enclaves/allocator.yaml")
+    acm = installed_file(text, "/etc/nitro_enclaves/acm.yaml")
+    unit = installed_file(text, "/etc/systemd/system/vault-parent.service")
+    vault_memory = setting(unit, r"^Environment=PARENT_ENCLAVE_MEMORY_MIB=(\d+)$")
+    vault_cpus = setting(unit, r"^Environment=PARENT_ENCLAVE_CPU_COUNT=(\d+)$")
+    assert vault_memory == VAULT_ENCLAVE_MEMORY_MIB == 2816
+    # The allocator reserves exactly the ACM enclave plus one vault enclave.
+    assert setting(allocator, r"^memory_mib: (\d+)$") == setting(acm, r"^  memory_mib: (\d+)$") + vault_memory
+    assert setting(allocator, r"^cpu_count: (\d+)$") == setting(acm, r"^  cpu_count: (\d+)$") + vault_cpus
 
 
 def test_certificate_and_role_association(tier: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ KMS front enforces that same builder's output.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +19,13 @@ from vault.infra.key_policy import (
     DECRYPT_SID,
     ROOT_SID,
     EnclaveMeasurements,
+    attestation_conditions,
     build_key_policy,
     pcr3_for_role_arn,
 )
 
 from .helpers import as_list, only, statements
-from .support import ACCOUNT, MEASUREMENTS, REGION, Synthesized
+from .support import ACCOUNT, MEASUREMENTS, REGION, Synthesized, next_image_measurements, synthesize
 
 INSTANCE_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/vault/nitro-vault-instance"
 API_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/vault/nitro-vault-api"
@@ -111,4 +114,36 @@ def test_synthesized_policy_equals_the_shared_builder(vault: Synthesized, policy
     assert params.instance_role_arn == INSTANCE_ROLE_ARN
     assert params.api_role_arn == API_ROLE_ARN
     assert params.measurements == EnclaveMeasurements.from_file(MEASUREMENTS)
+    assert policy == build_key_policy(params)
+
+
+@pytest.fixture(scope="module")
+def rolling(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Synthesized, Path]]:
+    root: Path = tmp_path_factory.mktemp("rolling")
+    following = next_image_measurements(root)
+    yield synthesize(root, nag=False, **{"vault:measurements": f"{MEASUREMENTS},{following}"}), following
+
+
+def test_two_measurement_files_give_two_complete_decrypt_statements(
+    rolling: tuple[Synthesized, Path],
+) -> None:
+    synthesized, following = rolling
+    policy = only(synthesized.raw("key"), "AWS::KMS::Key")["KeyPolicy"]
+    decrypting = [s for s in statements(policy) if s.get("Action") == "kms:Decrypt"]
+    assert [s["Sid"] for s in decrypting] == [DECRYPT_SID, f"{DECRYPT_SID}2"]
+    pcr3 = pcr3_for_role_arn(INSTANCE_ROLE_ARN)
+    for statement, path in zip(decrypting, (MEASUREMENTS, following), strict=True):
+        image = EnclaveMeasurements.from_file(path)
+        assert statement["Principal"] == {"AWS": INSTANCE_ROLE_ARN}
+        # Each statement pins one image's PCRs, never a list of values per PCR.
+        assert statement["Condition"]["StringEqualsIgnoreCase"] == attestation_conditions(image, pcr3)
+    assert synthesized.stacks.config.measurements == EnclaveMeasurements.from_file(MEASUREMENTS)
+
+
+def test_the_rolling_policy_equals_the_shared_builder(rolling: tuple[Synthesized, Path]) -> None:
+    synthesized, following = rolling
+    policy = only(synthesized.raw("key"), "AWS::KMS::Key")["KeyPolicy"]
+    vpc_id = by_sid(policy, "NetworkPerimeter")["Condition"]["StringNotEqualsIfExists"]["aws:SourceVpc"]
+    params = key_policy_params(synthesized.stacks.config, region=REGION, vpc_id=vpc_id)
+    assert params.additional_measurements == (EnclaveMeasurements.from_file(following),)
     assert policy == build_key_policy(params)

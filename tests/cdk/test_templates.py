@@ -28,5 +28,13 @@ def test_nginx_matches_the_upstream_front() -> None:
 
 def test_allocator_and_unit() -> None:
     assert "cpu_count: 3" in render("allocator.yaml", allocator_memory_mib="3072", allocator_cpu_count="3")
-    unit = render("vault-parent.service", role_name="r", eif_path="/e.eif")
+    unit = render(
+        "vault-parent.service",
+        role_name="r",
+        eif_path="/e.eif",
+        enclave_cpu_count="1",
+        enclave_memory_mib="2816",
+    )
     assert "--role r" in unit and "Requires=nitro-enclaves-allocator.service" in unit
+    assert "Environment=PARENT_ENCLAVE_CPU_COUNT=1\n" in unit
+    assert "Environment=PARENT_ENCLAVE_MEMORY_MIB=2816\n" in unit

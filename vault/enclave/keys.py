@@ -19,10 +19,9 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from vault.common.hpke import HpkeError, Recipient
 from vault.common.suites import Suite
+from vault.enclave import ber
 
 _PREFIX = "unable to decode PKCS#8 private key"
-_SEQUENCE = 0x30
-_INTEGER = 0x02
 
 
 class KeyFormatError(ValueError):
@@ -33,15 +32,22 @@ def _check_pkcs8_shape(der: bytes) -> None:
     # OpenSSL also accepts the "traditional" SEC1 ECPrivateKey; KMS and upstream (ring's
     # from_pkcs8) only speak PKCS#8. The two differ right after the version INTEGER:
     # PKCS#8 continues with the AlgorithmIdentifier SEQUENCE, SEC1 with an OCTET STRING.
-    if len(der) < 2 or der[0] != _SEQUENCE:
+    # BerError texts name the structure that is wrong, never the bytes.
+    try:
+        info = ber.decode(der)
+    except ber.BerError as exc:
+        raise KeyFormatError(f"{_PREFIX}: malformed DER ({exc})") from None
+    if not info.is_(ber.UNIVERSAL, ber.SEQUENCE) or not info.constructed:
         raise KeyFormatError(f"{_PREFIX}: not a DER SEQUENCE")
-    length_byte = der[1]
-    body = 2 + (length_byte & 0x7F if length_byte & 0x80 else 0)
-    version = der[body : body + 4]
-    # INTEGER, length 1, value 0 (v1) or 1 (v2, RFC 5958), then a SEQUENCE.
-    if len(version) < 4 or version[:2] != bytes((_INTEGER, 1)) or version[2] not in (0, 1):
+    try:
+        # v1 (RFC 5208) or v2 (RFC 5958, with the public key).
+        version = ber.integer(info.child(0, what="version"), what="version")
+        algorithm = info.child(1, what="algorithm")
+    except ber.BerError:
+        raise KeyFormatError(f"{_PREFIX}: not a PKCS#8 PrivateKeyInfo") from None
+    if version not in (0, 1):
         raise KeyFormatError(f"{_PREFIX}: not a PKCS#8 PrivateKeyInfo")
-    if version[3] != _SEQUENCE:
+    if not algorithm.is_(ber.UNIVERSAL, ber.SEQUENCE) or not algorithm.constructed:
         raise KeyFormatError(f"{_PREFIX}: not a PKCS#8 PrivateKeyInfo (SEC1 or other format)")
 
 

@@ -3,7 +3,12 @@
 The decrypt statement carries the enclave's measurements from the start (decision
 D13): there is no window in which the instance role can decrypt without an
 attestation document. Values may be CDK tokens (opaque strings); the builder only
-places them, it never inspects them, except ``measurements`` which must be concrete.
+places them, it never inspects them, except the measurements, which must be concrete.
+
+To replace the enclave image without an outage, the policy may name several images:
+one decrypt statement per image, each pinning all of that image's PCRs. A single
+statement with a list of values per PCR would instead accept any combination, such as
+the old image's PCR0 with the new image's PCR2.
 """
 
 from __future__ import annotations
@@ -84,7 +89,8 @@ class KeyPolicyParams:
     account_id: str
     instance_role_arn: str
     api_role_arn: str
-    #: The measured enclave; ``None`` only with ``allow_unattested_decrypt`` (documented unsafe mode).
+    #: The measured enclave (the current image); ``None`` only with ``allow_unattested_decrypt``
+    #: (documented unsafe mode).
     measurements: EnclaveMeasurements | None
     #: PCR3 value; by default derived from ``instance_role_arn`` (which must then be concrete).
     pcr3: str | None = None
@@ -93,6 +99,25 @@ class KeyPolicyParams:
     admin_role_arn: str | None = None
     vpc_id: str | None = None
     allow_unattested_decrypt: bool = False
+    #: Other images that may decrypt too, each in a statement of its own: the image being
+    #: rolled out or rolled away from while instances are replaced.
+    additional_measurements: tuple[EnclaveMeasurements, ...] = ()
+
+    def measurement_sets(self) -> tuple[EnclaveMeasurements, ...]:
+        """Every image allowed to decrypt, the current one first; refuses inconsistent sets."""
+        if self.measurements is None:
+            if self.additional_measurements:
+                raise MeasurementsError("additional measurements need the current image's measurements")
+            return ()
+        sets = (self.measurements, *self.additional_measurements)
+        if len(set(sets)) != len(sets):
+            raise MeasurementsError("the same enclave measurements are listed twice")
+        return sets
+
+
+def decrypt_sid(index: int) -> str:
+    """Sid of the decrypt statement for the ``index``-th image (0: the current one)."""
+    return DECRYPT_SID if index == 0 else f"{DECRYPT_SID}{index + 1}"
 
 
 def attestation_conditions(measurements: EnclaveMeasurements, pcr3: str) -> dict[str, str]:
@@ -105,6 +130,26 @@ def attestation_conditions(measurements: EnclaveMeasurements, pcr3: str) -> dict
     if measurements.pcr8 is not None:
         conditions["kms:RecipientAttestation:PCR8"] = measurements.pcr8
     return conditions
+
+
+def _decrypt_statement(
+    sid: str, params: KeyPolicyParams, attestation: dict[str, str] | None
+) -> dict[str, Any]:
+    conditions: dict[str, Any] = {
+        "StringEquals": {"kms:CallerAccount": params.account_id},
+        "Null": {f"kms:EncryptionContext:{ENCRYPTION_CONTEXT_KEY}": "false"},
+    }
+    if attestation is not None:
+        # Every PCR of one image in one statement: the conditions of a statement are ANDed.
+        conditions["StringEqualsIgnoreCase"] = attestation
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"AWS": params.instance_role_arn},
+        "Action": "kms:Decrypt",
+        "Resource": "*",
+        "Condition": conditions,
+    }
 
 
 def build_key_policy(params: KeyPolicyParams) -> dict[str, Any]:
@@ -194,26 +239,18 @@ def build_key_policy(params: KeyPolicyParams) -> dict[str, Any]:
             },
         }
     )
-    decrypt_conditions: dict[str, Any] = {
-        "StringEquals": {"kms:CallerAccount": account},
-        "Null": {f"kms:EncryptionContext:{ENCRYPTION_CONTEXT_KEY}": "false"},
-    }
-    if params.measurements is not None:
+    images = params.measurement_sets()
+    if images:
         pcr3 = params.pcr3 if params.pcr3 is not None else pcr3_for_role_arn(params.instance_role_arn)
-        decrypt_conditions["StringEqualsIgnoreCase"] = attestation_conditions(params.measurements, pcr3)
-    elif not params.allow_unattested_decrypt:
+        statements.extend(
+            _decrypt_statement(decrypt_sid(index), params, attestation_conditions(image, pcr3))
+            for index, image in enumerate(images)
+        )
+    elif params.allow_unattested_decrypt:
+        statements.append(_decrypt_statement(DECRYPT_SID, params, None))
+    else:
         raise MeasurementsError(
             "the enclave decrypt statement needs enclave measurements "
             "(or the explicit unsafe mode allow_unattested_decrypt=True)"
         )
-    statements.append(
-        {
-            "Sid": DECRYPT_SID,
-            "Effect": "Allow",
-            "Principal": {"AWS": params.instance_role_arn},
-            "Action": "kms:Decrypt",
-            "Resource": "*",
-            "Condition": decrypt_conditions,
-        }
-    )
     return {"Version": "2012-10-17", "Statement": statements}

@@ -28,8 +28,12 @@ REFRESH_ENCLAVES_INTERVAL = 10.0
 #: (2 vCPUs) and one vault enclave (1 vCPU) fill the allocator's 3 vCPUs. Counting only
 #: vault enclaves, the equivalent target is one.
 DEFAULT_VAULT_ENCLAVES = 1
-ENCLAVE_CPU_COUNT = 1
-ENCLAVE_MEMORY_MIB = 512
+#: Upstream's size for its Rust image. A Python image needs more memory (the EIF's root
+#: file system lives in enclave RAM), so a deployment passes the size its allocator reserves.
+DEFAULT_ENCLAVE_CPU_COUNT = 1
+DEFAULT_ENCLAVE_MEMORY_MIB = 512
+#: nitro-cli refuses to launch an enclave with less memory than this.
+MIN_ENCLAVE_MEMORY_MIB = 64
 MAX_BODY_SIZE = 1024 * 1024
 REQUEST_TIMEOUT = 30.0
 #: The API gives the parent 5 s; connect plus read must leave it room to answer.
@@ -78,6 +82,9 @@ class ParentConfig:
     nitro_cli_timeout: float = NITRO_CLI_TIMEOUT
     refresh_interval: float = REFRESH_ENCLAVES_INTERVAL
     vault_enclaves: int = DEFAULT_VAULT_ENCLAVES
+    #: Size of each vault enclave launched; the allocator must have reserved at least this.
+    enclave_cpu_count: int = DEFAULT_ENCLAVE_CPU_COUNT
+    enclave_memory_mib: int = DEFAULT_ENCLAVE_MEMORY_MIB
     enclave_timeouts: EnclaveTimeouts = field(default_factory=EnclaveTimeouts)
     enclave_workers: int = ENCLAVE_WORKERS
     request_timeout: float = REQUEST_TIMEOUT
@@ -100,6 +107,8 @@ class ParentConfig:
             "eif_path": self.eif_path,
             "nitro_cli": self.nitro_cli,
             "vault_enclaves": self.vault_enclaves,
+            "enclave_cpu_count": self.enclave_cpu_count,
+            "enclave_memory_mib": self.enclave_memory_mib,
             "enclave_connect_timeout": self.enclave_timeouts.connect,
             "enclave_read_timeout": self.enclave_timeouts.read,
             "enclave_workers": self.enclave_workers,
@@ -197,9 +206,9 @@ def static_description(cid: int) -> dict[str, Any]:
         "EnclaveID": f"i-static-enc-{cid:08x}",
         "ProcessID": 0,
         "EnclaveCID": cid,
-        "NumberOfCPUs": ENCLAVE_CPU_COUNT,
+        "NumberOfCPUs": DEFAULT_ENCLAVE_CPU_COUNT,
         "CPUIDs": [],
-        "MemoryMiB": ENCLAVE_MEMORY_MIB,
+        "MemoryMiB": DEFAULT_ENCLAVE_MEMORY_MIB,
         "State": "RUNNING",
         "Flags": "NONE",
     }
@@ -285,6 +294,18 @@ def _build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="how many vault enclaves to keep running",
     )
     parser.add_argument(
+        "--enclave-cpu-count",
+        type=_count("enclave CPU count", 1),
+        default=env("PARENT_ENCLAVE_CPU_COUNT", str(DEFAULT_ENCLAVE_CPU_COUNT)),
+        help="vCPUs of each vault enclave launched",
+    )
+    parser.add_argument(
+        "--enclave-memory-mib",
+        type=_count("enclave memory (MiB)", MIN_ENCLAVE_MEMORY_MIB),
+        default=env("PARENT_ENCLAVE_MEMORY_MIB", str(DEFAULT_ENCLAVE_MEMORY_MIB)),
+        help="memory in MiB of each vault enclave launched",
+    )
+    parser.add_argument(
         "--refresh-interval",
         type=_positive_float("refresh interval"),
         default=env("PARENT_REFRESH_INTERVAL", str(REFRESH_ENCLAVES_INTERVAL)),
@@ -338,6 +359,8 @@ def parse_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> Pare
         nitro_cli=args.nitro_cli,
         refresh_interval=args.refresh_interval,
         vault_enclaves=args.vault_enclaves,
+        enclave_cpu_count=args.enclave_cpu_count,
+        enclave_memory_mib=args.enclave_memory_mib,
         enclave_timeouts=EnclaveTimeouts(
             connect=args.enclave_connect_timeout, read=args.enclave_read_timeout
         ),

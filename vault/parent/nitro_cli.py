@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vault.parent.config import (
-    ENCLAVE_CPU_COUNT,
-    ENCLAVE_MEMORY_MIB,
+    DEFAULT_ENCLAVE_CPU_COUNT,
+    DEFAULT_ENCLAVE_MEMORY_MIB,
     ENCLAVE_PREFIX,
     ConfigError,
     ParentConfig,
@@ -79,15 +79,15 @@ class NitroCli:
             raise NitroCliError("describe-enclaves did not print a JSON array")
         return parse_descriptions(items)
 
-    async def run_enclave(self, eif_path: str) -> None:
+    async def run_enclave(self, eif_path: str, *, cpu_count: int, memory_mib: int) -> None:
         await self._run(
             "run-enclave",
             "--eif-path",
             eif_path,
             "--cpu-count",
-            str(ENCLAVE_CPU_COUNT),
+            str(cpu_count),
             "--memory",
-            str(ENCLAVE_MEMORY_MIB),
+            str(memory_mib),
         )
 
 
@@ -109,9 +109,13 @@ class NitroCliRegistry:
         vault_enclaves: int,
         skip_refresh: bool,
         skip_run: bool,
+        cpu_count: int = DEFAULT_ENCLAVE_CPU_COUNT,
+        memory_mib: int = DEFAULT_ENCLAVE_MEMORY_MIB,
     ) -> None:
         self.cli = cli
         self.eif_path = eif_path
+        self.cpu_count = cpu_count
+        self.memory_mib = memory_mib
         self.interval = interval
         self.vault_enclaves = vault_enclaves
         self.skip_refresh = skip_refresh
@@ -135,6 +139,8 @@ class NitroCliRegistry:
             vault_enclaves=config.vault_enclaves,
             skip_refresh=config.skip_refresh_enclaves,
             skip_run=config.skip_run_enclaves,
+            cpu_count=config.enclave_cpu_count,
+            memory_mib=config.enclave_memory_mib,
         )
 
     def enclaves(self) -> Sequence[EnclaveDescription]:
@@ -146,7 +152,9 @@ class NitroCliRegistry:
         if not self.skip_run:
             launched = 0
             for _ in range(missing_enclaves(listed, self.vault_enclaves)):
-                await self.cli.run_enclave(self.eif_path)
+                await self.cli.run_enclave(
+                    self.eif_path, cpu_count=self.cpu_count, memory_mib=self.memory_mib
+                )
                 launched += 1
             if launched:
                 log.info("launched vault enclaves", extra={"fields": {"count": launched}})

@@ -1,8 +1,10 @@
-"""Session-wide pieces for the key-release properties (Hypothesis needs non-function fixtures)."""
+"""Session-wide pieces for the key-release properties (Hypothesis needs non-function fixtures).
+
+moto runs as in the unit tests: their ``moto_url`` fixture serves both.
+"""
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -10,10 +12,12 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from moto.server import ThreadedMotoServer
+from unit.attestation.conftest import moto_url
 
 from emulator.key_release import KeyReleaseStack
 from emulator.pki import TestPki
+
+__all__ = ["moto_url"]
 
 ACCOUNT = "123456789012"
 INSTANCE_ROLE = f"arn:aws:iam::{ACCOUNT}:role/vault-instance"
@@ -30,20 +34,15 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[KeyReleaseStack]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+def stack(moto_url: str) -> Iterator[KeyReleaseStack]:
     directory = Path(tempfile.mkdtemp(prefix="krp-"))  # not tmp_path: sockets need short paths
     try:
         with KeyReleaseStack.start(
-            backend_url=f"http://{host}:{port}",
+            backend_url=moto_url,
             runtime_dir=directory,
             pki=TestPki.create(),
             identities={INSTANCE_KEY: INSTANCE_ROLE, API_KEY: API_ROLE},
         ) as started:
             yield started
     finally:
-        server.stop()
         shutil.rmtree(directory, ignore_errors=True)

@@ -107,3 +107,45 @@ def test_vault_policy_decrypt_needs_every_pinned_pcr(
     )
     expected = all(value is None or document.get(i) == value for i, value in pinned.items())
     assert evaluate(key_policy, request(keys)).allowed == expected
+
+
+images = st.builds(EnclaveMeasurements, pcr0=pcrs, pcr1=pcrs, pcr2=pcrs, pcr8=st.none() | pcrs)
+
+
+@given(
+    allowed=st.lists(images, min_size=1, max_size=3, unique=True),
+    # For each PCR, the image it is taken from: a mixture unless all choices agree.
+    choices=st.fixed_dictionaries({name: st.integers(0, 2) for name in ("pcr0", "pcr1", "pcr2", "pcr8")}),
+)
+def test_several_images_decrypt_only_as_whole_images(
+    allowed: list[EnclaveMeasurements], choices: dict[str, int]
+) -> None:
+    pcr3 = pcr3_for_role_arn(INSTANCE_ROLE)
+    document = {name: getattr(allowed[index % len(allowed)], name) for name, index in choices.items()}
+    keys = {
+        "kms:RecipientAttestation:ImageSha384": [document["pcr0"]],
+        "kms:RecipientAttestation:PCR1": [document["pcr1"]],
+        "kms:RecipientAttestation:PCR2": [document["pcr2"]],
+        "kms:RecipientAttestation:PCR3": [pcr3],
+        "aws:PrincipalAccount": [ACCOUNT],
+        "kms:CallerAccount": [ACCOUNT],
+        "kms:EncryptionContext:vault_id": ["v"],
+    }
+    if document["pcr8"] is not None:
+        keys["kms:RecipientAttestation:PCR8"] = [document["pcr8"]]
+    key_policy = build_key_policy(
+        KeyPolicyParams(
+            account_id=ACCOUNT,
+            instance_role_arn=INSTANCE_ROLE,
+            api_role_arn=API_ROLE,
+            measurements=allowed[0],
+            additional_measurements=tuple(allowed[1:]),
+        )
+    )
+    # An image matches when every PCR it pins is the document's (an unpinned PCR8 matches anything).
+    expected = any(
+        all(getattr(image, name) == document[name] for name in ("pcr0", "pcr1", "pcr2"))
+        and image.pcr8 in (None, document["pcr8"])
+        for image in allowed
+    )
+    assert evaluate(key_policy, request(keys)).allowed == expected

@@ -42,13 +42,18 @@ PCR3 = pcr3_for_role_arn(INSTANCE_ROLE)
 _SESSION = boto3.session.Session()
 
 
-def key_policy(measurements: EnclaveMeasurements = MEASUREMENTS) -> dict[str, Any]:
+def key_policy(
+    measurements: EnclaveMeasurements | None = MEASUREMENTS, *following: EnclaveMeasurements, **options: Any
+) -> dict[str, Any]:
+    """The vault key policy for the test roles; ``following`` are further images allowed to decrypt."""
     return build_key_policy(
         KeyPolicyParams(
             account_id=ACCOUNT,
             instance_role_arn=INSTANCE_ROLE,
             api_role_arn=API_ROLE,
             measurements=measurements,
+            additional_measurements=following,
+            **options,
         )
     )
 

@@ -225,6 +225,30 @@ def test_policy_comes_from_the_backend_when_not_set(
     assert outcomes == {"same": "ok", "other": "AccessDeniedException"}
 
 
+def test_during_an_upgrade_documents_of_either_image_decrypt_and_mixtures_do_not(
+    harness: Harness, pki: TestPki, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    following = EnclaveMeasurements(pcr0="0b" * 48, pcr1="1b" * 48, pcr2="2b" * 48, pcr8="8b" * 48)
+    mixed = EnclaveMeasurements(
+        pcr0=MEASUREMENTS.pcr0, pcr1=MEASUREMENTS.pcr1, pcr2=following.pcr2, pcr8=MEASUREMENTS.pcr8
+    )
+    harness.stack.front.set_key_policy(harness.key_arn, key_policy(MEASUREMENTS, following))
+    pair = harness.new_vault_key("v_rolling")
+    outcomes = {}
+    for name, image in (("current", MEASUREMENTS), ("following", following), ("mixed", mixed)):
+        pcrs = enclave_pcrs(image, PCR3, instance_id="i-0e1a2b3c4d5e6f708", debug_mode=False)
+        try:
+            harness.instance_client().decrypt(
+                CiphertextBlob=pair["PrivateKeyCiphertextBlob"],
+                EncryptionContext={"vault_id": "v_rolling"},
+                Recipient={"AttestationDocument": good_document(pki, spki(rsa_key), pcrs=pcrs)},
+            )
+            outcomes[name] = "ok"
+        except ClientError as exc:
+            outcomes[name] = exc.response["Error"]["Code"]
+    assert outcomes == {"current": "ok", "following": "ok", "mixed": "AccessDeniedException"}
+
+
 def test_throttling_and_latency_faults(harness: Harness) -> None:
     faults = harness.stack.front.faults
     api = kms_client(harness.front_url, API_KEY, "api-secret", attempts=1)

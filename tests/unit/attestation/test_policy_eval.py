@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from emulator.policy_eval import RequestContext, conditions_hold, evaluate
-from vault.infra.key_policy import KeyPolicyParams, build_key_policy
+from vault.infra.key_policy import (
+    DECRYPT_SID,
+    EnclaveMeasurements,
+    KeyPolicyParams,
+    MeasurementsError,
+    build_key_policy,
+)
 
 from .conftest import ACCOUNT, API_ROLE, INSTANCE_ROLE, MEASUREMENTS, PCR3, key_policy
 
@@ -236,3 +242,80 @@ def test_explicit_deny_wins_and_not_action() -> None:
     assert evaluate(policy, context(INSTANCE_ROLE, "KMS:listkeys")).allowed  # actions ignore case
     only_other_key = {**allow, "Resource": KEY.replace("1234abcd", "ffffffff")}
     assert not evaluate({"Statement": only_other_key}, context(INSTANCE_ROLE, "kms:Decrypt")).allowed
+
+
+# -- several images during a rolling upgrade ----------------------------------------------------
+
+IMAGE_A = MEASUREMENTS
+IMAGE_B = EnclaveMeasurements(pcr0="0b" * 48, pcr1="1b" * 48, pcr2="2b" * 48, pcr8="8b" * 48)
+
+
+def attested_as(*, pcr0: str, pcr1: str, pcr2: str, pcr8: str | None) -> dict[str, str]:
+    keys = {
+        "kms:EncryptionContext:vault_id": "v_1",
+        "kms:RecipientAttestation:ImageSha384": pcr0,
+        "kms:RecipientAttestation:PCR1": pcr1,
+        "kms:RecipientAttestation:PCR2": pcr2,
+        "kms:RecipientAttestation:PCR3": PCR3,
+    }
+    if pcr8 is not None:
+        keys["kms:RecipientAttestation:PCR8"] = pcr8
+    return keys
+
+
+def image_keys(image: EnclaveMeasurements) -> dict[str, str]:
+    return attested_as(pcr0=image.pcr0, pcr1=image.pcr1, pcr2=image.pcr2, pcr8=image.pcr8)
+
+
+def test_one_complete_statement_per_image() -> None:
+    policy = key_policy(IMAGE_A, IMAGE_B)
+    decrypting = [s for s in policy["Statement"] if s.get("Action") == "kms:Decrypt"]
+    assert [s["Sid"] for s in decrypting] == [DECRYPT_SID, f"{DECRYPT_SID}2"]
+    for statement, image in zip(decrypting, (IMAGE_A, IMAGE_B), strict=True):
+        pinned = statement["Condition"]["StringEqualsIgnoreCase"]
+        assert all(isinstance(value, str) for value in pinned.values()), "one value per PCR"
+        assert pinned["kms:RecipientAttestation:ImageSha384"] == image.pcr0
+        assert pinned["kms:RecipientAttestation:PCR2"] == image.pcr2
+    # Everything but the Sid and the PCRs is the single-image statement.
+    single = next(s for s in key_policy(IMAGE_A)["Statement"] if s["Sid"] == DECRYPT_SID)
+    assert decrypting[0] == single
+
+
+@pytest.mark.parametrize(("image", "sid"), [(IMAGE_A, DECRYPT_SID), (IMAGE_B, f"{DECRYPT_SID}2")])
+def test_a_document_of_either_image_decrypts(image: EnclaveMeasurements, sid: str) -> None:
+    decision = evaluate(
+        key_policy(IMAGE_A, IMAGE_B), context(INSTANCE_ROLE, "kms:Decrypt", **image_keys(image))
+    )
+    assert decision.allowed
+    assert decision.reason == f"allowed by statement {sid}"
+
+
+@pytest.mark.parametrize(
+    "mixed",
+    [
+        {"pcr0": IMAGE_A.pcr0, "pcr1": IMAGE_A.pcr1, "pcr2": IMAGE_B.pcr2, "pcr8": IMAGE_A.pcr8},
+        {"pcr0": IMAGE_B.pcr0, "pcr1": IMAGE_B.pcr1, "pcr2": IMAGE_A.pcr2, "pcr8": IMAGE_B.pcr8},
+        {"pcr0": IMAGE_A.pcr0, "pcr1": IMAGE_B.pcr1, "pcr2": IMAGE_A.pcr2, "pcr8": IMAGE_A.pcr8},
+        {"pcr0": IMAGE_B.pcr0, "pcr1": IMAGE_B.pcr1, "pcr2": IMAGE_B.pcr2, "pcr8": IMAGE_A.pcr8},
+    ],
+    ids=["pcr0-of-A-pcr2-of-B", "pcr0-of-B-pcr2-of-A", "pcr1-of-B", "pcr8-of-A"],
+)
+def test_a_document_mixing_the_images_is_refused(mixed: dict[str, str]) -> None:
+    request = context(INSTANCE_ROLE, "kms:Decrypt", **attested_as(**mixed))
+    decision = evaluate(key_policy(IMAGE_A, IMAGE_B), request)
+    assert not decision.allowed
+    assert decision.reason == "no statement allows the action"
+
+
+def test_an_image_dropped_from_the_policy_no_longer_decrypts() -> None:
+    # The last step of an upgrade: the key names only the new image again.
+    policy = key_policy(IMAGE_B)
+    assert not evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **image_keys(IMAGE_A))).allowed
+    assert evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **image_keys(IMAGE_B))).allowed
+
+
+def test_inconsistent_image_lists_are_refused() -> None:
+    with pytest.raises(MeasurementsError, match="listed twice"):
+        key_policy(IMAGE_A, IMAGE_B, IMAGE_A)
+    with pytest.raises(MeasurementsError, match="current image"):
+        key_policy(None, IMAGE_B, allow_unattested_decrypt=True)

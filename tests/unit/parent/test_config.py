@@ -9,6 +9,8 @@ import pytest
 from vault.common.transport import TransportConfig
 from vault.parent.config import (
     DEFAULT_EIF_PATH,
+    DEFAULT_ENCLAVE_CPU_COUNT,
+    DEFAULT_ENCLAVE_MEMORY_MIB,
     DEFAULT_IMDS_ENDPOINT,
     ConfigError,
     EnclaveTimeouts,
@@ -40,6 +42,8 @@ def test_command_line_defaults() -> None:
     assert config.eif_path == DEFAULT_EIF_PATH
     assert config.nitro_cli == "nitro-cli"
     assert config.vault_enclaves == 1
+    assert (config.enclave_cpu_count, config.enclave_memory_mib) == (1, 512)
+    assert (DEFAULT_ENCLAVE_CPU_COUNT, DEFAULT_ENCLAVE_MEMORY_MIB) == (1, 512)
     assert config.refresh_interval == 10.0
     assert config.log_level == "INFO"
     assert config.transport == TransportConfig()
@@ -67,6 +71,9 @@ def test_enclave_timeouts_leave_the_api_time_to_answer() -> None:
         (["--eif-path", "images/enclave-vault-2.eif"], "eif_path", "images/enclave-vault-2.eif"),
         (["--nitro-cli", "bin/nitro-cli"], "nitro_cli", "bin/nitro-cli"),
         (["--vault-enclaves", "2"], "vault_enclaves", 2),
+        (["--enclave-cpu-count", "2"], "enclave_cpu_count", 2),
+        (["--enclave-memory-mib", "2816"], "enclave_memory_mib", 2816),
+        (["--enclave-memory-mib", "64"], "enclave_memory_mib", 64),
         (["--refresh-interval", "2.5"], "refresh_interval", 2.5),
         (["--enclave-workers", "4"], "enclave_workers", 4),
         (["--request-timeout", "12"], "request_timeout", 12.0),
@@ -117,6 +124,8 @@ def test_environment_variables() -> None:
             "PARENT_IMDS_ENDPOINT": "http://127.0.0.1:9",
             "PARENT_STATIC_ENCLAVES": "[20]",
             "PARENT_ENCLAVE_READ_TIMEOUT": "2",
+            "PARENT_ENCLAVE_CPU_COUNT": "2",
+            "PARENT_ENCLAVE_MEMORY_MIB": "2816",
             "VAULT_VSOCK_TRANSPORT": "uds",
             "VAULT_VSOCK_UDS_DIR": "run/vsock",
         },
@@ -126,14 +135,17 @@ def test_environment_variables() -> None:
     assert config.imds_endpoint == "http://127.0.0.1:9"
     assert config.static_enclaves is not None and config.static_enclaves[0]["EnclaveCID"] == 20
     assert config.enclave_timeouts.read == 2.0
+    assert (config.enclave_cpu_count, config.enclave_memory_mib) == (2, 2816)
     assert config.transport == TransportConfig(kind="uds", uds_dir=Path("run/vsock"))
 
 
 def test_flags_win_over_environment() -> None:
     config = parse_config(
-        ["--port", "9000", "--role", "flag-role"], {"PARENT_HTTP_PORT": "8081", "PARENT_ROLE_NAME": "x"}
+        ["--port", "9000", "--role", "flag-role", "--enclave-memory-mib", "1024"],
+        {"PARENT_HTTP_PORT": "8081", "PARENT_ROLE_NAME": "x", "PARENT_ENCLAVE_MEMORY_MIB": "2816"},
     )
     assert (config.port, config.role) == (9000, "flag-role")
+    assert config.enclave_memory_mib == 1024
 
 
 @pytest.mark.parametrize("role", ["", "   "])
@@ -167,6 +179,14 @@ def test_false_skip_flags_from_environment(value: str) -> None:
         (["--request-timeout", "nan"], {}, "positive"),
         (["--imds-timeout", "inf"], {}, "positive"),
         (["--enclave-workers", "0"], {}, "at least 1"),
+        (["--enclave-cpu-count", "0"], {}, "invalid enclave CPU count 0: must be at least 1"),
+        (["--enclave-cpu-count", "-2"], {}, "at least 1"),
+        (["--enclave-cpu-count", "1.5"], {}, "not an integer"),
+        ([], {"PARENT_ENCLAVE_CPU_COUNT": "two"}, "invalid enclave CPU count 'two'"),
+        (["--enclave-memory-mib", "63"], {}, "invalid enclave memory (MiB) 63: must be at least 64"),
+        (["--enclave-memory-mib", "0"], {}, "at least 64"),
+        (["--enclave-memory-mib", "2G"], {}, "not an integer"),
+        ([], {"PARENT_ENCLAVE_MEMORY_MIB": "32"}, "at least 64"),
         (["--log-level", "chatty"], {}, "log level"),
         (["--enclaves", "16,x"], {}, "invalid enclave CID"),
         (["--enclaves", "4294967296"], {}, "32 bits"),
@@ -203,3 +223,4 @@ def test_the_startup_description_has_no_secrets_and_names_every_choice() -> None
     described = parse_config(["--enclaves", "16"], {}).describe()
     assert described["static_enclaves"] == [16]
     assert {"host", "port", "role", "imds_endpoint", "enclave_read_timeout", "transport"} <= set(described)
+    assert (described["enclave_cpu_count"], described["enclave_memory_mib"]) == (1, 512)

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from unit.parent.fakes import FakeNitroCli, asgi_client, described, make_services
-from vault.parent.config import ConfigError, ParentConfig, static_description
+from vault.parent.config import ConfigError, ParentConfig, parse_config, static_description
 from vault.parent.nitro_cli import NitroCli, NitroCliError, NitroCliRegistry, missing_enclaves
 from vault.parent.registry import EnclaveDescription, StaticRegistry, parse_descriptions
 
@@ -106,6 +106,22 @@ async def test_refresh_launches_a_missing_enclave_with_upstreams_arguments(tmp_p
     assert [d.enclave_cid for d in nitro.enclaves()] == [17]
     await nitro.refresh()
     assert len(run_enclave_calls(cli)) == 1
+
+
+async def test_configured_enclave_size_reaches_nitro_cli(tmp_path: Path) -> None:
+    cli = FakeNitroCli(tmp_path, [ACM])
+    eif = str(tmp_path / "enclave-vault.eif")
+    config = parse_config(
+        ["--nitro-cli", str(cli.path), "--eif-path", eif, "--enclave-memory-mib", "2816"],
+        {"PARENT_ENCLAVE_CPU_COUNT": "2"},
+    )
+    nitro = NitroCliRegistry.from_config(config)
+    await nitro.refresh()
+    assert run_enclave_calls(cli) == [
+        ["run-enclave", "--eif-path", eif, "--cpu-count", "2", "--memory", "2816"]
+    ]
+    (launched,) = nitro.enclaves()
+    assert (launched.to_json()["NumberOfCPUs"], launched.to_json()["MemoryMiB"]) == (2, 2816)
 
 
 async def test_skip_run_describes_but_never_launches(tmp_path: Path) -> None:
