@@ -114,3 +114,31 @@ def cdk(session: nox.Session) -> None:
     session.run(
         "pytest", "tests/cdk", "-p", "no:vault_emulator", "--confcutdir=tests/cdk", *session.posargs, env=env
     )
+
+
+@nox.session(python=PYTHON)
+def load(session: nox.Session) -> None:
+    """30 s of creates/decrypts at 4 and 16 clients on a fresh moto emulator; writes bench-results/load-N.json."""
+    session.install("-e", ".[test]")
+    state = os.path.join(session.create_tmp(), "load-emulator")
+    session.run("vault-emulator", "up", "--port", "0", "--state-dir", state)
+    try:
+        for clients in ("4", "16"):
+            session.run(
+                "python",
+                "-m",
+                "emulator.load",
+                "--state-dir",
+                state,
+                "--clients",
+                clients,
+                "--duration",
+                os.environ.get("LOAD_SECONDS", "30"),
+                "--max-requests",
+                "100000",
+                "--output",
+                f"bench-results/load-{clients}.json",
+                *session.posargs,
+            )
+    finally:
+        session.run("vault-emulator", "down", "--state-dir", state)

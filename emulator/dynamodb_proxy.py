@@ -15,17 +15,32 @@ here, at the wire, the same way on every backend:
     the API's read and its write), then the call is forwarded: the backend itself fails
     its ``attribute_exists`` condition.
 
+``slow-commit``
+    The call is forwarded and committed, but its answer is held ``delay_ms`` -- longer
+    than the API's 1 s read timeout -- so the client retries a transaction that already
+    happened.
+
 A call matches when one of its actions (``Put``, ``Update``, ``Delete``,
 ``ConditionCheck``) is in ``actions`` and, for ``target="vault"``, acts on a vault
 item (partition key ``VAULT##...``). Each match uses up one of ``count``.
+
+The proxy also gives ``TransactWriteItems`` DynamoDB's idempotency, which neither moto
+nor DynamoDB Local has: botocore puts a ``ClientRequestToken`` in every call and keeps
+it across its retries, and DynamoDB answers a retry of a committed transaction with
+its success instead of running it again. Without that, a retry after a read timeout
+fails its own conditions (the audit record it wrote the first time exists) and the API
+answers 409 for a write that was made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
@@ -33,9 +48,9 @@ from urllib.parse import urlsplit
 
 from vault.infra.table import KEY_SEPARATOR, PARTITION_KEY, SORT_KEY, VAULT_PREFIX
 
-Mode = Literal["conflict", "delete-race"]
+Mode = Literal["conflict", "delete-race", "slow-commit"]
 Target = Literal["vault", "all"]
-MODES: tuple[Mode, ...] = ("conflict", "delete-race")
+MODES: tuple[Mode, ...] = ("conflict", "delete-race", "slow-commit")
 TARGETS: tuple[Target, ...] = ("vault", "all")
 ACTIONS = ("Put", "Update", "Delete", "ConditionCheck")
 TRANSACT_TARGET = "DynamoDB_20120810.TransactWriteItems"
@@ -43,7 +58,11 @@ JSON_10 = "application/x-amz-json-1.0"
 MAX_BODY = 16 * 1024 * 1024
 #: Upper bound of one armed fault, so a forgotten one cannot outlive a long test run unseen.
 MAX_COUNT = 100_000
+MAX_DELAY_MS = 30_000
 UPSTREAM_TIMEOUT = 30.0
+#: DynamoDB's idempotency window for a ClientRequestToken, and a bound on remembered tokens.
+IDEMPOTENCY_WINDOW = 600.0
+MAX_TOKENS = 10_000
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade", "te"}
 )
@@ -56,6 +75,13 @@ class WriteFault:
     target: Target = "vault"
     actions: tuple[str, ...] = ("Put", "Update", "Delete")
     count: int = MAX_COUNT
+    #: How long ``slow-commit`` holds the answer.
+    delay_ms: int = 1500
+
+    @property
+    def slot(self) -> str:
+        """Faults on the answer and faults on the write can be armed together."""
+        return "reply" if self.mode == "slow-commit" else "write"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -67,6 +93,8 @@ class WriteFault:
             raise ValueError(f"actions must be a non-empty subset of {', '.join(ACTIONS)}")
         if not 1 <= self.count <= MAX_COUNT:
             raise ValueError(f"count must be within 1..{MAX_COUNT}")
+        if not 1 <= self.delay_ms <= MAX_DELAY_MS:
+            raise ValueError(f"delay_ms must be within 1..{MAX_DELAY_MS}")
 
     def match(self, items: list[dict[str, Any]]) -> int | None:
         """Index of the action this fault hits in a ``TransactItems`` list, or ``None``."""
@@ -83,6 +111,57 @@ def _is_vault_action(action: dict[str, Any]) -> bool:
     key = action.get("Item") or action.get("Key") or {}
     partition = key.get(PARTITION_KEY, {}).get("S", "")
     return isinstance(partition, str) and partition.startswith(VAULT_PREFIX + KEY_SEPARATOR)
+
+
+def error_body(name: str, message: str) -> bytes:
+    return json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{name}", "message": message}).encode()
+
+
+Reply = tuple[int, list[tuple[str, str]], bytes]
+
+
+class IdempotencyCache:
+    """What DynamoDB remembers of a ``ClientRequestToken``: the request's digest and its answer."""
+
+    def __init__(self, window: float = IDEMPOTENCY_WINDOW, max_tokens: int = MAX_TOKENS) -> None:
+        self.window = window
+        self.max_tokens = max_tokens
+        self._lock = threading.Lock()
+        #: token -> (digest, answer or None while the first call runs, when it was stored)
+        self._tokens: OrderedDict[str, tuple[str, Reply | None, float]] = OrderedDict()
+
+    def begin(self, token: str, digest: str) -> Reply | None:
+        """The answer to give now (a replay or a refusal), or ``None``: run the call."""
+        now = time.monotonic()
+        with self._lock:
+            while self._tokens and (
+                len(self._tokens) >= self.max_tokens
+                or next(iter(self._tokens.values()))[2] < now - self.window
+            ):
+                self._tokens.popitem(last=False)
+            entry = self._tokens.get(token)
+            if entry is None:
+                self._tokens[token] = (digest, None, now)
+                return None
+        known, answer, _ = entry
+        if known != digest:
+            message = "ClientRequestToken was used with different request parameters"
+            return (
+                400,
+                [("Content-Type", JSON_10)],
+                error_body("IdempotentParameterMismatchException", message),
+            )
+        if answer is None:
+            message = "The transaction with the given request token is already in progress."
+            return 400, [("Content-Type", JSON_10)], error_body("TransactionInProgressException", message)
+        return answer
+
+    def finish(self, token: str, answer: Reply) -> None:
+        """Remember a committed call's answer; forget a failed one (a retry runs it again)."""
+        with self._lock:
+            entry = self._tokens.pop(token, None)
+            if entry is not None and answer[0] == 200:
+                self._tokens[token] = (entry[0], answer, time.monotonic())
 
 
 def cancellation(items: int, index: int) -> bytes:
@@ -118,9 +197,10 @@ class DynamoDbFaultProxy:
         self._host = host
         self._requested_port = port
         self._lock = threading.Lock()
-        self._fault: WriteFault | None = None
-        self._remaining = 0
-        self.counters = {"forwarded": 0, "conflicts": 0, "races": 0}
+        #: slot ("write" or "reply") -> the armed fault and the matches it has left
+        self._faults: dict[str, tuple[WriteFault, int]] = {}
+        self.idempotency = IdempotencyCache()
+        self.counters = {"forwarded": 0, "conflicts": 0, "races": 0, "held": 0, "replayed": 0}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._client: Any = None
@@ -129,31 +209,34 @@ class DynamoDbFaultProxy:
 
     def arm(self, fault: WriteFault) -> None:
         with self._lock:
-            self._fault = fault
-            self._remaining = fault.count
+            self._faults[fault.slot] = (fault, fault.count)
 
-    def disarm(self) -> None:
+    def disarm(self, slot: str | None = None) -> None:
+        """Disarm the fault in ``slot`` (``write`` or ``reply``), or both."""
         with self._lock:
-            self._fault = None
-            self._remaining = 0
+            for name in [slot] if slot else list(self._faults):
+                self._faults.pop(name, None)
 
-    def armed(self) -> dict[str, Any] | None:
+    def armed(self) -> dict[str, dict[str, Any]]:
         with self._lock:
-            if self._fault is None:
+            return {
+                slot: {**asdict(fault), "actions": list(fault.actions), "remaining": remaining}
+                for slot, (fault, remaining) in self._faults.items()
+            }
+
+    def _take(self, slot: str, items: list[dict[str, Any]]) -> tuple[WriteFault, int] | None:
+        with self._lock:
+            armed = self._faults.get(slot)
+            if armed is None:
                 return None
-            return {**asdict(self._fault), "remaining": self._remaining}
-
-    def _take(self, items: list[dict[str, Any]]) -> tuple[WriteFault, int] | None:
-        with self._lock:
-            fault = self._fault
-            if fault is None:
-                return None
+            fault, remaining = armed
             index = fault.match(items)
             if index is None:
                 return None
-            self._remaining -= 1
-            if self._remaining <= 0:
-                self._fault = None
+            if remaining <= 1:
+                del self._faults[slot]
+            else:
+                self._faults[slot] = (fault, remaining - 1)
             return fault, index
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -197,20 +280,44 @@ class DynamoDbFaultProxy:
 
     # -- requests --------------------------------------------------------------------------
 
-    def handle(
-        self, path: str, headers: list[tuple[str, str]], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def handle(self, path: str, headers: list[tuple[str, str]], body: bytes) -> Reply:
         target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
-        if target == TRANSACT_TARGET:
-            items = _transact_items(body)
-            taken = self._take(items) if items else None
-            if taken is not None:
-                fault, index = taken
-                if fault.mode == "conflict":
-                    self._count("conflicts")
-                    return 400, [("Content-Type", JSON_10)], cancellation(len(items), index)
-                self._count("races")
-                self._delete_item(items[index])
+        if target != TRANSACT_TARGET:
+            self._count("forwarded")
+            return self.forward(path, headers, body)
+        payload = _json_object(body)
+        items = _transact_items(payload)
+        token = payload.get("ClientRequestToken")
+        if isinstance(token, str) and token:
+            answer = self.idempotency.begin(token, hashlib.sha256(body).hexdigest())
+            if answer is not None:
+                self._count("replayed")
+                return answer
+            try:
+                answer = self._transact(path, headers, body, items)
+            except BaseException:
+                self.idempotency.finish(token, (500, [], b""))
+                raise
+            self.idempotency.finish(token, answer)
+        else:
+            answer = self._transact(path, headers, body, items)
+        held = self._take("reply", items) if items and answer[0] == 200 else None
+        if held is not None:
+            self._count("held")
+            time.sleep(held[0].delay_ms / 1000)
+        return answer
+
+    def _transact(
+        self, path: str, headers: list[tuple[str, str]], body: bytes, items: list[dict[str, Any]]
+    ) -> Reply:
+        taken = self._take("write", items) if items else None
+        if taken is not None:
+            fault, index = taken
+            if fault.mode == "conflict":
+                self._count("conflicts")
+                return 400, [("Content-Type", JSON_10)], cancellation(len(items), index)
+            self._count("races")
+            self._delete_item(items[index])
         self._count("forwarded")
         return self.forward(path, headers, body)
 
@@ -247,9 +354,7 @@ class DynamoDbFaultProxy:
             )
         return self._client
 
-    def forward(
-        self, path: str, headers: list[tuple[str, str]], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def forward(self, path: str, headers: list[tuple[str, str]], body: bytes) -> Reply:
         """Send the request to the backend unchanged (its signature still verifies)."""
         upstream = urlsplit(self.upstream_url)
         connection = http.client.HTTPConnection(
@@ -274,12 +379,16 @@ class DynamoDbFaultProxy:
             connection.close()
 
 
-def _transact_items(body: bytes) -> list[dict[str, Any]]:
+def _json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body or b"{}")
     except ValueError:
-        return []
-    items = payload.get("TransactItems") if isinstance(payload, dict) else None
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _transact_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    items = payload.get("TransactItems")
     return [entry for entry in items if isinstance(entry, dict)] if isinstance(items, list) else []
 
 
@@ -305,9 +414,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, headers, data)
 
     def _send(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            for name, value in headers:
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except OSError:
+            # The client gave up waiting (a held answer, by design): nobody is left to tell.
+            self.close_connection = True

@@ -182,6 +182,8 @@ def enclave_program(roots: list[int]) -> list[int]:
 
 class Fault(abc.ABC):
     spec: FaultSpec
+    #: Faults this one ends when switched on (released first, then no longer listed as active).
+    supersedes: tuple[str, ...] = ()
 
     def __init__(self, host: FaultHost, name: str) -> None:
         self.host = host
@@ -247,6 +249,9 @@ class EnclaveKill(Fault):
 
 
 class EnclaveRestart(Fault):
+    # The relaunch brings a killed enclave back too.
+    supersedes = ("enclave-kill",)
+
     def enable(self, params: dict[str, Any]) -> dict[str, Any]:
         enclave = self.component("enclave")
         before = enclave.pids()
@@ -260,6 +265,9 @@ class EnclaveRestart(Fault):
 
 
 class ParentDown(Fault):
+    # A frozen parent cannot act on SIGTERM; it is continued first.
+    supersedes = ("parent-freeze",)
+
     def enable(self, params: dict[str, Any]) -> dict[str, Any]:
         parent = self.component("parent")
         process = parent.process
@@ -337,28 +345,43 @@ class KmsLatency(Fault):
 
 
 class DynamoDbConflict(Fault):
-    def enable(self, params: dict[str, Any]) -> dict[str, Any]:
-        from emulator.dynamodb_proxy import MAX_COUNT, WriteFault
+    #: The proxy's slot this fault uses (see :class:`emulator.dynamodb_proxy.WriteFault`).
+    slot = "write"
+
+    def write_fault(self, params: dict[str, Any]) -> Any:
+        from emulator.dynamodb_proxy import MAX_COUNT, MAX_DELAY_MS, WriteFault
 
         actions = params.get("actions", "Put,Update,Delete")
         names = actions.split(",") if isinstance(actions, str) else list(actions)
+        default_mode = "slow-commit" if self.slot == "reply" else "conflict"
+        mode = _text(params, "mode") or default_mode
+        if (mode == "slow-commit") != (self.slot == "reply"):
+            raise FaultError(f"{self.spec.name} does not take mode={mode}")
         try:
-            fault = WriteFault(
-                mode=_text(params, "mode") or "conflict",  # type: ignore[arg-type]
+            return WriteFault(
+                mode=mode,  # type: ignore[arg-type]
                 target=_text(params, "target") or "vault",  # type: ignore[arg-type]
                 actions=tuple(name.strip() for name in names if name.strip()),
                 count=int(_number(params, "count", MAX_COUNT, 1, MAX_COUNT)),
+                delay_ms=int(_number(params, "ms", 1500, 1, MAX_DELAY_MS)),
             )
         except ValueError as exc:
             raise FaultError(str(exc)) from None
+
+    def enable(self, params: dict[str, Any]) -> dict[str, Any]:
+        fault = self.write_fault(params)
         proxy = self.objects("dynamodb_proxy")
         proxy.arm(fault)
-        return dict(proxy.armed() or {})
+        return dict(proxy.armed().get(self.slot, {}))
 
     def disable(self) -> dict[str, Any]:
         proxy = self.objects("dynamodb_proxy")
-        proxy.disarm()
+        proxy.disarm(self.slot)
         return {"counters": dict(proxy.counters)}
+
+
+class DynamoDbSlowCommit(DynamoDbConflict):
+    slot = "reply"
 
 
 class ImdsExpiry(Fault):
@@ -417,6 +440,7 @@ FAULTS: dict[str, type[Fault]] = {
     "kms-throttle": KmsThrottle,
     "kms-latency": KmsLatency,
     "dynamodb-conflict": DynamoDbConflict,
+    "dynamodb-slow-commit": DynamoDbSlowCommit,
     "imds-expiry": ImdsExpiry,
     "imds-outage": ImdsOutage,
 }
@@ -444,8 +468,17 @@ class FaultInjector:
         params = request.get("params") or {}
         if not isinstance(params, dict):
             raise FaultError("params must be an object")
+        unknown = sorted(set(params) - set(fault.spec.params))
+        if unknown:
+            known = ", ".join(fault.spec.params) or "none"
+            raise FaultError(f"{fault.spec.name} has no parameter {', '.join(unknown)} (known: {known})")
         if action == "enable":
+            for name in fault.supersedes:
+                if name in self.active:
+                    self.faults[name].release()
             result = fault.enable(params)
+            for name in fault.supersedes:
+                self.active.pop(name, None)
             if not fault.spec.one_shot:
                 self.active.pop(fault.spec.name, None)
                 self.active[fault.spec.name] = dict(params)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,17 @@ CATALOGUE: dict[str, FaultSpec] = {
             count="transactions to hit (default 100000: on until switched off)",
         ),
         _spec(
+            "dynamodb-slow-commit",
+            "the DynamoDB proxy commits matching TransactWriteItems but holds the answer `ms` "
+            "(beyond the API's 1 s read timeout); the API's retry carries the same ClientRequestToken "
+            "and gets DynamoDB's idempotent answer",
+            Answer("create/update/delete/decrypt (one write, one audit record)", 200),
+            ms="milliseconds to hold the answer (default 1500)",
+            target="vault (writes that touch a vault item) or all (audit-only writes too)",
+            actions="comma-separated Put,Update,Delete,ConditionCheck (default Put,Update,Delete)",
+            count="transactions to hold (default 100000: on until switched off)",
+        ),
+        _spec(
             "imds-expiry",
             "IMDS issues credentials that expire `lifetime` seconds after issue (and rotates now); "
             "the parent re-reads IMDS once its cached credential is within 60 s of expiry",
@@ -209,10 +221,16 @@ class FaultController:
             if not CATALOGUE[name].one_shot:
                 self.disable(name)
 
+    def status(self) -> EmulatorState:
+        """The daemon's live view of its components."""
+        return EmulatorState.from_json(self._request({"op": "status"})["state"])
+
     def pids(self) -> dict[str, list[int]]:
         """Live pids per component (the daemon's own for servers inside it)."""
-        state = EmulatorState.from_json(self._request({"op": "status"})["state"])
-        return {component.name: list(component.pids) for component in state.components}
+        return {component.name: list(component.pids) for component in self.status().components}
+
+    def health(self) -> dict[str, bool]:
+        return {component.name: component.healthy for component in self.status().components}
 
     def kill_enclave_mid_decrypt(
         self, call: Callable[[], T], *, hold_ms: int = 1500, wait: float = 5.0
@@ -245,8 +263,6 @@ class Outcome(Generic[T]):
     kill: dict[str, Any] = field(default_factory=dict)
 
     def capture(self, call: Callable[[], T]) -> None:
-        import time
-
         began = time.monotonic()
         try:
             self.value = call()

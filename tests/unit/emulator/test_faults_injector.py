@@ -1,0 +1,243 @@
+"""The daemon's fault switches, on stand-in components (the end-to-end tests use real ones)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from emulator.component import Component, Context
+from emulator.config import EmulatorConfig
+from emulator.dynamodb_proxy import DynamoDbFaultProxy
+from emulator.fault_injection import FAULTS, FaultInjector, KmsFaultHooks, enclave_program, install_kms_hooks
+from emulator.faults import CATALOGUE, FaultError
+from emulator.imds import ImdsServer
+from emulator.kms_front import Faults, KmsError
+from emulator.process import ManagedProcess
+
+
+class Front:
+    def __init__(self) -> None:
+        self.faults = Faults()
+
+
+class Host:
+    """The parts of the supervisor the injector uses."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.context = Context(EmulatorConfig(state_dir=tmp_path))
+        self.by_name: dict[str, Component] = {}
+        self.relaunched = 0
+        self.context.objects.update(
+            kms_front=Front(),
+            imds=ImdsServer(),
+            dynamodb_proxy=DynamoDbFaultProxy(
+                "http://127.0.0.1:9", region="us-east-1", credentials=("a", "b")
+            ),
+        )
+
+    def relaunch_enclave(self, overrides: dict[str, str] | None) -> dict[str, Any]:
+        self.relaunched += 1
+        return {}
+
+    def publish(self, live: bool = False) -> None:
+        pass
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Host:
+    return Host(tmp_path)
+
+
+@pytest.fixture
+def injector(host: Host) -> FaultInjector:
+    return FaultInjector(host)
+
+
+def enable(injector: FaultInjector, name: str, **params: Any) -> dict[str, Any]:
+    return injector.handle({"action": "enable", "name": name, "params": params})
+
+
+def test_every_catalogued_fault_has_a_switch() -> None:
+    assert set(FAULTS) == set(CATALOGUE)
+    for spec in CATALOGUE.values():
+        assert spec.injection and spec.answers
+
+
+def test_kms_throttle_and_latency_switch_independently(injector: FaultInjector, host: Host) -> None:
+    enable(injector, "kms-throttle", operation="Decrypt", count=2)
+    enable(injector, "kms-latency", ms=20, operation="Decrypt")
+    hooks = host.context.objects["kms_front"].faults
+    assert isinstance(hooks, KmsFaultHooks)
+    hooks.before("GenerateDataKeyPairWithoutPlaintext")  # neither applies to other operations
+    began = time.monotonic()
+    with pytest.raises(KmsError):
+        hooks.before("Decrypt")
+    assert time.monotonic() - began >= 0.02
+    injector.handle({"action": "disable", "name": "kms-throttle"})
+    hooks.before("Decrypt")  # the throttle is gone, the latency stays
+    assert hooks.operation_delays == {"Decrypt": 0.02}
+    assert injector.handle({"action": "list"})["active"] == {
+        "kms-latency": {"ms": 20, "operation": "Decrypt"}
+    }
+    assert injector.clear() == ["kms-latency"]
+    assert hooks.operation_delays == {} and hooks.delay_ms == 0
+
+
+def test_hooks_count_requests_in_flight() -> None:
+    hooks = KmsFaultHooks()
+    hooks.operation_delays["Decrypt"] = 0.3
+    assert not hooks.wait_in_flight("Decrypt", 0.01)
+    worker = threading.Thread(target=hooks.before, args=("Decrypt",))
+    worker.start()
+    assert hooks.wait_in_flight("Decrypt", 2)
+    worker.join()
+    assert not hooks.wait_in_flight("Decrypt", 0.01)
+
+
+def test_installing_hooks_keeps_what_the_front_held() -> None:
+    front = Front()
+    front.faults.delay_ms = 5
+    front.faults.throttle(1, "Decrypt")
+    hooks = install_kms_hooks(front)
+    assert install_kms_hooks(front) is hooks and hooks.delay_ms == 5
+    with pytest.raises(KmsError):
+        hooks.before("Decrypt")
+
+
+def test_imds_faults_restore_the_original_behaviour(injector: FaultInjector, host: Host) -> None:
+    server: ImdsServer = host.context.objects["imds"]
+    original = server.credential_lifetime
+    enable(injector, "imds-expiry", lifetime=3)
+    assert server.credential_lifetime == timedelta(seconds=3)
+    enable(injector, "imds-outage", status=503)
+    assert server._injected_failure() == 503
+    enable(injector, "imds-outage", delay=0.5)  # switching again replaces the failures
+    assert server._injected_failure() is None and server.response_delay == 0.5
+    injector.clear()
+    assert server.credential_lifetime == original and server.response_delay == 0
+    assert server._injected_failure() is None
+
+
+def test_dynamodb_conflict_parameters(injector: FaultInjector, host: Host) -> None:
+    armed = enable(injector, "dynamodb-conflict", actions="Update, Delete", count="3")["result"]
+    assert armed["actions"] == ["Update", "Delete"] and armed["remaining"] == 3
+    with pytest.raises(FaultError, match="mode"):
+        enable(injector, "dynamodb-conflict", mode="boom")
+    assert injector.handle({"action": "disable", "name": "dynamodb-conflict"})["active"] == {}
+    assert host.context.objects["dynamodb_proxy"].armed() == {}
+
+
+def test_slow_commit_and_conflict_are_armed_side_by_side(injector: FaultInjector, host: Host) -> None:
+    enable(injector, "dynamodb-conflict", actions="Delete")
+    held = enable(injector, "dynamodb-slow-commit", ms=2000)["result"]
+    assert (held["mode"], held["delay_ms"]) == ("slow-commit", 2000)
+    with pytest.raises(FaultError, match="has no parameter mode"):
+        enable(injector, "dynamodb-slow-commit", mode="conflict")
+    proxy = host.context.objects["dynamodb_proxy"]
+    assert set(proxy.armed()) == {"write", "reply"}
+    injector.handle({"action": "disable", "name": "dynamodb-conflict"})
+    assert set(proxy.armed()) == {"reply"}
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("kms-latency", {}, "ms= is required"),
+        ("kms-latency", {"ms": "soon"}, "number"),
+        ("kms-throttle", {"count": 0}, "within"),
+        ("imds-expiry", {"lifetime": 0}, "within"),
+        ("parent-down", {}, "no parent"),
+        ("enclave-kill", {}, "no enclave"),
+        ("parent-down", {"bogus": ""}, "has no parameter bogus"),
+        ("dynamodb-conflict", {"ms": 5}, "has no parameter ms"),
+    ],
+)
+def test_bad_requests_are_refused_with_a_reason(
+    injector: FaultInjector, name: str, params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(FaultError, match=message):
+        enable(injector, name, **params)
+    assert injector.active == {}
+
+
+def test_unknown_faults_and_actions(injector: FaultInjector) -> None:
+    with pytest.raises(FaultError, match="unknown fault"):
+        enable(injector, "meteor-strike")
+    with pytest.raises(FaultError, match="unknown fault action"):
+        injector.handle({"action": "toggle", "name": "kms-latency"})
+    # Switching off what is not on is harmless.
+    assert injector.handle({"action": "disable", "name": "parent-freeze"})["result"] == {}
+
+
+def test_the_enclave_program_is_the_leaf_running_the_module() -> None:
+    # A stand-in sandbox: a wrapper whose argv names the module too, and the program below it.
+    program = [sys.executable, "-c", "import time; time.sleep(30)", "-m", "vault.enclave"]
+    wrapper = [sys.executable, "-c", "import subprocess, sys; subprocess.run(sys.argv[1:])", *program]
+    sandbox = subprocess.Popen(wrapper)
+    try:
+        deadline = time.monotonic() + 10
+        victims: list[int] = []
+        while time.monotonic() < deadline:
+            victims = enclave_program([sandbox.pid])
+            if victims != [sandbox.pid]:
+                break
+            time.sleep(0.05)
+        assert len(victims) == 1 and victims[0] != sandbox.pid
+        assert Path(f"/proc/{victims[0]}/cmdline").read_bytes().split(b"\0")[1] == b"-c"
+    finally:
+        sandbox.kill()
+        sandbox.wait(timeout=10)
+
+
+class StandInParent:
+    """A process in its own group, stopped and resumed like the parent component."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = 1
+        self.tmp_path = tmp_path
+        self.process: Any = None
+        self.resume()
+
+    def resume(self) -> None:
+        self.process = ManagedProcess(
+            "parent", ["sleep", "30"], {"PATH": "/usr/bin:/bin"}, self.tmp_path / "p.log"
+        )
+        self.process.start()
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.stop()
+
+    def pids(self) -> list[int]:
+        return [self.process.pid] if self.process is not None else []
+
+
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_parent_down_takes_over_from_a_freeze(injector: FaultInjector, host: Host, tmp_path: Path) -> None:
+    parent = StandInParent(tmp_path)
+    host.by_name["parent"] = parent  # type: ignore[assignment]
+    try:
+        frozen = enable(injector, "parent-freeze")["result"]["frozen_pid"]
+        deadline = time.monotonic() + 5
+        while process_state(frozen) != "T" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process_state(frozen) == "T"
+        began = time.monotonic()
+        assert enable(injector, "parent-down")["active"] == {"parent-down": {}}
+        assert time.monotonic() - began < 4  # continued, then stopped by SIGTERM (no 5 s SIGKILL wait)
+        assert parent.process is None
+        injector.handle({"action": "disable", "name": "parent-down"})
+        assert parent.pids() and parent.pids()[0] != frozen
+    finally:
+        parent.stop()
