@@ -118,7 +118,7 @@ def cdk(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def load(session: nox.Session) -> None:
-    """30 s of creates/decrypts at 4 and 16 clients on a fresh moto emulator; writes bench-results/load-N.json."""
+    """30 s of creates and decrypts at 4 and 16 clients on a fresh moto emulator."""
     session.install("-e", ".[test]")
     state = os.path.join(session.create_tmp(), "load-emulator")
     session.run("vault-emulator", "up", "--port", "0", "--state-dir", state)
