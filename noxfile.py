@@ -66,8 +66,8 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """Benchmarks; prints a table and writes bench-results/."""
-    session.install("-e", ".[test]")
+    """Benchmarks; prints a table and writes bench-results/ (``-- --quick`` for a smoke run)."""
+    session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
 
 

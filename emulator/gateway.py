@@ -238,6 +238,10 @@ class ApiGateway:
 
 
 class _Server(ThreadingHTTPServer):
+    # socketserver's default backlog of 5 overflows when a burst of clients connects at
+    # once (16 concurrent clients), and the kernel then resets some of those connections.
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that hangs up early is routine; anything else is worth a traceback.
         error = sys.exc_info()[1]
@@ -250,6 +254,9 @@ class _Server(ThreadingHTTPServer):
 class _RequestHandler(BaseHTTPRequestHandler):
     gateway: ApiGateway
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in separate writes; with Nagle on, every keep-alive request
+    # after the first waits ~40 ms for the client's delayed ACK before its body is sent.
+    disable_nagle_algorithm = True
     server_version = "vault-emulator-apigw"
     sys_version = ""
 

@@ -11,6 +11,7 @@ from moto.server import ThreadedMotoServer
 
 from emulator.backends.base import AwsBackend, BackendError
 from emulator.backends.config import BackendConfig
+from emulator.backends.moto_transactions import install as install_light_transaction_backups
 
 _ACCOUNT_ENV = "MOTO_ACCOUNT_ID"
 
@@ -42,6 +43,8 @@ class MotoBackend(AwsBackend):
         werkzeug_logger = logging.getLogger("werkzeug")
         if werkzeug_logger.level == logging.NOTSET:
             werkzeug_logger.setLevel(logging.WARNING)
+        # Audit writes are transactions; moto's backup of a table for each one grows with the table.
+        install_light_transaction_backups()
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.port, verbose=False)
         server.start()
         self._server = server

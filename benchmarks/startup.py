@@ -1,0 +1,164 @@
+"""Cold ``up`` of the emulator per backend, and its resident memory once it is up.
+
+Each start is cold: a new state directory (new test PKI, image assembly and
+measurement, table and key), nothing of a previous run left running. Software that
+the emulator installs into the shared cache on a machine's very first run (LocalStack,
+DynamoDB Local) is not part of it; ``up`` reuses that cache. Reported per backend:
+``lifecycle.up`` wall time (median of the repeats, and its range), the CPU seconds the
+emulator's processes had used by then, the components' own start times, ``down`` time,
+and memory: the sum of RSS of every emulator process (its state file's pids and all
+their descendants) and the sum of PSS (shared pages divided among their users).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from benchmarks import LoadMonitor, Options, describe_load, figure, format_value, table, write_results
+from benchmarks.emulator_run import BackendUnavailable, running_emulator
+from benchmarks.procs import memory
+
+GROUP = "emulator"
+
+
+def _one_start(backend: str) -> dict[str, Any]:
+    with running_emulator(backend) as started:
+        sample = {
+            "up_s": started.up_seconds,
+            "up_cpu_s": started.up_cpu_seconds,
+            "daemon_startup_s": started.state.startup_seconds,
+            "components_s": {c.name: c.started_seconds for c in started.state.components},
+            "memory": memory(started.processes()),
+        }
+        down_began = time.perf_counter()
+    sample["down_s"] = time.perf_counter() - down_began
+    return sample
+
+
+def measure_backend(backend: str, repeats: int) -> dict[str, Any]:
+    runs = [_one_start(backend) for _ in range(repeats)]
+    ups = [run["up_s"] for run in runs]
+    rss = [run["memory"]["rss_mib"] for run in runs]
+    return {
+        "backend": backend,
+        "repeats": repeats,
+        "up_s_p50": statistics.median(ups),
+        "up_s_min": min(ups),
+        "up_s_max": max(ups),
+        "up_cpu_s_p50": statistics.median(run["up_cpu_s"] for run in runs),
+        "down_s_p50": statistics.median(run["down_s"] for run in runs),
+        "rss_mib_p50": statistics.median(rss),
+        "pss_mib_p50": statistics.median(run["memory"]["pss_mib"] for run in runs),
+        "runs": runs,
+    }
+
+
+def _figures(backends: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for backend, result in backends.items():
+        if "up_s_p50" not in result:
+            continue
+        rows += [
+            figure(GROUP, "cold up (p50)", result["up_s_p50"], "s", clock="wall", backend=backend),
+            figure(
+                GROUP,
+                "cold up, CPU of emulator processes",
+                result["up_cpu_s_p50"],
+                "s",
+                clock="cpu",
+                backend=backend,
+            ),
+            figure(
+                GROUP,
+                "resident memory when up (RSS sum)",
+                result["rss_mib_p50"],
+                "MiB",
+                clock="-",
+                backend=backend,
+            ),
+            figure(
+                GROUP,
+                "resident memory when up (PSS sum)",
+                result["pss_mib_p50"],
+                "MiB",
+                clock="-",
+                backend=backend,
+            ),
+        ]
+    return rows
+
+
+def run(options: Options) -> int:
+    repeats = options.repeats if options.repeats is not None else options.scaled(3, 1)
+    backends: dict[str, Any] = {}
+    status = 0
+    with LoadMonitor() as load:
+        for backend in options.selected_backends:
+            try:
+                backends[backend] = measure_backend(backend, repeats)
+            except BackendUnavailable as exc:
+                backends[backend] = {"backend": backend, "skipped": str(exc)}
+                print(f"[{backend}] skipped: {exc}")
+            except Exception as exc:  # noqa: BLE001 - reported, and the other backends still run
+                backends[backend] = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+                print(f"[{backend}] FAILED: {type(exc).__name__}: {exc}")
+                status = 1
+    rows = []
+    for backend, result in backends.items():
+        if "up_s_p50" not in result:
+            continue
+        last = result["runs"][-1]
+        slowest = max(
+            ((name, seconds) for name, seconds in last["components_s"].items() if seconds is not None),
+            key=lambda pair: pair[1],
+            default=("-", 0.0),
+        )
+        rows.append(
+            [
+                backend,
+                str(result["repeats"]),
+                f"{result['up_s_p50']:.2f} ({result['up_s_min']:.2f}..{result['up_s_max']:.2f})",
+                format_value(result["up_cpu_s_p50"]),
+                f"{slowest[0]} {slowest[1]:.2f}",
+                format_value(result["down_s_p50"]),
+                format_value(result["rss_mib_p50"]),
+                format_value(result["pss_mib_p50"]),
+                str(last["memory"]["processes"]),
+            ]
+        )
+    if rows:
+        print(
+            table(
+                [
+                    "backend",
+                    "n",
+                    "up s p50 (range)",
+                    "up CPU s",
+                    "slowest component s",
+                    "down s",
+                    "RSS MiB",
+                    "PSS MiB",
+                    "processes",
+                ],
+                rows,
+            )
+        )
+    for backend, result in backends.items():
+        if "runs" in result:
+            by_component = result["runs"][-1]["memory"]["by_component"]
+            split = ", ".join(
+                f"{label} {value['rss_mib']:.0f}"
+                for label, value in sorted(by_component.items(), key=lambda kv: -kv[1]["rss_mib"])
+            )
+            print(f"[{backend}] RSS MiB by process group: {split}")
+    load_result = load.result()
+    print(describe_load(load_result))
+    path = write_results(
+        options,
+        "startup",
+        {"repeats": repeats, "backends": backends, "load": load_result, "figures": _figures(backends)},
+    )
+    print(f"results: {path}")
+    return status
