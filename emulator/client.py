@@ -4,20 +4,31 @@ Used by the demo, the pytest plugin and the end-to-end tests. It speaks to any
 deployment of the API: the emulator's gateway or a deployed stage URL (optionally
 signing requests with SigV4, as the deployed API requires under decision D15).
 
-The audit trail has no API route (upstream has none): :class:`AuditReader` reads it
-from the table, which is what an operator with table access would do.
+The API's audit route (``GET /vaults/{id}/audit``, an addition to upstream) is read
+with :meth:`VaultClient.audit` and :meth:`VaultClient.audit_trail`; :class:`AuditReader`
+reads the same records straight from the table, which is what an operator with table
+access would do.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 
 DEFAULT_TIMEOUT = 30.0
+#: ``https://{api id}.execute-api.{region}.amazonaws.com/...``: the region is in the host name.
+_EXECUTE_API_HOST = re.compile(r"^[a-z0-9]+\.execute-api\.(?P<region>[a-z0-9-]+)\.amazonaws\.com")
+#: Headers a SigV4 signature of a requests request covers (besides Host and the X-Amz-* it adds):
+#: transport headers that a proxy may rewrite stay unsigned.
+_SIGNED_HEADERS = frozenset({"content-type", "accept"})
 
 
 class VaultApiError(Exception):
@@ -43,13 +54,45 @@ class DecryptResult:
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    """One record of ``GET /vaults/{id}/audit``."""
+
+    event: str
+    #: RFC 3339, UTC, microseconds.
+    timestamp: str
+    reason: str | None
+    fields: list[str]
+    #: ``Success``, ``PartialSuccess`` or a failed decrypt's error code; ``None`` on old records.
+    outcome: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
+        return cls(
+            event=str(data["event"]),
+            timestamp=str(data["timestamp"]),
+            reason=data.get("reason"),
+            fields=list(data.get("fields") or []),
+            outcome=data.get("outcome"),
+        )
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of the audit route: newest first; ``next_token`` is ``None`` on the last page."""
+
+    events: list[AuditEntry]
+    next_token: str | None
+
+
+@dataclass(frozen=True)
 class SigV4Signer:
     """Signs requests like ``aws-sigv4`` clients of an IAM-authorized API Gateway."""
 
     access_key_id: str
-    secret_access_key: str
+    #: Kept out of ``repr`` so that test reports and logs never show them.
+    secret_access_key: str = field(repr=False)
     region: str
-    session_token: str | None = None
+    session_token: str | None = field(default=None, repr=False)
 
     def sign(self, method: str, url: str, body: bytes, headers: dict[str, str]) -> dict[str, str]:
         from botocore.auth import SigV4Auth
@@ -60,6 +103,77 @@ class SigV4Signer:
         credentials = Credentials(self.access_key_id, self.secret_access_key, self.session_token)
         SigV4Auth(credentials, "execute-api", self.region).add_auth(request)
         return dict(request.headers.items())
+
+    @classmethod
+    def from_environment(cls, url: str, environ: Mapping[str, str] | None = None) -> SigV4Signer | None:
+        """A signer for ``url`` with the AWS credentials of the environment, or ``None``.
+
+        ``VAULT_API_AUTH`` chooses: ``sigv4`` signs (and fails without credentials),
+        ``none`` never signs; unset, requests are signed whenever credentials resolve
+        (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, or
+        botocore's other sources: ``AWS_PROFILE``, SSO, container and instance roles).
+        The region is ``VAULT_API_REGION``, else the one in an ``execute-api`` host
+        name, else ``AWS_REGION``/``AWS_DEFAULT_REGION``.
+        """
+        env = os.environ if environ is None else environ
+        mode = env.get("VAULT_API_AUTH", "").strip().lower()
+        if mode not in ("", "sigv4", "none"):
+            raise ValueError(f"VAULT_API_AUTH must be sigv4 or none, not {mode!r}")
+        if mode == "none":
+            return None
+        import botocore.session
+
+        access_key = env.get("AWS_ACCESS_KEY_ID")
+        secret_key = env.get("AWS_SECRET_ACCESS_KEY")
+        token = env.get("AWS_SESSION_TOKEN")
+        if not (access_key and secret_key) and environ is None:
+            resolved = botocore.session.Session().get_credentials()
+            if resolved is not None:
+                frozen = resolved.get_frozen_credentials()
+                access_key, secret_key, token = frozen.access_key, frozen.secret_key, frozen.token
+        if not (access_key and secret_key):
+            if mode == "sigv4":
+                raise ValueError("VAULT_API_AUTH=sigv4 but no AWS credentials were found")
+            return None
+        host = urlsplit(url).hostname or ""
+        match = _EXECUTE_API_HOST.match(host)
+        region = (
+            env.get("VAULT_API_REGION")
+            or (match["region"] if match else None)
+            or env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+        )
+        if not region:
+            raise ValueError(f"no region for signing requests to {host}: set VAULT_API_REGION or AWS_REGION")
+        return cls(access_key, secret_key, region, token or None)
+
+    def requests_auth(self) -> SigV4RequestsAuth:
+        """This signer as a ``requests`` auth object (for sessions that other tools drive)."""
+        return SigV4RequestsAuth(self)
+
+
+class SigV4RequestsAuth(requests.auth.AuthBase):
+    """Signs each prepared ``requests`` request with a :class:`SigV4Signer`."""
+
+    def __init__(self, signer: SigV4Signer) -> None:
+        self.signer = signer
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        body = request.body or b""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        elif not isinstance(body, bytes):
+            raise TypeError("SigV4 signing needs the whole body (bytes or str), not a stream")
+        headers = {
+            k: v.decode("latin-1") if isinstance(v, bytes) else v
+            for k, v in request.headers.items()
+            if k.lower() in _SIGNED_HEADERS
+        }
+        signed = self.signer.sign(str(request.method), str(request.url), body, headers)
+        for name, value in signed.items():
+            if name.lower() not in _SIGNED_HEADERS:
+                request.headers[name] = value
+        return request
 
 
 class VaultClient:
@@ -159,6 +273,31 @@ class VaultClient:
             payload["expressions"] = dict(expressions)
         body = self._call("POST", f"/vaults/{vault_id}/decrypt", json_body=payload)
         return DecryptResult(data=dict(body.get("data") or {}), errors=list(body.get("errors") or []))
+
+    def audit(self, vault_id: str, *, limit: int | None = None, next_token: str | None = None) -> AuditPage:
+        """GET /vaults/{id}/audit → one page of the vault's audit records, newest first."""
+        params: dict[str, str] = {}
+        if limit is not None:
+            params["limit"] = str(limit)
+        if next_token is not None:
+            params["next_token"] = next_token
+        body = self._call("GET", f"/vaults/{vault_id}/audit", params=params or None)
+        return AuditPage(
+            events=[AuditEntry.from_json(event) for event in body.get("events") or []],
+            next_token=body.get("next_token"),
+        )
+
+    def audit_trail(self, vault_id: str, *, page_size: int = 100, max_pages: int = 1000) -> list[AuditEntry]:
+        """Every audit record of the vault through the audit route, **oldest first**."""
+        events: list[AuditEntry] = []
+        token: str | None = None
+        for _ in range(max_pages):  # bounded pagination
+            page = self.audit(vault_id, limit=page_size, next_token=token)
+            events.extend(page.events)
+            token = page.next_token
+            if token is None:
+                return list(reversed(events))
+        raise RuntimeError(f"the audit trail of {vault_id} has more than {max_pages} pages")
 
     def openapi(self) -> dict[str, Any]:
         """GET /swagger?format=json → the OpenAPI document."""
