@@ -110,7 +110,9 @@ class AwsBackend(abc.ABC):
     def client(self, service: str, config: BotoConfig | None = None) -> Any:
         """A boto3 client for ``service`` on this backend, with the backend's test credentials."""
         endpoints = {"dynamodb": self.dynamodb_endpoint_url, "kms": self.kms_endpoint_url}
-        return boto3.session.Session().client(
+        # ``service`` is any name, not one of boto3-stubs' per-service literals.
+        session: Any = boto3.session.Session()
+        return session.client(
             service,
             endpoint_url=endpoints.get(service, self.endpoint_url),
             region_name=self.region,

@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         decryptor = KmsKeyDecryptor.from_env()
+        decryptor.warm_up()
     except Exception as exc:  # noqa: BLE001 - any startup failure ends the process with a log line
         logger.error("cannot set up the key decryptor", extra={"fields": {"exception": type(exc).__name__}})
         return 1

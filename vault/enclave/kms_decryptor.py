@@ -178,6 +178,22 @@ class KmsKeyDecryptor:
         self._bridge.close()
         self._keys.clear()
 
+    def warm_up(self) -> None:
+        """Do the one-time work before the first request needs it.
+
+        Without this the first decrypt after a (re)start pays for the bridge, botocore's
+        KMS service model and an RSA-2048 key with an attestation document -- together
+        long enough on a busy machine to overrun the parent's read timeout.
+        """
+        self._bridge.start()
+        with _SESSION_LOCK:
+            _SESSION.get_service_model("kms")
+        try:
+            self._keys.prepare()
+        except NsmError as exc:
+            # Not fatal here: the first request retries and reports the failure with its code.
+            _log.warning("cannot prepare a recipient key", extra={"fields": {"error": type(exc).__name__}})
+
     def __enter__(self) -> KmsKeyDecryptor:
         return self
 

@@ -102,6 +102,12 @@ class RecipientKeys:
             current.uses += 1
             return current
 
+    def prepare(self) -> None:
+        """Make the first key ahead of demand, without counting a use. Raises ``NsmError``."""
+        with self._lock:
+            if self._current is None:
+                self._current = self._fresh()
+
     def discard(self, key: RecipientKey) -> None:
         """Stop handing out ``key`` (its document was refused or its answer was unusable)."""
         with self._lock:

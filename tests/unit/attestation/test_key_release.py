@@ -327,6 +327,30 @@ def test_keys_are_reused_within_their_bounds(fast_keys: Callable[..., RecipientK
     assert keys.acquire() is not current
 
 
+def test_a_prepared_key_is_made_ahead_and_not_counted_as_a_use(
+    fast_keys: Callable[..., RecipientKeys],
+) -> None:
+    nsm = CountingNsm()
+    keys = fast_keys(nsm, max_age=60.0, max_uses=1)
+    keys.prepare()
+    keys.prepare()  # already prepared: no second document
+    assert nsm.calls == 1
+    prepared = keys.acquire()  # the one allowed use goes to the first request
+    assert nsm.calls == 1 and prepared.document == b"document-1"
+    assert keys.acquire() is not prepared and nsm.calls == 2
+    with pytest.raises(NsmError):
+        fast_keys(CountingNsm(fail=True)).prepare()
+
+
+def test_warm_up_leaves_nsm_failures_to_the_first_request(harness: Harness) -> None:
+    transport = UnixSocketTransport(harness.stack.vsock_dir, 16)
+    with KmsKeyDecryptor(CountingNsm(fail=True), transport, EMULATOR_CONFIG) as decryptor:
+        decryptor.warm_up()
+        with pytest.raises(KeyDecryptError) as refused:
+            release(decryptor, b"blob", "v")
+    assert refused.value.code == EnclaveErrorCode.ATTESTATION_FAILED
+
+
 def test_per_request_keys_and_nsm_failures(fast_keys: Callable[..., RecipientKeys]) -> None:
     nsm = CountingNsm()
     keys = fast_keys(nsm, max_uses=1)

@@ -76,6 +76,10 @@ def vault_log_handlers():
 
 class _ContextDecryptor(LocalKeyDecryptor):
     closed = False
+    warmed_up = False
+
+    def warm_up(self):
+        self.warmed_up = True
 
     def __enter__(self):
         return self
@@ -125,6 +129,7 @@ def test_main_serves_until_sigterm(monkeypatch, vault_log_handlers):
             thread.join(10)
         assert signal.getsignal(signal.SIGTERM) == previous
     assert replies == [{"fields": {"a": "b"}, "errors": []}]
+    assert decryptor.warmed_up
     assert decryptor.closed
 
 
