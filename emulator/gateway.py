@@ -107,6 +107,10 @@ def _gateway_error(status: int, message: str, error_type: str, request_id: str) 
     )
 
 
+#: The methods a ``{proxy+}`` resource's ``ANY`` method covers.
+ANY_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 class ApiGateway:
     """Dispatches HTTP requests to a Lambda handler; :meth:`start` serves them on 127.0.0.1."""
 
@@ -122,6 +126,14 @@ class ApiGateway:
 
     def dispatch(self, request: HttpRequest) -> HttpResponse:
         request_id = new_request_id()
+        if request.method not in ANY_METHODS:
+            # API Gateway's ANY covers the seven methods above only: any other method
+            # (TRACE, CONNECT, QUERY, unknown ones) never reaches the integration, so it is
+            # not passed to the handler. It is refused by the gateway itself, as JSON like its
+            # other errors: 405 with the methods ANY accepts in ``Allow``.
+            response = _gateway_error(405, "Method Not Allowed", "MethodNotAllowedException", request_id)
+            response.headers.append(("Allow", ", ".join(ANY_METHODS)))
+            return response
         prefix = f"/{self.config.stage}/"
         if not request.raw_path.startswith(prefix) or request.raw_path == prefix:
             return _gateway_error(
@@ -309,6 +321,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.wfile.write(response.body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        # http.server answers a method without a ``do_`` handler with an HTML 501 page;
+        # every method goes to dispatch, which refuses those ANY does not cover.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)

@@ -129,6 +129,14 @@ def access_denied(message: str) -> KmsError:
     return KmsError("AccessDeniedException", message)
 
 
+def _check_dry_run(body: Mapping[str, Any]) -> None:
+    """Like KMS: an allowed request with ``DryRun`` is answered 412 instead of being carried out."""
+    if body.get("DryRun") is True:
+        raise KmsError(
+            "DryRunOperationException", "The request would have succeeded, but the DryRun option is set.", 412
+        )
+
+
 class Faults:
     """Switchable faults: ``throttle(n)`` and ``delay_ms``; safe to change while serving."""
 
@@ -221,7 +229,8 @@ class KmsFront:
             self.set_key_policy(key, policy)
         access_key, secret = backend_credentials
         with _SESSION_LOCK:
-            self._backend = _SESSION.create_client(
+            # Typed loosely: botocore's generated client methods are not visible to type checkers.
+            self._backend: Any = _SESSION.create_client(
                 "kms",
                 endpoint_url=self.backend_url,
                 region_name=region,
@@ -463,6 +472,7 @@ class KmsFront:
             if 0 in document.pcrs:
                 condition_keys["kms:RecipientAttestation:ImageSha384"] = [document.pcrs[0].hex()]
         self._authorize(identity, "kms:Decrypt", key_arn, condition_keys)
+        _check_dry_run(body)
         answer: dict[str, Any] = {"KeyId": key_arn, "EncryptionAlgorithm": result.get("EncryptionAlgorithm")}
         if attested is None:
             answer["Plaintext"] = _b64(plaintext)
@@ -484,6 +494,7 @@ class KmsFront:
             condition_keys["kms:EncryptionContextKeys"] = list(context)
         condition_keys["kms:DataKeyPairSpec"] = [spec]
         self._authorize(identity, "kms:GenerateDataKeyPairWithoutPlaintext", key_arn, condition_keys)
+        _check_dry_run(body)
         if spec != SUPPORTED_KEY_PAIR_SPEC:
             raise KmsError(
                 "ValidationException", f"the emulator generates {SUPPORTED_KEY_PAIR_SPEC} key pairs only"

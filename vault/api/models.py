@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -83,7 +84,12 @@ def _expression_size(expression: str) -> str:
     return expression
 
 
-FieldName = Annotated[str, AfterValidator(_schema_field)]
+#: Inputs are normalised (stripped, lower-cased); the document lists the canonical names.
+FieldName = Annotated[
+    str,
+    AfterValidator(_schema_field),
+    WithJsonSchema({"type": "string", "enum": list(SCHEMA_FIELDS)}),
+]
 Expression = Annotated[str, AfterValidator(_expression_size)]
 OutputName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH)]
 

@@ -155,6 +155,68 @@ def test_unsupported_content_type(api: ApiHarness) -> None:
     assert api.items() == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/vaults"),
+        ("PATCH", "/vaults/{id}"),
+        ("DELETE", "/vaults/{id}"),
+        ("POST", "/vaults/{id}/decrypt"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("content_type", "raw_body"),
+    [
+        ("multipart/form-data", '{"first_name": "Ann"}'),
+        (
+            "multipart/form-data; boundary=x",
+            '--x\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--x--',
+        ),
+        ("application/x-www-form-urlencoded", ""),
+        ("application/x-www-form-urlencoded", "first_name=Ann"),
+    ],
+)
+def test_form_bodies_are_refused(
+    api: ApiHarness, method: str, path: str, content_type: str, raw_body: str
+) -> None:
+    vault_id = api.create({"first_name": "Ann"})
+    before = api.items()
+    response = api.call(
+        method, path.format(id=vault_id), raw_body=raw_body, headers={"Content-Type": content_type}
+    )
+    assert_error(response, 415, "UnsupportedMediaType")
+    assert_secure(response)
+    assert api.items() == before
+
+
+def test_the_content_type_is_read_from_both_header_maps(api: ApiHarness) -> None:
+    event = rest_event("POST", "/vaults", body={"first_name": "Ann"})
+    event["multiValueHeaders"]["content-type"] = ["text/plain"]
+    assert_error(invoke(event), 415, "UnsupportedMediaType")
+    assert api.items() == []
+
+
+@pytest.mark.parametrize(
+    "content_type", ["APPLICATION/JSON", "Application/Json; charset=UTF-8", "application/merge-patch+json"]
+)
+def test_json_media_types_are_case_insensitive(api: ApiHarness, content_type: str) -> None:
+    event = rest_event("POST", "/vaults", body={"first_name": "Ann"})
+    for headers in (event["headers"], event["multiValueHeaders"]):
+        del headers["Content-Type"]
+    event["headers"]["content-type"] = content_type
+    event["multiValueHeaders"]["content-type"] = [content_type]
+    response = invoke(event)
+    assert response.status == 200, response.text
+
+
+def test_a_body_without_content_type_is_read_as_json(api: ApiHarness) -> None:
+    event = rest_event("POST", "/vaults", body={"first_name": "Ann"})
+    for headers in (event["headers"], event["multiValueHeaders"]):
+        del headers["Content-Type"]
+    response = invoke(event)
+    assert response.status == 200, response.text
+
+
 def test_validation_errors_name_field_and_rule_only(
     api: ApiHarness, caplog: pytest.LogCaptureFixture
 ) -> None:

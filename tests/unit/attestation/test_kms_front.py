@@ -286,3 +286,35 @@ def test_oversized_requests_are_refused_and_the_connection_closed(harness: Harne
         assert response.getheader("Connection") == "close"
     finally:
         connection.close()
+
+
+def test_dry_run_is_answered_412_after_the_policy_check(
+    harness: Harness, pki: TestPki, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    blob = harness.new_vault_key("v_dry")["PrivateKeyCiphertextBlob"]
+    context = {"vault_id": "v_dry"}
+    recipient = {
+        "AttestationDocument": good_document(pki, spki(rsa_key)),
+        "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256",
+    }
+    pair = {"KeyId": harness.key_arn, "KeyPairSpec": "ECC_NIST_P384", "EncryptionContext": context}
+    api, instance = harness.api_client(), harness.instance_client()
+    allowed = (
+        lambda: api.generate_data_key_pair_without_plaintext(**pair, DryRun=True),
+        lambda: instance.decrypt(
+            CiphertextBlob=blob, EncryptionContext=context, Recipient=recipient, DryRun=True
+        ),
+    )
+    for call in allowed:
+        with pytest.raises(ClientError) as dry:
+            call()
+        assert error_code(dry) == "DryRunOperationException"
+        assert dry.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    denied = (
+        lambda: instance.generate_data_key_pair_without_plaintext(**pair, DryRun=True),
+        lambda: instance.decrypt(CiphertextBlob=blob, EncryptionContext=context, DryRun=True),
+    )
+    for call in denied:
+        with pytest.raises(ClientError) as refused:
+            call()
+        assert error_code(refused) == "AccessDeniedException"

@@ -248,3 +248,22 @@ def test_the_http_server_serves_on_loopback() -> None:
         assert handler.events[0]["headers"]["Host"] == f"127.0.0.1:{gateway.port}"
     finally:
         gateway.stop()
+
+
+def test_methods_outside_any_get_a_json_405_over_http() -> None:
+    handler = Recorder()
+    gateway = ApiGateway(GatewayConfig(), handler)
+    gateway.start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+        for method in ("TRACE", "QUERY", "BREW"):
+            connection.request(method, "/v1/vaults")
+            reply = connection.getresponse()
+            assert reply.status == 405, method
+            assert reply.getheader("Content-Type") == "application/json"
+            assert reply.getheader("Allow") == "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+            assert json.loads(reply.read()) == {"message": "Method Not Allowed"}
+        connection.close()
+        assert not handler.events
+    finally:
+        gateway.stop()
