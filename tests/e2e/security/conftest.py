@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from e2e.security.targets import VaultTarget, open_target, parametrize_targets
+# vault_target is registered here by importing it.
+from e2e.security.targets import parametrize_targets, vault_target  # noqa: F401
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize_targets(metafunc)
-
-
-@pytest.fixture(scope="package")
-def vault_target(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[VaultTarget]:
-    with open_target(request.param, request.config, tmp_path_factory) as target:
-        yield target

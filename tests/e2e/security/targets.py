@@ -146,3 +146,12 @@ def open_target(
         yield VaultTarget(name, state.api_url, signer, state)
     finally:
         lifecycle.down(emulator_config.state_dir)
+
+
+@pytest.fixture(scope="package")
+def vault_target(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VaultTarget]:
+    """The target of one parametrized stack, for the test package whose conftest imports this."""
+    with open_target(request.param, request.config, tmp_path_factory) as target:
+        yield target
