@@ -18,6 +18,7 @@ host's environment, and with it any AWS credentials, never reaches the enclave.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import shutil
 import sys
 import threading
@@ -223,7 +224,9 @@ class ContainerSandbox:
                 environment=env,
                 hostname=self.spec.hostname,
                 volumes=mounts,
-                name=f"{self.spec.name}-{self.image.tag.rsplit(':', 1)[-1]}",
+                # Unique per launch: several emulators (or a relaunch racing a slow removal) may
+                # run the same image at once.
+                name=f"{self.spec.name}-{self.image.tag.rsplit(':', 1)[-1]}-{secrets.token_hex(4)}",
                 labels={"nitro-vault-emulator": "enclave"},
             )
         except Exception as exc:

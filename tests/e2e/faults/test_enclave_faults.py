@@ -90,7 +90,12 @@ def test_enclave_restart_under_traffic(stack: EmulatorState, faults: FaultContro
     assert restart["result"]["enclave_pids"] != restart["result"]["previous_pids"]
     assert set(outcomes) <= {(200, None), (503, "EnclaveUnavailable")}, outcomes
     assert (503, "EnclaveUnavailable") in outcomes, "no request reached the restarting enclave"
-    assert outcomes[-1] == (200, None)
+    # Recovered: the first request after the restart has returned succeeds. (The traffic loop
+    # is bounded by count, and a container restart can outlast it.)
+    with VaultClient(stack.api_url, timeout=ANSWER_BOUND + 5) as api:
+        after = timed(lambda: api.decrypt(vault_id, ["first_name"], reason="restart"))
+    assert after.error is None, after
+    outcomes.append((200, None))
     documented("enclave-restart", 503, "EnclaveUnavailable")
     # Every attempt is audited with the outcome its caller saw.
     decrypts = [outcome for event, outcome in table.audit(vault_id) if event == "DecryptVault"]
