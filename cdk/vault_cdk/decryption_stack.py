@@ -39,6 +39,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from vault.parent.config import DEFAULT_EIF_PATH
+
 from .config import VaultConfig
 from .guardrails import acknowledge, managed_policy_finding, nag_text
 from .naming import ROLE_PATH, Names
@@ -49,7 +51,8 @@ from .templates import render
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 AMI_PARAMETER = "/aws/service/ami-amazon-linux-latest/al2023-ami-minimal-kernel-6.12-arm64"
 ASG_LOGICAL_ID = "VaultInstances"
-EIF_PATH = "/home/ec2-user/enclave-vault.eif"
+#: Where the parent expects the EIF on the instance: the parent's own default, so the two agree.
+EIF_PATH = DEFAULT_EIF_PATH
 #: ACM for Nitro Enclaves' enclave (its documented default size).
 ACM_ENCLAVE_CPUS = 2
 ACM_ENCLAVE_MEMORY_MIB = 256

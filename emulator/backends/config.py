@@ -7,10 +7,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-BackendKind = Literal["moto", "localstack", "localstack-container"]
-BACKEND_KINDS: tuple[BackendKind, ...] = ("moto", "localstack", "localstack-container")
+# One list of backends for the emulator's configuration and the backends themselves.
+from emulator.config import BACKENDS as BACKEND_KINDS
+from emulator.config import BackendKind
 
 DEFAULT_STATE_DIR = Path(".emulator")
 DEFAULT_REGION = "us-east-1"
