@@ -136,7 +136,7 @@ def _emulated_path() -> Iterator[_Path]:
             )
         )
         stack = KeyReleaseStack.start(
-            backend_url=moto_url,
+            backend=moto_url,
             runtime_dir=runtime,
             pki=TestPki.create("bench"),
             identities={

@@ -13,17 +13,22 @@ chains through ``cabundle`` (root first) to the attestation root.
 syntactic rules of ``attestation_process.md`` section 3.2.2, the certificate chain to
 the *trusted* root (the root copy inside the bundle is not trusted), the signature, and
 freshness of ``timestamp``. Each refusal carries a short ``reason`` for tests and logs.
+:class:`DocumentVerifier` does the same and remembers what it verified (see there).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import cbor2
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from emulator.cose import CoseError, decode_sign1, sign1, verify_sign1
@@ -196,9 +201,75 @@ def verify_document(
         verify_sign1(envelope, public_key)
     except CoseError as exc:
         raise AttestationError("signature", f"the attestation document signature is invalid: {exc}") from None
+    check_fresh(document, now=now, max_age=max_age)
+    return document
+
+
+def check_fresh(document: AttestationDocument, *, now: dt.datetime, max_age: dt.timedelta) -> None:
+    """Refuse a document dated in the future or older than ``max_age`` at ``now``."""
     issued = document.timestamp
     if issued > now + FUTURE_SKEW:
         raise AttestationError("stale", "the attestation document is dated in the future")
     if now - issued > max_age:
         raise AttestationError("stale", "the attestation document is too old")
-    return document
+
+
+def _chain_validity(
+    document: AttestationDocument, trusted_root: x509.Certificate
+) -> tuple[dt.datetime, dt.datetime]:
+    """When every certificate of the document's chain, and the root, is within its validity period."""
+    certificates = [
+        x509.load_der_x509_certificate(der) for der in (document.certificate, *document.cabundle[1:])
+    ]
+    certificates.append(trusted_root)
+    return (
+        max(c.not_valid_before_utc for c in certificates),
+        min(c.not_valid_after_utc for c in certificates),
+    )
+
+
+class DocumentVerifier:
+    """:func:`verify_document`, remembering the documents it found authentic.
+
+    An enclave presents the same document with many requests (it reuses its key pair for
+    a while; see ``vault/enclave/recipient_keys.py``). Whether given bytes are a valid
+    signature by a certificate that chains to a given root does not change, so for a
+    document seen before only what depends on the time is checked again: that ``now``
+    lies within every certificate's validity period (else the full verification runs
+    and refuses it) and the document's freshness. Only successes are remembered, keyed
+    by the SHA-256 of the whole message and of the trusted root; at most ``max_entries``.
+    """
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        self._known: OrderedDict[bytes, tuple[AttestationDocument, dt.datetime, dt.datetime]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many documents are remembered."""
+        with self._lock:
+            return len(self._known)
+
+    def verify(
+        self,
+        message: bytes,
+        trusted_root: x509.Certificate,
+        *,
+        now: dt.datetime,
+        max_age: dt.timedelta,
+    ) -> AttestationDocument:
+        key = hashlib.sha256(message).digest() + trusted_root.fingerprint(hashes.SHA256())
+        with self._lock:
+            known = self._known.get(key)
+            if known is not None:
+                self._known.move_to_end(key)
+        if known is not None and known[1] <= now <= known[2]:
+            check_fresh(known[0], now=now, max_age=max_age)
+            return known[0]
+        document = verify_document(message, trusted_root, now=now, max_age=max_age)
+        not_before, not_after = _chain_validity(document, trusted_root)
+        with self._lock:
+            self._known[key] = (document, not_before, not_after)
+            while len(self._known) > self.max_entries:
+                self._known.popitem(last=False)
+        return document

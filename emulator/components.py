@@ -216,7 +216,7 @@ class KmsFrontComponent(Component):
             ),
         }
         front = KmsFront(
-            backend_url=backend.kms_endpoint_url,
+            backend=backend.upstream("kms"),
             trusted_root=self.context.objects["pki"].root.certificate,
             identities=identities,
             key_policies={self.context.facts["key_arn"]: self.context.objects["key_policy"]},
@@ -341,7 +341,7 @@ class DynamoDbProxyComponent(Component):
 
         backend = self.context.objects["backend"]
         proxy = DynamoDbFaultProxy(
-            backend.dynamodb_endpoint_url,
+            backend.upstream("dynamodb"),
             region=self.config.region,
             credentials=(backend.access_key_id, backend.secret_access_key),
         )

@@ -35,7 +35,6 @@ answers 409 for a write that was made.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import threading
@@ -44,8 +43,9 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
+from emulator.aws_json import DYNAMODB, AwsJsonClient, AwsJsonError
+from emulator.upstream import Reply, Upstream, upstream_for
 from vault.infra.table import KEY_SEPARATOR, PARTITION_KEY, SORT_KEY, VAULT_PREFIX
 
 Mode = Literal["conflict", "delete-race", "slow-commit"]
@@ -59,13 +59,9 @@ MAX_BODY = 16 * 1024 * 1024
 #: Upper bound of one armed fault, so a forgotten one cannot outlive a long test run unseen.
 MAX_COUNT = 100_000
 MAX_DELAY_MS = 30_000
-UPSTREAM_TIMEOUT = 30.0
 #: DynamoDB's idempotency window for a ClientRequestToken, and a bound on remembered tokens.
 IDEMPOTENCY_WINDOW = 600.0
 MAX_TOKENS = 10_000
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade", "te"}
-)
 _log = logging.getLogger(__name__)
 
 
@@ -115,9 +111,6 @@ def _is_vault_action(action: dict[str, Any]) -> bool:
 
 def error_body(name: str, message: str) -> bytes:
     return json.dumps({"__type": f"com.amazonaws.dynamodb.v20120810#{name}", "message": message}).encode()
-
-
-Reply = tuple[int, list[tuple[str, str]], bytes]
 
 
 class IdempotencyCache:
@@ -184,16 +177,16 @@ class DynamoDbFaultProxy:
 
     def __init__(
         self,
-        upstream_url: str,
+        backend: Upstream | str,
         *,
         region: str,
         credentials: tuple[str, str],
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.upstream_url = upstream_url.rstrip("/")
+        self.upstream = upstream_for(backend)
         self.region = region
-        self._credentials = credentials
+        self._backend = AwsJsonClient(self.upstream, DYNAMODB, region=region, credentials=credentials)
         self._host = host
         self._requested_port = port
         self._lock = threading.Lock()
@@ -203,7 +196,6 @@ class DynamoDbFaultProxy:
         self.counters = {"forwarded": 0, "conflicts": 0, "races": 0, "held": 0, "replayed": 0}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._client: Any = None
 
     # -- control ---------------------------------------------------------------------------
 
@@ -333,50 +325,19 @@ class DynamoDbFaultProxy:
             if name in (PARTITION_KEY, SORT_KEY)
         }
         try:
-            self._backend().delete_item(TableName=action["TableName"], Key=key)
-        except Exception:  # noqa: BLE001 - the race is best effort; the transaction still goes through
+            self._backend.call("DeleteItem", {"TableName": action["TableName"], "Key": key})
+        except (AwsJsonError, KeyError):  # the race is best effort; the transaction still goes through
             _log.exception("delete-race: deleting the item failed")
-
-    def _backend(self) -> Any:
-        # Created on first use: most runs never arm a race.
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            access_key, secret = self._credentials
-            self._client = boto3.session.Session().client(
-                "dynamodb",
-                endpoint_url=self.upstream_url,
-                region_name=self.region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret,
-                config=Config(retries={"total_max_attempts": 1}, connect_timeout=2, read_timeout=5),
-            )
-        return self._client
 
     def forward(self, path: str, headers: list[tuple[str, str]], body: bytes) -> Reply:
         """Send the request to the backend unchanged (its signature still verifies)."""
-        upstream = urlsplit(self.upstream_url)
-        connection = http.client.HTTPConnection(
-            upstream.hostname or "127.0.0.1", upstream.port or 80, timeout=UPSTREAM_TIMEOUT
-        )
         try:
-            connection.request(
-                "POST", path, body=body, headers={k: v for k, v in headers if k.lower() not in _HOP_BY_HOP}
-            )
-            response = connection.getresponse()
-            data = response.read()
-            kept = [
-                (k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP | {"server", "date"}
-            ]
-            return response.status, kept, data
+            return self.upstream.send("POST", path, headers, body)
         except OSError as exc:
             # A 500 with DynamoDB's InternalServerError shape: the client retries it as DynamoDB's own.
             message = f"the backend is unreachable: {type(exc).__name__}"
             error = {"__type": "com.amazonaws.dynamodb.v20120810#InternalServerError", "message": message}
             return 500, [("Content-Type", JSON_10)], json.dumps(error).encode()
-        finally:
-            connection.close()
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

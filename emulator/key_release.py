@@ -18,6 +18,7 @@ from typing import Any
 from emulator.kms_front import DEFAULT_MAX_DOCUMENT_AGE, Identity, KmsFront
 from emulator.nsm import NsmService
 from emulator.pki import TestPki
+from emulator.upstream import Upstream
 from emulator.vsock_proxy import VsockProxy
 from vault.common.transport import TransportConfig
 
@@ -37,7 +38,7 @@ class KeyReleaseStack:
     def start(
         cls,
         *,
-        backend_url: str,
+        backend: Upstream | str,
         runtime_dir: Path,
         pki: TestPki,
         identities: Mapping[str, Identity | str],
@@ -48,7 +49,7 @@ class KeyReleaseStack:
     ) -> KeyReleaseStack:
         vsock_dir = Path(runtime_dir) / "vsock"
         front = KmsFront(
-            backend_url=backend_url,
+            backend=backend,
             trusted_root=pki.root.certificate,
             identities=identities,
             key_policies=key_policies,

@@ -43,7 +43,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import http.client
 import json
 import logging
 import re
@@ -55,9 +54,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-import botocore.session
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
@@ -68,10 +64,12 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
-from emulator.attestation import AttestationDocument, AttestationError, verify_document
+from emulator.attestation import AttestationDocument, AttestationError, DocumentVerifier
+from emulator.aws_json import KMS, AwsJsonClient, AwsJsonError, BackendUnreachable
 from emulator.cms import envelope
 from emulator.policy_eval import RequestContext, evaluate
 from emulator.sigv4 import Principal, SigV4Failure, SigV4Verifier
+from emulator.upstream import Upstream, upstream_for
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
@@ -83,14 +81,7 @@ MAX_BODY = 1024 * 1024
 MIN_RSA_BITS = 2048
 _MAX_LIST_PAGES = 100
 _CREDENTIAL = re.compile(r"Credential=(?P<key>[A-Za-z0-9]+)/")
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "upgrade", "te"}
-)
 _log = logging.getLogger(__name__)
-# One botocore session for every front: it caches the service model; creating clients from it
-# is cheap but not thread-safe.
-_SESSION = botocore.session.Session()
-_SESSION_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -201,7 +192,7 @@ class KmsFront:
     def __init__(
         self,
         *,
-        backend_url: str,
+        backend: Upstream | str,
         trusted_root: x509.Certificate,
         identities: Mapping[str, Identity | str] | None = None,
         key_policies: Mapping[str, Mapping[str, Any]] | None = None,
@@ -212,7 +203,7 @@ class KmsFront:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.backend_url = backend_url.rstrip("/")
+        self.upstream = upstream_for(backend)
         self.trusted_root = trusted_root
         self.region = region
         self.max_document_age = max_document_age
@@ -227,17 +218,8 @@ class KmsFront:
             self.add_identity(access_key_id, identity)
         for key, policy in (key_policies or {}).items():
             self.set_key_policy(key, policy)
-        access_key, secret = backend_credentials
-        with _SESSION_LOCK:
-            # Typed loosely: botocore's generated client methods are not visible to type checkers.
-            self._backend: Any = _SESSION.create_client(
-                "kms",
-                endpoint_url=self.backend_url,
-                region_name=region,
-                aws_access_key_id=access_key,
-                aws_secret_access_key=secret,
-                config=Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=30),
-            )
+        self._backend = AwsJsonClient(self.upstream, KMS, region=region, credentials=backend_credentials)
+        self._documents = DocumentVerifier()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -334,10 +316,11 @@ class KmsFront:
         if policy is not None:
             return policy
         try:
-            document = self._backend.get_key_policy(KeyId=key_arn, PolicyName="default")["Policy"]
+            answer = self._backend.call("GetKeyPolicy", {"KeyId": key_arn, "PolicyName": "default"})
+            document = answer["Policy"]
             loaded: Mapping[str, Any] = json.loads(document)
             return loaded
-        except (ClientError, BotoCoreError, ValueError):
+        except (AwsJsonError, KeyError, TypeError, ValueError):
             raise access_denied(f"no key policy is known for {key_arn}") from None
 
     def _authorize(
@@ -376,20 +359,19 @@ class KmsFront:
                 f"({decision.reason})"
             )
 
-    def _backend_call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
+    def _backend_call(self, operation: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         try:
-            response: dict[str, Any] = getattr(self._backend, operation)(**kwargs)
-            return response
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 400))
-            raise KmsError(
-                str(error.get("Code", "KMSInternalException")), str(error.get("Message", "")), status
-            ) from None
-        except BotoCoreError as exc:
-            raise KmsError(
-                "KMSInternalException", f"the backend is unreachable: {type(exc).__name__}", 500
-            ) from None
+            return self._backend.call(operation, payload)
+        except BackendUnreachable as exc:
+            raise KmsError("KMSInternalException", exc.message, 500) from None
+        except AwsJsonError as exc:
+            raise KmsError(exc.code, exc.message, exc.status) from None
+
+    def _backend_blob(self, answer: Mapping[str, Any], name: str) -> bytes:
+        try:
+            return base64.b64decode(answer[name], validate=True)
+        except (KeyError, TypeError, binascii.Error):
+            raise KmsError("KMSInternalException", f"the backend's answer has no valid {name}", 500) from None
 
     def _key_arn(self, key: str) -> str:
         """Resolve a key id, key ARN, alias name or alias ARN to the key's ARN.
@@ -403,9 +385,9 @@ class KmsFront:
         key_id = key
         if key.startswith("alias/") or ":alias/" in key:
             alias = key[key.index("alias/") :]
-            aliases = self._listing("list_aliases", "Aliases")
+            aliases = self._listing("ListAliases", "Aliases")
             key_id = next((str(a.get("TargetKeyId")) for a in aliases if a.get("AliasName") == alias), "")
-        for entry in self._listing("list_keys", "Keys"):
+        for entry in self._listing("ListKeys", "Keys"):
             if entry.get("KeyId") == key_id:
                 return str(entry["KeyArn"])
         raise KmsError("NotFoundException", f"Key '{key}' does not exist")
@@ -414,7 +396,7 @@ class KmsFront:
         items: list[dict[str, Any]] = []
         marker: str | None = None
         for _ in range(_MAX_LIST_PAGES):
-            page = self._backend_call(operation, **({"Marker": marker} if marker else {}))
+            page = self._backend_call(operation, {"Marker": marker} if marker else {})
             items.extend(page.get(field_name, []))
             marker = page.get("NextMarker")
             if not page.get("Truncated") or not marker:
@@ -431,7 +413,7 @@ class KmsFront:
             )
         raw = _blob(recipient.get("AttestationDocument"), "Recipient.AttestationDocument")
         try:
-            document = verify_document(
+            document = self._documents.verify(
                 raw, self.trusted_root, now=self.clock(), max_age=self.max_document_age
             )
         except AttestationError as exc:
@@ -452,15 +434,16 @@ class KmsFront:
         context = _encryption_context(body)
         recipient = body.get("Recipient")
         attested = self._verified_recipient(recipient) if recipient is not None else None
-        request: dict[str, Any] = {"CiphertextBlob": _blob(body.get("CiphertextBlob"), "CiphertextBlob")}
+        ciphertext = _blob(body.get("CiphertextBlob"), "CiphertextBlob")
+        request: dict[str, Any] = {"CiphertextBlob": _b64(ciphertext)}
         if context:
             request["EncryptionContext"] = context
         for name in ("KeyId", "EncryptionAlgorithm"):
             if name in body:
                 request[name] = body[name]
-        result = self._backend_call("decrypt", **request)
-        key_arn = str(result["KeyId"])
-        plaintext: bytes = result["Plaintext"]
+        result = self._backend_call("Decrypt", request)
+        key_arn = str(result.get("KeyId", ""))
+        plaintext = self._backend_blob(result, "Plaintext")
         condition_keys = {f"kms:EncryptionContext:{k}": [v] for k, v in context.items()}
         if context:
             condition_keys["kms:EncryptionContextKeys"] = list(context)
@@ -502,41 +485,33 @@ class KmsFront:
         private_key = ec.generate_private_key(ec.SECP384R1())
         public_der = private_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         encrypted = self._backend_call(
-            "encrypt",
-            KeyId=key_arn,
-            Plaintext=private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption()),
-            **({"EncryptionContext": context} if context else {}),
+            "Encrypt",
+            {
+                "KeyId": key_arn,
+                "Plaintext": _b64(
+                    private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+                ),
+                **({"EncryptionContext": context} if context else {}),
+            },
         )
         del private_key
         return {
             "KeyId": key_arn,
             "KeyPairSpec": spec,
             "PublicKey": _b64(public_der),
-            "PrivateKeyCiphertextBlob": _b64(encrypted["CiphertextBlob"]),
+            "PrivateKeyCiphertextBlob": _b64(self._backend_blob(encrypted, "CiphertextBlob")),
         }
 
     def forward(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Send the request to the backend unchanged; return its status, headers and body."""
-        target = urlsplit(self.backend_url)
-        connection = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port or 80, timeout=30)
         try:
-            connection.request(
-                method, path, body=body, headers={k: v for k, v in headers if k.lower() not in _HOP_BY_HOP}
-            )
-            response = connection.getresponse()
-            data = response.read()
-            # The front writes its own Server and Date headers.
-            dropped = _HOP_BY_HOP | {"server", "date"}
-            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in dropped]
-            return response.status, kept, data
+            return self.upstream.send(method, path, headers, body)
         except OSError as exc:
             raise KmsError(
                 "KMSInternalException", f"the backend is unreachable: {type(exc).__name__}", 500
             ) from None
-        finally:
-            connection.close()
 
 
 class _Handler(BaseHTTPRequestHandler):

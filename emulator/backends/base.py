@@ -12,6 +12,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from emulator.backends.config import BackendConfig
+from emulator.upstream import HttpUpstream, Upstream
 
 #: The secret is never checked by a backend; the access key id selects the account (see config).
 SECRET_ACCESS_KEY = "test"  # noqa: S105 (a fixed dummy secret that emulated services ignore)
@@ -106,6 +107,11 @@ class AwsBackend(abc.ABC):
     @property
     def secret_access_key(self) -> str:
         return SECRET_ACCESS_KEY
+
+    def upstream(self, service: str) -> Upstream:
+        """Where the daemon's services forward ``service`` (``dynamodb`` or ``kms``) requests."""
+        endpoints = {"dynamodb": self.dynamodb_endpoint_url, "kms": self.kms_endpoint_url}
+        return HttpUpstream(endpoints[service])
 
     def client(self, service: str, config: BotoConfig | None = None) -> Any:
         """A boto3 client for ``service`` on this backend, with the backend's test credentials."""

@@ -1,23 +1,32 @@
-"""The ``moto`` backend: moto's threaded server on 127.0.0.1, inside the calling process."""
+"""The ``moto`` backend: moto's WSGI application served on 127.0.0.1, inside the calling process."""
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
-from moto.server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from emulator.backends.base import AwsBackend, BackendError
 from emulator.backends.config import BackendConfig
+from emulator.backends.moto_dispatch import install as install_module_list_cache
 from emulator.backends.moto_transactions import install as install_light_transaction_backups
+from emulator.upstream import Upstream, WsgiUpstream
 
 _ACCOUNT_ENV = "MOTO_ACCOUNT_ID"
 
 
 class MotoBackend(AwsBackend):
-    """moto keeps its data in module globals: two of these in one process share their tables and keys."""
+    """moto keeps its data in module globals: two of these in one process share their tables and keys.
+
+    The HTTP server is what the API's and the enclave's SDK clients (through the daemon's
+    services) and tests talk to; the daemon's own services call the same WSGI
+    application in process (:meth:`upstream`).
+    """
 
     # moto evaluates a key policy's Deny statements without their conditions: the vault
     # policy's perimeter statements (Deny kms:* to anyone outside the account) would
@@ -26,8 +35,9 @@ class MotoBackend(AwsBackend):
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self._server: ThreadedMotoServer | None = None
-        self._port: int | None = None
+        self._app: DomainDispatcherApplication | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
 
     def _start(self) -> None:
         # moto takes the account from $MOTO_ACCOUNT_ID or its default, not from the access key.
@@ -45,30 +55,40 @@ class MotoBackend(AwsBackend):
             werkzeug_logger.setLevel(logging.WARNING)
         # Audit writes are transactions; moto's backup of a table for each one grows with the table.
         install_light_transaction_backups()
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.config.port, verbose=False)
-        server.start()
-        self._server = server
-        self._port = server.get_host_and_port()[1]
+        install_module_list_cache()
+        # What moto's ThreadedMotoServer does, keeping the application to call in process.
+        app = DomainDispatcherApplication(create_backend_app)
+        server = make_server(
+            "127.0.0.1", self.config.port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
+        thread.start()
+        self._app, self._server, self._thread = app, server, thread
 
     def stop(self) -> None:
         server, self._server = self._server, None
+        self._app = None
         if server is None:
             return
-        server.stop()
-        # ThreadedMotoServer.stop() ends serve_forever() but leaves the listening socket open
-        # until garbage collection; close it now so the port is free when stop() returns.
-        wsgi_server = getattr(server, "_server", None)
-        if wsgi_server is not None:
-            wsgi_server.server_close()
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 
     def pids(self) -> list[int]:
         return []
 
     @property
     def endpoint_url(self) -> str:
-        if self._server is None or self._port is None:
+        if self._server is None:
             raise BackendError("the moto backend is not running")
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def upstream(self, service: str) -> Upstream:
+        if self._app is None:
+            raise BackendError("the moto backend is not running")
+        return WsgiUpstream(self._app, self.endpoint_url)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "detail": "moto server thread in the emulator process"}

@@ -141,7 +141,7 @@ class Harness:
 @pytest.fixture
 def harness(moto_url: str, key_arn: str, pki: TestPki, short_dir: Path) -> Iterator[Harness]:
     stack = KeyReleaseStack.start(
-        backend_url=moto_url,
+        backend=moto_url,
         runtime_dir=short_dir,
         pki=pki,
         identities={INSTANCE_KEY: INSTANCE_ROLE, API_KEY: Identity(API_ROLE)},

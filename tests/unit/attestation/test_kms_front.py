@@ -265,7 +265,7 @@ def test_throttling_and_latency_faults(harness: Harness) -> None:
 
 
 def test_front_lifecycle(pki: TestPki, moto_url: str) -> None:
-    front = KmsFront(backend_url=moto_url, trusted_root=pki.root.certificate, identities={INSTANCE_KEY: "x"})
+    front = KmsFront(backend=moto_url, trusted_root=pki.root.certificate, identities={INSTANCE_KEY: "x"})
     with pytest.raises(RuntimeError):
         _ = front.port
     with front:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import moto
+import moto.backends
 import pytest
 from botocore.exceptions import ClientError
 
 from emulator.backends import AwsBackend, BackendConfig, BackendError, provision, start_backend
+from emulator.backends.moto_dispatch import install as install_module_list_cache
 from vault.infra.table import PARTITION_KEY, SORT_KEY, create_table_kwargs
 
 TABLE = "vault-unit"
@@ -159,3 +163,16 @@ def test_refuses_an_account_moto_does_not_serve(tmp_path: Path, monkeypatch: pyt
     monkeypatch.delenv("MOTO_ACCOUNT_ID", raising=False)
     with pytest.raises(BackendError, match="MOTO_ACCOUNT_ID"):
         start_backend(BackendConfig(kind="moto", state_dir=tmp_path, account_id="111122223333"))
+
+
+def test_module_list_is_scanned_once_and_unchanged(backend: AwsBackend) -> None:
+    cached = moto.backends.list_of_moto_modules
+    install_module_list_cache()  # idempotent: the backend installed it already
+    assert moto.backends.list_of_moto_modules is cached
+    package = os.path.dirname(moto.__file__)
+    scanned = sorted(
+        name
+        for name in os.listdir(package)
+        if os.path.isdir(os.path.join(package, name)) and not name.startswith("__")
+    )
+    assert list(cached()) == scanned and "dynamodb" in scanned and "kms" in scanned
