@@ -25,6 +25,12 @@ compromise of the process could read from recorded traffic. ``max_uses=1`` resto
 per-request keys. A key whose document was refused is dropped at once, so the next
 request attests afresh. Dropped keys are released to OpenSSL, which clears private
 key memory when it frees it.
+
+The next key is made ahead, in the background, once the current one has used
+``RENEW_AHEAD`` of either bound, and takes over when the current one reaches it; so
+no request waits for key generation (OpenSSL releases the GIL while it generates).
+The successor is subject to the same bounds, counted from when it was made; one that
+expired unused is dropped. Per-request keys (``max_uses=1``) are made on demand.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ from vault.enclave.nsm import Nsm
 RSA_KEY_SIZE = 2048
 DEFAULT_MAX_AGE = 60.0
 DEFAULT_MAX_USES = 100
+#: Share of either bound after which the successor key is made.
+RENEW_AHEAD = 0.8
+Job = Callable[[], None]
 
 
 @dataclass(eq=False)
@@ -58,10 +67,16 @@ def generate_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_SIZE)
 
 
+def in_background(job: Job) -> None:
+    threading.Thread(target=job, name="recipient-key-renewal", daemon=True).start()
+
+
 class RecipientKeys:
     """Hands out the current recipient key, replacing it when its bounds are reached.
 
-    ``key_factory`` makes the RSA keys (a fresh RSA-2048 key each time by default).
+    ``key_factory`` makes the RSA keys (a fresh RSA-2048 key each time by default);
+    ``renew`` runs the job that makes the successor key (a thread by default; ``None``:
+    keys are only made on demand).
     """
 
     def __init__(
@@ -72,6 +87,7 @@ class RecipientKeys:
         max_uses: int = DEFAULT_MAX_USES,
         clock: Callable[[], float] = time.monotonic,
         key_factory: Callable[[], rsa.RSAPrivateKey] = generate_key,
+        renew: Callable[[Job], None] | None = in_background,
     ) -> None:
         if max_age <= 0 or max_uses < 1:
             raise ValueError("recipient keys need max_age > 0 and max_uses >= 1")
@@ -80,7 +96,12 @@ class RecipientKeys:
         self.max_uses = max_uses
         self._clock = clock
         self._key_factory = key_factory
+        self._renew = renew if max_uses > 1 else None
         self._current: RecipientKey | None = None
+        self._successor: RecipientKey | None = None
+        self._renewing = False
+        #: Bumped by discard/clear, so a successor made before then is not used.
+        self._generation = 0
         self._lock = threading.Lock()
 
     def _fresh(self) -> RecipientKey:
@@ -89,18 +110,41 @@ class RecipientKeys:
         document = self._nsm.attestation(public_key=spki)
         return RecipientKey(private_key=private_key, document=document, created=self._clock())
 
+    def _spent(self, key: RecipientKey, now: float, share: float = 1.0) -> bool:
+        return key.uses >= share * self.max_uses or now - key.created >= share * self.max_age
+
     def acquire(self) -> RecipientKey:
         """The key to use for one request (counted as one use). Raises ``NsmError``."""
         with self._lock:
+            now = self._clock()
             current = self._current
-            if (
-                current is None
-                or current.uses >= self.max_uses
-                or self._clock() - current.created >= self.max_age
-            ):
-                self._current = current = self._fresh()
+            if current is None or self._spent(current, now):
+                successor, self._successor = self._successor, None
+                current = successor if successor is not None and not self._spent(successor, now) else None
+                self._current = current = current or self._fresh()
             current.uses += 1
-            return current
+            start = (
+                self._renew is not None
+                and self._successor is None
+                and not self._renewing
+                and self._spent(current, now, RENEW_AHEAD)
+            )
+            if start:
+                self._renewing = True
+                generation = self._generation
+        if start and self._renew is not None:
+            self._renew(lambda: self._make_successor(generation))
+        return current
+
+    def _make_successor(self, generation: int) -> None:
+        try:
+            successor: RecipientKey | None = self._fresh()
+        except Exception:  # noqa: BLE001 - the next rotation makes its key on demand and reports the error
+            successor = None
+        with self._lock:
+            self._renewing = False
+            if generation == self._generation:
+                self._successor = successor
 
     def prepare(self) -> None:
         """Make the first key ahead of demand, without counting a use. Raises ``NsmError``."""
@@ -113,7 +157,12 @@ class RecipientKeys:
         with self._lock:
             if self._current is key:
                 self._current = None
+                # Attested by the same enclave before the refusal: attest afresh instead.
+                self._successor = None
+                self._generation += 1
 
     def clear(self) -> None:
         with self._lock:
             self._current = None
+            self._successor = None
+            self._generation += 1

@@ -306,6 +306,7 @@ def fast_keys(rsa_key: rsa.RSAPrivateKey) -> Iterator[Callable[..., RecipientKey
     clock = [0.0]
 
     def build(nsm: CountingNsm, **bounds: Any) -> RecipientKeys:
+        bounds.setdefault("renew", None)
         keys = RecipientKeys(nsm, clock=lambda: clock[0], key_factory=lambda: rsa_key, **bounds)
         keys.clock = clock  # type: ignore[attr-defined]
         return keys
@@ -325,6 +326,73 @@ def test_keys_are_reused_within_their_bounds(fast_keys: Callable[..., RecipientK
     current = keys.acquire()
     keys.discard(current)
     assert keys.acquire() is not current
+
+
+def now_in_the_job(job: Callable[[], None]) -> None:
+    job()
+
+
+def test_the_successor_is_made_ahead_and_takes_over(fast_keys: Callable[..., RecipientKeys]) -> None:
+    nsm = CountingNsm()
+    keys = fast_keys(nsm, max_age=60.0, max_uses=10, renew=now_in_the_job)
+    first = keys.acquire()
+    for _ in range(6):
+        assert keys.acquire() is first
+    assert nsm.calls == 1
+    keys.acquire()  # the eighth use: 80 % of max_uses
+    assert nsm.calls == 2
+    assert keys.acquire() is keys.acquire() is first and nsm.calls == 2  # no second successor
+    successor = keys.acquire()  # the eleventh use goes to the key made ahead, no waiting for the NSM
+    assert successor is not first and successor.document == b"document-2" and successor.uses == 1
+    assert nsm.calls == 2
+    # By age too: at 48 of 60 seconds the next one is made.
+    keys.clock[0] += 48.0  # type: ignore[attr-defined]
+    keys.acquire()
+    assert nsm.calls == 3
+    keys.clock[0] += 12.0  # type: ignore[attr-defined]
+    assert keys.acquire().document == b"document-3" and nsm.calls == 3
+
+
+def test_a_successor_is_never_used_out_of_bounds(fast_keys: Callable[..., RecipientKeys]) -> None:
+    nsm = CountingNsm()
+    keys = fast_keys(nsm, max_age=60.0, max_uses=5, renew=now_in_the_job)
+    for _ in range(4):
+        first = keys.acquire()
+    assert nsm.calls == 2  # the successor, made at 4 of 5 uses
+    keys.clock[0] += 61.0  # type: ignore[attr-defined]
+    fresh = keys.acquire()  # current and successor both expired: attest afresh
+    assert fresh is not first and fresh.document == b"document-3" and fresh.created == keys.clock[0]  # type: ignore[attr-defined]
+    # A refused key takes its successor with it.
+    for _ in range(3):
+        keys.acquire()
+    assert nsm.calls == 4
+    keys.discard(keys.acquire())
+    assert keys.acquire().document == b"document-5" and nsm.calls == 5
+
+
+def test_a_failed_renewal_leaves_the_error_to_the_rotation(rsa_key: rsa.RSAPrivateKey) -> None:
+    nsm = CountingNsm()
+    keys = RecipientKeys(nsm, max_uses=5, key_factory=lambda: rsa_key, renew=now_in_the_job)
+    for _ in range(3):
+        keys.acquire()
+    nsm.fail = True
+    keys.acquire()  # the renewal fails quietly
+    keys.acquire()
+    with pytest.raises(NsmError):
+        keys.acquire()  # the rotation needs a key and reports why there is none
+    nsm.fail = False
+    assert keys.acquire().uses == 1
+
+
+def test_renewal_in_a_thread(rsa_key: rsa.RSAPrivateKey) -> None:
+    nsm = CountingNsm()
+    keys = RecipientKeys(nsm, max_uses=5, key_factory=lambda: rsa_key)
+    documents = set()
+    deadline = time.monotonic() + 10
+    while len(documents) < 3 and time.monotonic() < deadline:
+        documents.add(keys.acquire().document)
+        time.sleep(0.001)
+    assert len(documents) == 3
 
 
 def test_a_prepared_key_is_made_ahead_and_not_counted_as_a_use(
@@ -420,9 +488,12 @@ def echo_server(transport: UnixSocketTransport, port: int) -> tuple[socket.socke
             with conn:
                 conn.settimeout(5)
                 data = b""
-                while chunk := conn.recv(65536):
-                    data += chunk
-                conn.sendall(data[::-1])
+                try:
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                    conn.sendall(data[::-1])
+                except OSError:
+                    continue  # a client that hung up early (the bridge's refusal tests)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
