@@ -41,10 +41,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 from emulator.aws_json import DYNAMODB, AwsJsonClient, AwsJsonError
+from emulator.loopback_server import LoopbackServer
 from emulator.upstream import Reply, Upstream, upstream_for
 from vault.infra.table import KEY_SEPARATOR, PARTITION_KEY, SORT_KEY, VAULT_PREFIX
 
@@ -187,15 +188,17 @@ class DynamoDbFaultProxy:
         self.upstream = upstream_for(backend)
         self.region = region
         self._backend = AwsJsonClient(self.upstream, DYNAMODB, region=region, credentials=credentials)
-        self._host = host
-        self._requested_port = port
         self._lock = threading.Lock()
         #: slot ("write" or "reply") -> the armed fault and the matches it has left
         self._faults: dict[str, tuple[WriteFault, int]] = {}
         self.idempotency = IdempotencyCache()
         self.counters = {"forwarded": 0, "conflicts": 0, "races": 0, "held": 0, "replayed": 0}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        proxy = self
+
+        class Handler(_Handler):
+            owner = proxy
+
+        self._server = LoopbackServer(Handler, name="dynamodb-proxy", host=host, port=port)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -234,41 +237,19 @@ class DynamoDbFaultProxy:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> str:
-        if self._server is None:
-            proxy = self
-
-            class Handler(_Handler):
-                owner = proxy
-
-            self._server = ThreadingHTTPServer((self._host, self._requested_port), Handler)
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="dynamodb-proxy",
-                daemon=True,
-            )
-            self._thread.start()
+        self._server.start()
         return self.endpoint_url
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._server.stop()
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the DynamoDB proxy is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return self._server.url
 
     # -- requests --------------------------------------------------------------------------
 

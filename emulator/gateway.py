@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from emulator.apigw_event import (
     interpret_result,
     new_request_id,
 )
+from emulator.loopback_server import LoopbackServer
 from emulator.sigv4 import Principal, SigV4Failure, SigV4Verifier
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
@@ -119,8 +120,13 @@ class ApiGateway:
         self.handler = handler
         self._invoke_lock = threading.Lock()
         self._verifier = SigV4Verifier(config.principals, config.region) if config.principals else None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        gateway = self
+
+        class Handler(_RequestHandler):
+            pass
+
+        Handler.gateway = gateway
+        self._server = LoopbackServer(Handler, name="gateway", host=config.host, port=config.port)
 
     # -- dispatch (no sockets; the unit tests drive this directly) ----------------
 
@@ -215,52 +221,18 @@ class ApiGateway:
     # -- HTTP server ---------------------------------------------------------------
 
     def start(self) -> None:
-        gateway = self
-
-        class Handler(_RequestHandler):
-            pass
-
-        Handler.gateway = gateway
-        server = _Server((self.config.host, self.config.port), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="gateway", daemon=True
-        )
-        self._thread.start()
+        self._server.start()
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the gateway is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.host}:{self.port}/{self.config.stage}"
+        return f"{self._server.url}/{self.config.stage}"
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-
-class _Server(ThreadingHTTPServer):
-    # socketserver's default backlog of 5 overflows when a burst of clients connects at
-    # once (16 concurrent clients), and the kernel then resets some of those connections.
-    request_queue_size = 128
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that hangs up early is routine; anything else is worth a traceback.
-        error = sys.exc_info()[1]
-        if isinstance(error, (ConnectionResetError, BrokenPipeError, TimeoutError)):
-            log.info("client %s went away: %s", client_address[0], type(error).__name__)
-            return
-        super().handle_error(request, client_address)
+        self._server.stop()
 
 
 class _RequestHandler(BaseHTTPRequestHandler):

@@ -31,10 +31,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
+
+from emulator.loopback_server import LoopbackServer
 
 TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a path, not a secret
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -101,44 +103,30 @@ class ImdsServer:
         self._issued: datetime | None = None
         self._expiration: datetime | None = None
         self._failures: list[int] = []
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        imds = self
+
+        class Handler(_Handler):
+            owner = imds
+
+        self._server = LoopbackServer(Handler, name="imds", host=host, port=port)
 
     # -- control -------------------------------------------------------------------------
 
     @property
     def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("the IMDS server is not running")
-        return int(self._httpd.server_address[1])
+        return self._server.port
 
     @property
     def endpoint(self) -> str:
         """The base URL to configure as the IMDS endpoint (``--imds-endpoint``)."""
-        return f"http://{self.host}:{self.port}"
+        return self._server.url
 
     def start(self) -> ImdsServer:
-        if self._httpd is not None:
-            return self
-        httpd = ThreadingHTTPServer((self.host, self.requested_port), _Handler)
-        httpd.daemon_threads = True
-        httpd.imds = self  # type: ignore[attr-defined]
-        self._httpd = httpd
-        self._thread = threading.Thread(
-            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="imds", daemon=True
-        )
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
+        self._server.stop()
 
     def __enter__(self) -> ImdsServer:
         return self.start()
@@ -237,6 +225,7 @@ class ImdsServer:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    owner: ImdsServer
     protocol_version = "HTTP/1.1"
     server_version = "EC2ws"
     sys_version = ""
@@ -249,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def imds(self) -> ImdsServer:
-        return self.server.imds  # type: ignore[attr-defined,no-any-return]
+        return self.owner
 
     def log_message(self, format: str, *args: Any) -> None:
         # Request lines carry no secrets, but the emulator's logs are its own business.

@@ -50,7 +50,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +67,7 @@ from cryptography.hazmat.primitives.serialization import (
 from emulator.attestation import AttestationDocument, AttestationError, DocumentVerifier
 from emulator.aws_json import KMS, AwsJsonClient, AwsJsonError, BackendUnreachable
 from emulator.cms import envelope
+from emulator.loopback_server import LoopbackServer
 from emulator.policy_eval import RequestContext, evaluate
 from emulator.sigv4 import Principal, SigV4Failure, SigV4Verifier
 from emulator.upstream import Upstream, upstream_for
@@ -209,8 +210,6 @@ class KmsFront:
         self.max_document_age = max_document_age
         self.clock = clock
         self.faults = Faults()
-        self._host = host
-        self._requested_port = port
         self._identities: dict[str, Identity] = {}
         self._policies: dict[str, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
@@ -220,8 +219,12 @@ class KmsFront:
             self.set_key_policy(key, policy)
         self._backend = AwsJsonClient(self.upstream, KMS, region=region, credentials=backend_credentials)
         self._documents = DocumentVerifier()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        front = self
+
+        class Handler(_Handler):
+            owner = front
+
+        self._server = LoopbackServer(Handler, name="kms-front", host=host, port=port)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -240,31 +243,11 @@ class KmsFront:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> str:
-        if self._server is None:
-            front = self
-
-            class Handler(_Handler):
-                owner = front
-
-            self._server = ThreadingHTTPServer((self._host, self._requested_port), Handler)
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="kms-front",
-                daemon=True,
-            )
-            self._thread.start()
+        self._server.start()
         return self.endpoint_url
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._server.stop()
 
     close = stop
 
@@ -277,13 +260,11 @@ class KmsFront:
 
     @property
     def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("the KMS front is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def endpoint_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        return self._server.url
 
     # -- request handling ----------------------------------------------------------------
 

@@ -108,19 +108,22 @@ class AwsBackend(abc.ABC):
     def secret_access_key(self) -> str:
         return SECRET_ACCESS_KEY
 
+    def service_endpoint_url(self, service: str) -> str:
+        """The URL that serves ``service`` (DynamoDB may live apart from the rest)."""
+        endpoints = {"dynamodb": self.dynamodb_endpoint_url, "kms": self.kms_endpoint_url}
+        return endpoints.get(service, self.endpoint_url)
+
     def upstream(self, service: str) -> Upstream:
         """Where the daemon's services forward ``service`` (``dynamodb`` or ``kms``) requests."""
-        endpoints = {"dynamodb": self.dynamodb_endpoint_url, "kms": self.kms_endpoint_url}
-        return HttpUpstream(endpoints[service])
+        return HttpUpstream(self.service_endpoint_url(service))
 
     def client(self, service: str, config: BotoConfig | None = None) -> Any:
         """A boto3 client for ``service`` on this backend, with the backend's test credentials."""
-        endpoints = {"dynamodb": self.dynamodb_endpoint_url, "kms": self.kms_endpoint_url}
         # ``service`` is any name, not one of boto3-stubs' per-service literals.
         session: Any = boto3.session.Session()
         return session.client(
             service,
-            endpoint_url=endpoints.get(service, self.endpoint_url),
+            endpoint_url=self.service_endpoint_url(service),
             region_name=self.region,
             aws_access_key_id=self.access_key_id,
             aws_secret_access_key=self.secret_access_key,
