@@ -38,7 +38,7 @@ def stack(moto_url: str) -> Iterator[KeyReleaseStack]:
     directory = Path(tempfile.mkdtemp(prefix="krp-"))  # not tmp_path: sockets need short paths
     try:
         with KeyReleaseStack.start(
-            backend_url=moto_url,
+            backend=moto_url,
             runtime_dir=directory,
             pki=TestPki.create(),
             identities={INSTANCE_KEY: INSTANCE_ROLE, API_KEY: API_ROLE},

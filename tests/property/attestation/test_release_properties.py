@@ -102,7 +102,7 @@ def _client(url: str, access_key: str) -> Any:
 
 @pytest.fixture(scope="module")
 def clients(stack: KeyReleaseStack) -> dict[str, Any]:
-    admin = _client(stack.front.backend_url, ACCOUNT)
+    admin = _client(stack.front.upstream.url, ACCOUNT)
     return {
         "key_arn": admin.create_key()["KeyMetadata"]["Arn"],
         "api": _client(stack.front.endpoint_url, API_KEY),
