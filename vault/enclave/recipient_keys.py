@@ -113,6 +113,10 @@ class RecipientKeys:
     def _spent(self, key: RecipientKey, now: float, share: float = 1.0) -> bool:
         return key.uses >= share * self.max_uses or now - key.created >= share * self.max_age
 
+    def _successor_due(self, current: RecipientKey, now: float) -> bool:
+        """Whether to start making the next key (called with the lock held)."""
+        return self._successor is None and not self._renewing and self._spent(current, now, RENEW_AHEAD)
+
     def acquire(self) -> RecipientKey:
         """The key to use for one request (counted as one use). Raises ``NsmError``."""
         with self._lock:
@@ -120,20 +124,16 @@ class RecipientKeys:
             current = self._current
             if current is None or self._spent(current, now):
                 successor, self._successor = self._successor, None
-                current = successor if successor is not None and not self._spent(successor, now) else None
-                self._current = current = current or self._fresh()
+                if successor is None or self._spent(successor, now):
+                    successor = self._fresh()
+                self._current = current = successor
             current.uses += 1
-            start = (
-                self._renew is not None
-                and self._successor is None
-                and not self._renewing
-                and self._spent(current, now, RENEW_AHEAD)
-            )
-            if start:
+            renew = self._renew if self._successor_due(current, now) else None
+            if renew is not None:
                 self._renewing = True
-                generation = self._generation
-        if start and self._renew is not None:
-            self._renew(lambda: self._make_successor(generation))
+            generation = self._generation
+        if renew is not None:
+            renew(lambda: self._make_successor(generation))
         return current
 
     def _make_successor(self, generation: int) -> None:
