@@ -117,7 +117,9 @@ def run_level(started: Started, vault_id: str, clients: int, total: int) -> dict
     per_client = max(1, -(-total // clients))
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures: list[list[str]] = [[] for _ in range(clients)]
-    barrier = threading.Barrier(clients + 1, timeout=120)
+    # Warm-ups happen before ``ready``; the counters are read between ``ready`` and ``go``.
+    ready = threading.Barrier(clients + 1, timeout=120)
+    go = threading.Event()
 
     def worker(index: int) -> None:
         with requests.Session() as session:
@@ -126,7 +128,8 @@ def run_level(started: Started, vault_id: str, clients: int, total: int) -> dict
             warm = _decrypt_once(session, url, body, expected)
             if warm is not None:
                 failures[index].append(f"warm-up: {warm}")
-            barrier.wait()
+            ready.wait()
+            go.wait(timeout=120)
             for _ in range(per_client):
                 began = time.perf_counter()
                 problem = _decrypt_once(session, url, body, expected)
@@ -138,11 +141,13 @@ def run_level(started: Started, vault_id: str, clients: int, total: int) -> dict
     for thread in threads:
         thread.start()
     processes = started.processes()
+    ready.wait()
     enclave_log_start = len(started.log_lines("enclave"))
+    gateway_log_start = len(started.log_lines("gateway"))
     cpu_before = cpu_snapshot(processes)
     own_cpu = time.process_time()
     with LoadMonitor() as load:
-        barrier.wait()
+        go.set()
         began = time.perf_counter()
         for thread in threads:
             thread.join(timeout=CLIENT_TIMEOUT * per_client + 60)
@@ -165,6 +170,7 @@ def run_level(started: Started, vault_id: str, clients: int, total: int) -> dict
         "cpu_ms_per_request": cpu_per_request,
         "cpu_ms_per_request_total": sum(cpu_per_request.values()),
         "enclave_spans_ms": _enclave_spans(started.log_lines("enclave")[enclave_log_start:]),
+        "lambda_reports_ms": _lambda_reports(started.log_lines("gateway")[gateway_log_start:]),
         "load": load.result(),
     }
 
@@ -182,6 +188,23 @@ def _enclave_spans(lines: list[str]) -> dict[str, Any]:
         elif record.get("message") == "kms key release":
             release.append(float(record.get("duration_ms", 0.0)) / 1e3)
     return {"request": distribution(handled, 1e3), "kms_key_release": distribution(release, 1e3)}
+
+
+def _lambda_reports(lines: list[str]) -> dict[str, Any]:
+    """Duration and CPU time of each Lambda invocation, from the gateway's REPORT lines."""
+    durations: list[float] = []
+    cpu: list[float] = []
+    for line in lines:
+        _, found, report = line.partition("REPORT RequestId: ")
+        if not found:
+            continue
+        fields = dict(part.split(": ", 1) for part in report.split("\t")[1:] if ": " in part)
+        try:
+            durations.append(float(fields["Duration"].removesuffix(" ms")) / 1e3)
+            cpu.append(float(fields["CPU Time"].removesuffix(" ms")) / 1e3)
+        except (KeyError, ValueError):
+            continue
+    return {"duration": distribution(durations, 1e3), "cpu": distribution(cpu, 1e3)}
 
 
 def _round_trips(started: Started, count: int) -> dict[str, Any]:
@@ -389,6 +412,18 @@ def _figures(backends: dict[str, Any]) -> list[dict[str, Any]]:
                     backend=backend,
                 )
             )
+            handler_cpu = level["lambda_reports_ms"]["cpu"].get("p50")
+            if clients == 1 and handler_cpu is not None:
+                rows.append(
+                    figure(
+                        GROUP,
+                        "Lambda handler CPU per decrypt (p50), 1 client",
+                        handler_cpu,
+                        "ms",
+                        clock="cpu",
+                        backend=backend,
+                    )
+                )
             rows.append(
                 figure(
                     GROUP,
@@ -473,7 +508,15 @@ def _print_backend(result: dict[str, Any]) -> None:
         ["parent POST /decrypt (direct)", format_value(stages["parent_decrypt"]["p50"])],
         ["  enclave request span (log)", format_value(enclave["request"].get("p50", float("nan")))],
         ["    KMS key release span (log)", format_value(enclave["kms_key_release"].get("p50", float("nan")))],
-        ["end-to-end decrypt, 1 client", format_value(first["latency_ms"]["p50"])],
+        [
+            f"Lambda handler at {first['clients']} client(s), REPORT Duration",
+            format_value(first["lambda_reports_ms"]["duration"].get("p50", float("nan"))),
+        ],
+        [
+            "  of which the handler's own CPU (REPORT CPU Time)",
+            format_value(first["lambda_reports_ms"]["cpu"].get("p50", float("nan"))),
+        ],
+        [f"end-to-end decrypt, {first['clients']} client(s)", format_value(first["latency_ms"]["p50"])],
     ]
     print(table(["stage before the load (wall ms, p50)", "ms"], stage_rows))
     mem = result["memory_after_load"]

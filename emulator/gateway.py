@@ -18,7 +18,9 @@ so the API's configuration and credentials never leak into the other components.
 Invocations are serialised, as in one Lambda execution environment, because Lambda
 handlers (Powertools resolvers included) keep per-invocation state in module globals.
 A timed-out invocation is abandoned, not killed (as API Gateway abandons a Lambda):
-the handler's own client timeouts bound it.
+the handler's own client timeouts bound it. Each invocation ends with Lambda's ``REPORT``
+line in the gateway's log (duration, billed duration, memory), plus the CPU time the
+handler's thread used.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import contextlib
 import importlib
 import json
 import logging
+import math
 import os
+import resource
 import signal
 import sys
 import threading
@@ -188,6 +192,21 @@ class ApiGateway:
         headers.append(("x-amz-apigw-id", request_id[:16]))
         return HttpResponse(response.status, headers, response.body)
 
+    def _report(self, request_id: str, seconds: float, cpu_seconds: float) -> None:
+        """Lambda's REPORT line for one invocation, and the CPU time the handler's thread used."""
+        duration_ms = seconds * 1000
+        max_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        log.info(
+            "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
+            "Max Memory Used: %d MB\tCPU Time: %.2f ms",
+            request_id,
+            duration_ms,
+            math.ceil(duration_ms),
+            self.config.memory_mb,
+            max_memory_mb,
+            cpu_seconds * 1000,
+        )
+
     def _invoke(self, event: dict[str, Any], request_id: str) -> HttpResponse:
         deadline = time.monotonic() + self.config.integration_timeout
         outcome: dict[str, Any] = {}
@@ -195,10 +214,13 @@ class ApiGateway:
         def run() -> None:
             with self._invoke_lock:
                 context = LambdaContext(self.config, request_id, deadline)
+                began, cpu = time.perf_counter(), time.thread_time()
                 try:
                     outcome["result"] = self.handler(event, context)
                 except BaseException as exc:  # noqa: BLE001 - a Lambda that raises, whatever it raises
                     outcome["error"] = exc
+                finally:
+                    self._report(request_id, time.perf_counter() - began, time.thread_time() - cpu)
 
         worker = threading.Thread(target=run, name=f"invoke-{request_id[:8]}", daemon=True)
         worker.start()

@@ -141,6 +141,10 @@ def test_emulator_benchmarks_tiny_on_moto(tmp_path: Path) -> None:
         assert level["throughput_rps"] > 0
         _check_distribution(level["latency_ms"])
         assert level["cpu_ms_per_request"]["benchmark client"] >= 0
+        # One Lambda REPORT line per decrypt of the level (warm-ups excluded).
+        for report in ("duration", "cpu"):
+            _check_distribution(level["lambda_reports_ms"][report])
+            assert level["lambda_reports_ms"][report]["n"] == level["requests"]
     _check_distribution(e2e["round_trips_ms"]["gateway_only"])
     _check_distribution(e2e["stages_ms"]["parent_decrypt"])
     assert e2e["memory_after_load"]["rss_mib"] > 0

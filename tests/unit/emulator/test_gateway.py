@@ -6,6 +6,8 @@ import base64
 import datetime
 import http.client
 import json
+import logging
+import math
 import time
 from typing import Any
 
@@ -64,6 +66,35 @@ def test_event_mapping_for_a_proxy_path() -> None:
     assert rc["identity"]["sourceIp"] == "127.0.0.1" and rc["requestId"]
     assert handler.contexts[0].aws_request_id == rc["requestId"]
     assert 0 < handler.contexts[0].get_remaining_time_in_millis() <= 10_000
+
+
+def test_every_invocation_has_a_report_line(caplog: pytest.LogCaptureFixture) -> None:
+    def busy(event: dict[str, Any], context: Any) -> Any:
+        deadline = time.thread_time() + 0.02
+        while time.thread_time() < deadline:
+            pass
+        if event["httpMethod"] == "DELETE":
+            raise RuntimeError("boom")
+        return {"statusCode": 200, "body": "{}"}
+
+    gateway = ApiGateway(GatewayConfig(memory_mb=512), busy)
+    with caplog.at_level(logging.INFO, logger="emulator.gateway"):
+        ok = gateway.dispatch(request("GET", "/v1/vaults/x"))
+        failed = gateway.dispatch(request("DELETE", "/v1/vaults/x"))
+    reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT ")]
+    assert len(reports) == 2  # a handler that raises is reported too
+    for report, response in zip(reports, (ok, failed), strict=True):
+        request_id = dict(response.headers)["x-amzn-RequestId"]
+        fields = dict(part.split(": ", 1) for part in report.removeprefix("REPORT ").split("\t"))
+        assert fields["RequestId"] == request_id
+        duration, cpu = (
+            float(fields["Duration"].removesuffix(" ms")),
+            float(fields["CPU Time"].removesuffix(" ms")),
+        )
+        assert 20 <= cpu <= duration + 1
+        assert int(fields["Billed Duration"].removesuffix(" ms")) == math.ceil(duration)
+        assert fields["Memory Size"] == "512 MB" and int(fields["Max Memory Used"].removesuffix(" MB")) > 0
+    assert failed.status == 502
 
 
 def test_empty_maps_are_null_and_empty_body_is_none() -> None:
