@@ -16,13 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator import lifecycle
+from e2e.security.targets import STACKS_ENV, running_stack
 from emulator.client import VaultClient
-from emulator.config import EmulatorConfig
 from emulator.state import EmulatorState
 
-STACKS_ENV = "VAULT_E2E_STACKS"
-REQUIRE_ENV = "VAULT_E2E_REQUIRE_STACKS"
 DEFAULT_STACKS = "moto/namespace"
 
 
@@ -40,24 +37,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmulatorState]:
-    backend, _, runtime = request.param.partition("/")
-    config = EmulatorConfig(
-        state_dir=tmp_path_factory.mktemp(f"emulator-{backend}-{runtime or 'namespace'}"),
-        backend=backend,  # type: ignore[arg-type]
-        enclave_runtime=(runtime or "namespace"),  # type: ignore[arg-type]
-        port=0,
-    )
-    try:
-        state = lifecycle.up(config)
-    except lifecycle.StartupFailed as exc:
-        unavailable = "Unavailable" in str(exc) or "not available" in str(exc)
-        if unavailable and os.environ.get(REQUIRE_ENV) != "1":
-            pytest.skip(f"{request.param} cannot run here: {str(exc).splitlines()[0]}")
-        raise
-    try:
+    with running_stack(request.param, tmp_path_factory) as state:
         yield state
-    finally:
-        lifecycle.down(config.state_dir)
 
 
 @pytest.fixture

@@ -120,6 +120,22 @@ def open_target(
         assert url is not None
         yield VaultTarget(name, url, SigV4Signer.from_environment(url))
         return
+    with running_stack(name, tmp_path_factory) as state:
+        principal = state.facts.get("sigv4_principal")
+        signer = (
+            SigV4Signer(principal["access_key_id"], principal["secret_access_key"], state.facts["region"])
+            if principal
+            else None
+        )
+        yield VaultTarget(name, state.api_url, signer, state)
+
+
+@contextlib.contextmanager
+def running_stack(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorState]:
+    """An emulator for stack ``name`` (``backend/runtime``), up for the block, down after.
+
+    A stack whose prerequisites this machine lacks is skipped, unless ``REQUIRE_ENV`` is 1.
+    """
     from emulator import lifecycle
 
     backend, _, runtime = name.partition("/")
@@ -137,13 +153,7 @@ def open_target(
             pytest.skip(f"{name} cannot run here: {str(exc).splitlines()[0]}")
         raise
     try:
-        principal = state.facts.get("sigv4_principal")
-        signer = (
-            SigV4Signer(principal["access_key_id"], principal["secret_access_key"], state.facts["region"])
-            if principal
-            else None
-        )
-        yield VaultTarget(name, state.api_url, signer, state)
+        yield state
     finally:
         lifecycle.down(emulator_config.state_dir)
 
