@@ -193,12 +193,7 @@ class DynamoDbFaultProxy:
         self._faults: dict[str, tuple[WriteFault, int]] = {}
         self.idempotency = IdempotencyCache()
         self.counters = {"forwarded": 0, "conflicts": 0, "races": 0, "held": 0, "replayed": 0}
-        proxy = self
-
-        class Handler(_Handler):
-            owner = proxy
-
-        self._server = LoopbackServer(Handler, name="dynamodb-proxy", host=host, port=port)
+        self._server = LoopbackServer(_Handler, self, name="dynamodb-proxy", host=host, port=port)
 
     # -- control ---------------------------------------------------------------------------
 

@@ -124,13 +124,9 @@ class ApiGateway:
         self.handler = handler
         self._invoke_lock = threading.Lock()
         self._verifier = SigV4Verifier(config.principals, config.region) if config.principals else None
-        gateway = self
-
-        class Handler(_RequestHandler):
-            pass
-
-        Handler.gateway = gateway
-        self._server = LoopbackServer(Handler, name="gateway", host=config.host, port=config.port)
+        self._server = LoopbackServer(
+            _RequestHandler, self, name="gateway", host=config.host, port=config.port
+        )
 
     # -- dispatch (no sockets; the unit tests drive this directly) ----------------
 
@@ -258,7 +254,7 @@ class ApiGateway:
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
-    gateway: ApiGateway
+    owner: ApiGateway
     protocol_version = "HTTP/1.1"
     # Headers and body leave in separate writes; with Nagle on, every keep-alive request
     # after the first waits ~40 ms for the client's delayed ACK before its body is sent.
@@ -277,12 +273,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
                         pass
                     return b"".join(chunks)
                 total += size
-                if total > self.gateway.config.max_payload_bytes:
+                if total > self.owner.config.max_payload_bytes:
                     return None
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        if length > self.gateway.config.max_payload_bytes:
+        if length > self.owner.config.max_payload_bytes:
             return None
         return self.rfile.read(length) if length > 0 else b""
 
@@ -304,7 +300,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             response = _gateway_error(413, "Request Too Long", "RequestTooLongException", new_request_id())
             self.close_connection = True
         else:
-            response = self.gateway.dispatch(request)
+            response = self.owner.dispatch(request)
         self.send_response(response.status)
         for name, value in response.headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):

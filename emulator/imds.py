@@ -85,7 +85,6 @@ class ImdsServer:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.host = host
-        self.requested_port = port
         #: ``None``: the instance has no profile (listing and role paths answer 404).
         self.role = role
         self.credential_provider = credential_provider
@@ -103,12 +102,7 @@ class ImdsServer:
         self._issued: datetime | None = None
         self._expiration: datetime | None = None
         self._failures: list[int] = []
-        imds = self
-
-        class Handler(_Handler):
-            owner = imds
-
-        self._server = LoopbackServer(Handler, name="imds", host=host, port=port)
+        self._server = LoopbackServer(_Handler, self, name="imds", host=host, port=port)
 
     # -- control -------------------------------------------------------------------------
 

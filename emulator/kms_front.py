@@ -219,12 +219,7 @@ class KmsFront:
             self.set_key_policy(key, policy)
         self._backend = AwsJsonClient(self.upstream, KMS, region=region, credentials=backend_credentials)
         self._documents = DocumentVerifier()
-        front = self
-
-        class Handler(_Handler):
-            owner = front
-
-        self._server = LoopbackServer(Handler, name="kms-front", host=host, port=port)
+        self._server = LoopbackServer(_Handler, self, name="kms-front", host=host, port=port)
 
     # -- configuration -------------------------------------------------------------------
 

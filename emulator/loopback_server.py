@@ -1,8 +1,9 @@
 """An HTTP server of the emulator on a loopback address, serving from a daemon thread.
 
-The API gateway, the KMS front and the DynamoDB proxy each serve HTTP/1.1 with the
+The API gateway, the KMS front, the DynamoDB proxy and IMDS each serve HTTP/1.1 with the
 standard library's threading server; this is their shared lifecycle: bind (port 0: a
-free port), serve, stop, and the address they are reached at.
+free port), serve, stop, and the address they are reached at. Their request handlers
+reach the service they belong to as ``self.owner``.
 """
 
 from __future__ import annotations
@@ -34,19 +35,20 @@ class _Server(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """``handler`` served on ``host:port`` once :meth:`start` is called; stopping twice is harmless."""
+    """``handler`` served on ``host:port`` once :meth:`start` is called; stopping twice is harmless.
 
-    def __init__(self, handler: type[BaseHTTPRequestHandler], *, name: str, host: str, port: int) -> None:
+    Each server gets its own subclass of ``handler`` whose ``owner`` is ``owner``.
+    """
+
+    def __init__(
+        self, handler: type[BaseHTTPRequestHandler], owner: object, *, name: str, host: str, port: int
+    ) -> None:
         self.name = name
         self.host = host
-        self._handler = handler
+        self._handler = type(handler.__name__, (handler,), {"owner": owner})
         self._requested_port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self._server is not None
 
     def start(self) -> None:
         if self._server is not None:
