@@ -32,7 +32,7 @@ def tests(session: nox.Session) -> None:
 
 def _system_exports(session: nox.Session, *targets: str) -> dict[str, str]:
     """Install/start machine prerequisites; return the environment they export."""
-    output = session.run("python", "-m", "emulator.system", "ensure", *targets, silent=True)
+    output = session.run("python", "-m", "emulator.host.system", "ensure", *targets, silent=True)
     exports: dict[str, str] = {}
     for line in str(output or "").splitlines():
         match = re.match(r"^export (\w+)=(.*)$", line.strip())
@@ -61,7 +61,7 @@ def e2e(session: nox.Session) -> None:
     try:
         session.run("pytest", "tests/e2e", "tests/property", "-m", "e2e", *session.posargs, env=env)
     finally:
-        session.run("python", "-m", "emulator.system", "stop", "dockerd", env=env)
+        session.run("python", "-m", "emulator.host.system", "stop", "dockerd", env=env)
 
 
 @nox.session(python=PYTHON)
@@ -127,7 +127,7 @@ def load(session: nox.Session) -> None:
             session.run(
                 "python",
                 "-m",
-                "emulator.load",
+                "benchmarks.load",
                 "--state-dir",
                 state,
                 "--clients",

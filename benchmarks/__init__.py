@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emulator.host import procfs
+
 #: Backends the emulator benchmarks use when ``--backends`` is not given.
 DEFAULT_BACKENDS: tuple[str, ...] = ("moto", "localstack")
 QUICK_BACKENDS: tuple[str, ...] = ("moto",)
@@ -82,8 +84,16 @@ def samples(
     return timings
 
 
+#: How every percentile in the benchmarks and the load tool is computed; printed beside the figures.
+PERCENTILE_METHOD = "linear interpolation between order statistics (numpy's default, 'linear')"
+
+
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100), interpolating linearly between order statistics."""
+    """The ``q``-th percentile (0..100), interpolating linearly between order statistics.
+
+    The one definition for ``nox -s bench`` and ``nox -s load``, so their figures compare
+    (see :data:`PERCENTILE_METHOD`).
+    """
     if not values:
         return math.nan
     ordered = sorted(values)
@@ -100,7 +110,7 @@ def distribution(values: Sequence[float], scale: float = 1.0) -> dict[str, float
     return {
         "n": len(values),
         "min": min(values) * scale,
-        "p50": statistics.median(values) * scale,
+        "p50": percentile(values, 50) * scale,
         "p90": percentile(values, 90) * scale,
         "p99": percentile(values, 99) * scale,
         "max": max(values) * scale,
@@ -160,19 +170,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-def _cpu_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs from ``/proc/stat``; (0, 0) where there is none."""
-    try:
-        with open("/proc/stat", encoding="ascii") as handle:
-            first = handle.readline().split()
-    except OSError:
-        return 0, 0
-    values = [int(v) for v in first[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
 class LoadMonitor:
     """The machine's load while a block ran: load averages and the share of CPU busy.
 
@@ -190,12 +187,12 @@ class LoadMonitor:
 
     def __enter__(self) -> LoadMonitor:
         self._load_start = os.getloadavg()
-        self._start = _cpu_ticks()
+        self._start = procfs.machine_jiffies()
         self._wall = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._end = _cpu_ticks()
+        self._end = procfs.machine_jiffies()
         self._load_end = os.getloadavg()
         self._wall = time.perf_counter() - self._wall
 

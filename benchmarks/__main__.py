@@ -22,7 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks import DEFAULT_CLIENTS, LoadMonitor, Options, describe_load, format_value, table
+from benchmarks import (
+    DEFAULT_CLIENTS,
+    PERCENTILE_METHOD,
+    LoadMonitor,
+    Options,
+    describe_load,
+    format_value,
+    table,
+)
 
 #: name -> module defining ``run(options) -> int``
 BENCHMARKS: dict[str, str] = {
@@ -137,6 +145,7 @@ def aggregate(options: Options, names: Sequence[str], argv: Sequence[str], load:
         "cpus": os.cpu_count(),
         "quick": options.quick,
         "load": load,
+        "percentile_method": PERCENTILE_METHOD,
         "figures": figures,
         "benchmarks": documents,
     }
@@ -184,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _summary_rows(results["figures"]),
         )
     )
-    print(f"\nwhole run: {describe_load(load_result)}")
+    print(f"\npercentiles: {PERCENTILE_METHOD}")
+    print(f"whole run: {describe_load(load_result)}")
     print(f"results: {path}")
     if not args.no_chart:
         from benchmarks.chart import draw

@@ -44,8 +44,8 @@ from benchmarks import (
     write_results,
 )
 from benchmarks.emulator_run import BackendUnavailable, Started, running_emulator
+from benchmarks.load import require_loopback
 from benchmarks.procs import cpu_delta, cpu_snapshot, memory
-from emulator.load import require_loopback
 
 GROUP = "end-to-end"
 VAULT_FIELDS = {

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.procs import DAEMON, cpu_snapshot, emulator_processes
-from emulator import lifecycle
-from emulator.config import EmulatorConfig
-from emulator.state import EmulatorState
+from emulator.daemon import lifecycle
+from emulator.daemon.config import EmulatorConfig
+from emulator.daemon.state import EmulatorState
 
 
 class BackendUnavailable(RuntimeError):

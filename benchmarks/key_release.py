@@ -2,7 +2,7 @@
 
 Everything runs in this process on loopback: moto's ``ThreadedMotoServer``, the KMS
 attestation front, the NSM service with a test PKI, and the real vsock-proxy on Unix
-sockets (:class:`emulator.key_release.KeyReleaseStack`); the enclave side is the
+sockets (:class:`emulator.daemon.key_release.KeyReleaseStack`); the enclave side is the
 product's :class:`~vault.enclave.kms_decryptor.KmsKeyDecryptor` with its in-enclave
 bridge. Stages:
 
@@ -105,9 +105,9 @@ def _client(url: str, key: str, secret: str) -> Any:
 def _emulated_path() -> Iterator[_Path]:
     from moto.server import ThreadedMotoServer
 
-    from emulator.key_release import KeyReleaseStack
-    from emulator.kms_front import Identity
-    from emulator.pki import TestPki
+    from emulator.aws.kms.front import Identity
+    from emulator.daemon.key_release import KeyReleaseStack
+    from emulator.nitro.pki import TestPki
     from vault.infra.key_policy import (
         EnclaveMeasurements,
         KeyPolicyParams,

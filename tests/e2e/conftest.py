@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from e2e.security.targets import STACKS_ENV, running_stack
-from emulator.client import VaultClient
-from emulator.state import EmulatorState
+from emulator.daemon.state import EmulatorState
+from emulator.tools.client import VaultClient
 
 DEFAULT_STACKS = "moto/namespace"
 

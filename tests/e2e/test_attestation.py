@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from emulator.client import VaultApiError, VaultClient
-from emulator.config import StateLayout
-from emulator.demo import CHANGED_CODE
-from emulator.state import EmulatorState
-from emulator.supervisor import control_request
+from emulator.daemon.config import StateLayout
+from emulator.daemon.state import EmulatorState
+from emulator.daemon.supervisor import control_request
+from emulator.tools.client import VaultApiError, VaultClient
+from emulator.tools.demo import CHANGED_CODE
 
 
 def test_changed_enclave_code_is_refused_and_the_measured_image_works_again(

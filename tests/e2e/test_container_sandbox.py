@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.image import assemble_image, container_build_context
-from emulator.sandbox import ContainerImageSpec, ContainerSandbox, SandboxSpec, enclave_environment
+from emulator.nitro.image import assemble_image, container_build_context
+from emulator.nitro.sandbox import ContainerImageSpec, ContainerSandbox, SandboxSpec, enclave_environment
 
 pytestmark = [
     pytest.mark.docker,
@@ -42,9 +42,9 @@ unix.close()
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    from emulator.backends.config import default_cache_dir
-    from emulator.system.base_image import BaseImageSpec, ensure_base_image
-    from emulator.system.dockerd import DockerEngine, DockerEngineConfig, ensure_engine
+    from emulator.aws.backends.config import default_cache_dir
+    from emulator.host.system.base_image import BaseImageSpec, ensure_base_image
+    from emulator.host.system.dockerd import DockerEngine, DockerEngineConfig, ensure_engine
 
     cache = default_cache_dir()
     config = DockerEngineConfig(state_dir=cache)

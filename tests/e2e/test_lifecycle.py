@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.state import pid_alive, read_state
+from emulator.daemon.state import pid_alive, read_state
 
 BACKENDS = [b.strip() for b in os.environ.get("VAULT_E2E_LIFECYCLE_BACKENDS", "moto").split(",") if b.strip()]
 

@@ -8,8 +8,8 @@ import hashlib
 import pytest
 import requests
 
-from emulator.client import AuditReader, VaultApiError, VaultClient
-from emulator.state import EmulatorState
+from emulator.daemon.state import EmulatorState
+from emulator.tools.client import AuditReader, VaultApiError, VaultClient
 
 PII = {
     "first_name": "Test",

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from emulator.state import EmulatorState
+from emulator.daemon.state import EmulatorState
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

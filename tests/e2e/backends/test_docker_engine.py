@@ -1,7 +1,7 @@
 """The Docker engine setup: an engine (ours if none runs), the local base image, no-network containers.
 
 Uses the engine in ``$DOCKER_HOST`` (or the state directory's, or the system's) when
-one answers, as in CI after ``python -m emulator.system ensure docker base-image``;
+one answers, as in CI after ``python -m emulator.host.system ensure docker base-image``;
 otherwise starts a dockerd of its own in a temporary state directory, builds the base
 image there with debootstrap, and stops the engine at the end.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from emulator.backends import BackendConfig, BackendUnavailable, ContainerSettings, start_backend
-from emulator.backends.proctree import alive, descendants
-from emulator.system.base_image import BaseImageResult, BaseImageSpec, ensure_base_image
-from emulator.system.dockerd import DockerEngine, DockerEngineConfig, engine_answers, running_engine
+from emulator.aws.backends import BackendConfig, BackendUnavailable, ContainerSettings, start_backend
+from emulator.host.procfs import alive, descendants
+from emulator.host.system.base_image import BaseImageResult, BaseImageSpec, ensure_base_image
+from emulator.host.system.dockerd import DockerEngine, DockerEngineConfig, engine_answers, running_engine
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 

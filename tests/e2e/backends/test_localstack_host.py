@@ -18,9 +18,9 @@ from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from emulator.backends import AwsBackend, BackendConfig, create_backend, provision, start_backend
-from emulator.backends.localstack_host import LocalStackHostBackend
-from emulator.backends.proctree import alive
+from emulator.aws.backends import AwsBackend, BackendConfig, create_backend, provision, start_backend
+from emulator.aws.backends.localstack_host import LocalStackHostBackend
+from emulator.host.procfs import alive
 from vault.infra.table import PARTITION_KEY, SORT_KEY
 
 pytestmark = [pytest.mark.e2e, pytest.mark.localstack]

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from emulator.faults import FaultController
-from emulator.state import EmulatorState
+from emulator.daemon.state import EmulatorState
+from emulator.faults.catalogue import FaultController
 
 from .support import Table, wait_healthy
 

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.client import VaultApiError
-from emulator.faults import CATALOGUE, FaultController
-from emulator.state import EmulatorState
+from emulator.daemon.state import EmulatorState
+from emulator.faults.catalogue import CATALOGUE, FaultController
+from emulator.tools.client import VaultApiError
 from vault.infra.table import KEY_SEPARATOR, LOG_PREFIX, VAULT_PREFIX, log_partition, vault_key
 
 #: Every faulty request must be answered well within the gateway's 10 s integration

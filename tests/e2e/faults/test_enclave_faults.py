@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-from emulator.client import VaultApiError, VaultClient
-from emulator.faults import FaultController
-from emulator.state import EmulatorState
+from emulator.daemon.state import EmulatorState
+from emulator.faults.catalogue import FaultController
+from emulator.tools.client import VaultApiError, VaultClient
 
 from .support import ANSWER_BOUND, PII, Table, documented, expect_error, timed, unchanged_pids
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from emulator.client import VaultClient
-from emulator.faults import FaultController
+from emulator.faults.catalogue import FaultController
+from emulator.tools.client import VaultClient
 
 from .support import PII, Table, documented, expect_error, unchanged_pids
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from emulator.client import VaultApiError, VaultClient
-from emulator.faults import FaultController
+from emulator.faults.catalogue import FaultController
+from emulator.tools.client import VaultApiError, VaultClient
 
 from .support import ANSWER_BOUND, PII, Table, documented, expect_error, timed, unchanged_pids
 

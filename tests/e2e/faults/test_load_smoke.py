@@ -1,4 +1,4 @@
-"""A short run of ``python -m emulator.load`` against the session's emulator: no errors, a full report.
+"""A short run of ``python -m benchmarks.load`` against the session's emulator: no errors, a full report.
 
 Not a performance assertion: the figures are printed (``-s``) and recorded, the test only
 checks that the load completes without a single error and reports what it promises.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.state import EmulatorState
+from emulator.daemon.state import EmulatorState
 
 CLIENTS = 4
 SECONDS = 5
@@ -28,7 +28,7 @@ def test_short_load_run_has_no_errors(
         [
             sys.executable,
             "-m",
-            "emulator.load",
+            "benchmarks.load",
             *argv,
             "--state-dir",
             stack.state_dir,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from emulator.client import VaultClient
-from emulator.faults import FaultController
+from emulator.faults.catalogue import FaultController
+from emulator.tools.client import VaultClient
 
 from .support import PII, Table, documented, expect_error, unchanged_pids
 

@@ -9,7 +9,7 @@ Which targets:
 * ``--vault-api-url URL`` / ``VAULT_API_URL``: one target, that API (for example a
   deployed stage, ``https://{id}.execute-api.{region}.amazonaws.com/v1``). Requests are
   signed with SigV4 when the environment has AWS credentials (see
-  :meth:`emulator.client.SigV4Signer.from_environment`). Tests that need the emulator's
+  :meth:`emulator.tools.client.SigV4Signer.from_environment`). Tests that need the emulator's
   insides (its logs, its backend's table, relaunching its enclave, its IMDS) skip.
 * else one emulator per stack: ``--vault-emulator-backend`` (with
   ``--vault-emulator-runtime``) when given on the command line, else
@@ -29,10 +29,10 @@ from typing import Any
 
 import pytest
 
-from emulator.client import SigV4Signer, VaultClient
-from emulator.config import EmulatorConfig, StateLayout
-from emulator.pytest_plugin import API_URL_ENV, BACKEND_ENV, RUNTIME_ENV
-from emulator.state import EmulatorState
+from emulator.daemon.config import EmulatorConfig, StateLayout
+from emulator.daemon.state import EmulatorState
+from emulator.tools.client import SigV4Signer, VaultClient
+from emulator.tools.pytest_plugin import API_URL_ENV, BACKEND_ENV, RUNTIME_ENV
 
 STACKS_ENV = "VAULT_E2E_STACKS"
 #: ``1``: a stack that cannot start here fails its tests instead of skipping them (``nox -s e2e``).
@@ -136,7 +136,7 @@ def running_stack(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     A stack whose prerequisites this machine lacks is skipped, unless ``REQUIRE_ENV`` is 1.
     """
-    from emulator import lifecycle
+    from emulator.daemon import lifecycle
 
     backend, _, runtime = name.partition("/")
     emulator_config = EmulatorConfig(

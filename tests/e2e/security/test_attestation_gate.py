@@ -27,15 +27,15 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from e2e.security.targets import VaultTarget
-from emulator.attestation import AttestationDocument
-from emulator.client import VaultApiError, VaultClient
-from emulator.components import INSTANCE_ID
-from emulator.demo import CHANGED_CODE
-from emulator.imds import CREDENTIALS_PATH, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER
-from emulator.measure import measure_image
-from emulator.nsm import enclave_pcrs
-from emulator.pki import TestPki
-from emulator.supervisor import control_request
+from emulator.aws.imds import CREDENTIALS_PATH, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER
+from emulator.daemon.components import INSTANCE_ID
+from emulator.daemon.supervisor import control_request
+from emulator.nitro.attestation import AttestationDocument
+from emulator.nitro.measure import measure_image
+from emulator.nitro.nsm import enclave_pcrs
+from emulator.nitro.pki import TestPki
+from emulator.tools.client import VaultApiError, VaultClient
+from emulator.tools.demo import CHANGED_CODE
 from vault.infra.key_policy import ENCRYPTION_CONTEXT_KEY
 from vault.infra.table import vault_key
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from e2e.security.targets import VaultTarget
-from emulator.client import VaultApiError, VaultClient
+from emulator.tools.client import VaultApiError, VaultClient
 from vault.infra.table import vault_key
 
 NEEDS = "write access to the emulator backend's table"

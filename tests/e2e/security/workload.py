@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 
-from emulator.client import VaultClient
+from emulator.tools.client import VaultClient
 
 #: Values shorter than this (country, ssn4) are too short to search for without false hits.
 MIN_SEARCHABLE = 8

@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from unit.attestation.conftest import moto_url
 
-from emulator.key_release import KeyReleaseStack
-from emulator.pki import TestPki
+from emulator.daemon.key_release import KeyReleaseStack
+from emulator.nitro.pki import TestPki
 
 __all__ = ["moto_url"]
 

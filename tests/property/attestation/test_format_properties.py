@@ -10,9 +10,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.cms import envelope
-from emulator.cose import CoseError, sign1, verify_sign1
-from emulator.measure import measure_image
+from emulator.aws.kms.cms import envelope
+from emulator.nitro.cose import CoseError, sign1, verify_sign1
+from emulator.nitro.measure import measure_image
 from vault.enclave import ber
 from vault.enclave.cms import CmsError, open_enveloped_data
 

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emulator.policy_eval import RequestContext, conditions_hold, evaluate
+from emulator.aws.kms.policy import RequestContext, conditions_hold, evaluate
 from vault.infra.key_policy import EnclaveMeasurements, KeyPolicyParams, build_key_policy, pcr3_for_role_arn
 
 from .conftest import ACCOUNT, API_ROLE, INSTANCE_ROLE

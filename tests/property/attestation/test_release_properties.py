@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import load_der_private_key
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from emulator.key_release import KeyReleaseStack
+from emulator.daemon.key_release import KeyReleaseStack
 from vault.common import hpke
 from vault.common.messages import Credential, EnclaveErrorCode
 from vault.common.suites import P384_SHA384_AES256GCM
@@ -187,5 +187,5 @@ def test_release_happens_exactly_when_policy_and_context_allow(
         assert outcome == EnclaveErrorCode.KEY_DECRYPT_FAILED
     else:
         # Both wrong: the front learns the key from the backend's decrypt, which fails first
-        # on the context (documented in emulator.kms_front); either refusal is a refusal.
+        # on the context (documented in emulator.aws.kms.front); either refusal is a refusal.
         assert outcome in (EnclaveErrorCode.KEY_DECRYPT_FAILED, EnclaveErrorCode.ATTESTATION_FAILED)

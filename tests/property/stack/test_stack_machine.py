@@ -42,7 +42,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from emulator.client import VaultClient
+from emulator.tools.client import VaultClient
 from property.api.strategies import FIELD_VALUES, field_name_spellings, padded
 from property.stack.cel_grammar import expression_maps
 from vault.api.models import SCHEMA_FIELDS

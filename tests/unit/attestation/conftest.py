@@ -16,9 +16,9 @@ from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric import rsa
 from moto.server import ThreadedMotoServer
 
-from emulator.key_release import KeyReleaseStack
-from emulator.kms_front import Identity
-from emulator.pki import TestPki
+from emulator.aws.kms.front import Identity
+from emulator.daemon.key_release import KeyReleaseStack
+from emulator.nitro.pki import TestPki
 from vault.common.messages import Credential
 from vault.infra.key_policy import (
     EnclaveMeasurements,

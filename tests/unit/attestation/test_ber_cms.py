@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from cryptography.x509.oid import NameOID
 
-from emulator.cms import encode_oid, envelope, subject_key_identifier, tlv
+from emulator.aws.kms.cms import encode_oid, envelope, subject_key_identifier, tlv
 from vault.enclave import ber
 from vault.enclave.cms import CmsError, open_enveloped_data
 

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 from cryptography.x509.oid import NameOID
 
-from emulator.cose import CoseError, decode_sign1, sign1, verify_sign1
-from emulator.pki import PkiError, TestPki, issue, verify_chain
+from emulator.nitro.cose import CoseError, decode_sign1, sign1, verify_sign1
+from emulator.nitro.pki import PkiError, TestPki, issue, verify_chain
 
 NOW = dt.datetime.now(dt.UTC)
 

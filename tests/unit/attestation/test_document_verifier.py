@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import emulator.attestation as attestation
-from emulator.attestation import AttestationError, DocumentVerifier, verify_document
-from emulator.nsm import NsmService
-from emulator.pki import TestPki
+import emulator.nitro.attestation as attestation
+from emulator.nitro.attestation import AttestationError, DocumentVerifier, verify_document
+from emulator.nitro.nsm import NsmService
+from emulator.nitro.pki import TestPki
 from vault.enclave.nsm import SocketNsm
 
 from .conftest import MEASUREMENTS, PCR3

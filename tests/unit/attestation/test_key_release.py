@@ -18,11 +18,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
-from emulator.attestation import AttestationDocument
-from emulator.cose import decode_sign1
-from emulator.nsm import enclave_pcrs
-from emulator.pki import TestPki
-from emulator.vsock_proxy import VsockProxy, VsockProxyError
+from emulator.nitro.attestation import AttestationDocument
+from emulator.nitro.cose import decode_sign1
+from emulator.nitro.nsm import enclave_pcrs
+from emulator.nitro.pki import TestPki
+from emulator.nitro.vsock_proxy import VsockProxy, VsockProxyError
 from vault.common import hpke
 from vault.common.messages import Credential, EnclaveErrorCode
 from vault.common.suites import P384_SHA384_AES256GCM

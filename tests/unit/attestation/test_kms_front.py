@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.serialization import (
     load_der_public_key,
 )
 
-from emulator.attestation import AttestationDocument
-from emulator.kms_front import Identity, KmsError, KmsFront
-from emulator.nsm import enclave_pcrs
-from emulator.pki import TestPki
+from emulator.aws.kms.front import Identity, KmsError, KmsFront
+from emulator.nitro.attestation import AttestationDocument
+from emulator.nitro.nsm import enclave_pcrs
+from emulator.nitro.pki import TestPki
 from vault.enclave.cms import open_enveloped_data
 from vault.infra.key_policy import EnclaveMeasurements
 

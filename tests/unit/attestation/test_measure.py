@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from emulator.measure import MeasureError, extend_from_zero, measure_image
-from emulator.pki import TestPki
+from emulator.nitro.measure import MeasureError, extend_from_zero, measure_image
+from emulator.nitro.pki import TestPki
 
 RUNTIME = "cpython 3.11.7 x86_64"
 

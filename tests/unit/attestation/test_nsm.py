@@ -15,10 +15,10 @@ from pathlib import Path
 import cbor2
 import pytest
 
-from emulator.attestation import AttestationDocument, AttestationError, verify_document
-from emulator.cose import decode_sign1
-from emulator.nsm import NsmService, NsmServiceError
-from emulator.pki import TestPki
+from emulator.nitro.attestation import AttestationDocument, AttestationError, verify_document
+from emulator.nitro.cose import decode_sign1
+from emulator.nitro.nsm import NsmService, NsmServiceError
+from emulator.nitro.pki import TestPki
 from vault.common.framing import read_frame, write_frame
 from vault.enclave import nsm as client
 from vault.enclave.nsm import DeviceNsm, NsmError, SocketNsm, nsm_from_env

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from emulator.policy_eval import RequestContext, conditions_hold, evaluate
+from emulator.aws.kms.policy import RequestContext, conditions_hold, evaluate
 from vault.infra.key_policy import (
     DECRYPT_SID,
     EnclaveMeasurements,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.backends import BackendConfig, default_cache_dir
+from emulator.aws.backends import BackendConfig, default_cache_dir
 
 
 def test_rejects_an_unknown_kind(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.backends import BackendConfig, BackendUnavailable, ContainerSettings, start_backend
+from emulator.aws.backends import BackendConfig, BackendUnavailable, ContainerSettings, start_backend
 
 
 def _config(tmp_path: Path, token: str | None) -> BackendConfig:
@@ -22,7 +22,7 @@ def test_names_both_missing_token_and_engine(tmp_path: Path, monkeypatch: pytest
     message = str(refused.value)
     assert "LOCALSTACK_AUTH_TOKEN" in message
     assert "Docker engine" in message
-    assert "emulator.system ensure docker" in message
+    assert "emulator.host.system ensure docker" in message
 
 
 def test_names_only_the_engine_when_a_token_is_given(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.backends.dynamodb_local import LAUNCHER_CLASS, DynamoDBLocal
-from emulator.backends.interpreters import InterpreterNotFound, find_interpreter
-from emulator.backends.jdk import Jdk, JdkNotFound, find_jdk
-from emulator.backends.localstack_layout import LocalStackFilesystem, java_wrapper_script
+from emulator.aws.backends.dynamodb_local import LAUNCHER_CLASS, DynamoDBLocal
+from emulator.aws.backends.interpreters import InterpreterNotFound, find_interpreter
+from emulator.aws.backends.jdk import Jdk, JdkNotFound, find_jdk
+from emulator.aws.backends.localstack_layout import LocalStackFilesystem, java_wrapper_script
 
 
 def _echo_java(tmp_path: Path) -> Path:

@@ -15,8 +15,8 @@ import moto.backends
 import pytest
 from botocore.exceptions import ClientError
 
-from emulator.backends import AwsBackend, BackendConfig, BackendError, provision, start_backend
-from emulator.backends.moto_dispatch import install as install_module_list_cache
+from emulator.aws.backends import AwsBackend, BackendConfig, BackendError, provision, start_backend
+from emulator.aws.backends.moto_dispatch import install as install_module_list_cache
 from vault.infra.table import PARTITION_KEY, SORT_KEY, create_table_kwargs
 
 TABLE = "vault-unit"

@@ -13,8 +13,8 @@ from botocore.exceptions import ClientError
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import Item
 
-from emulator.backends import AwsBackend, BackendConfig, start_backend
-from emulator.backends.moto_transactions import install
+from emulator.aws.backends import AwsBackend, BackendConfig, start_backend
+from emulator.aws.backends.moto_transactions import install
 from vault.infra.table import PARTITION_KEY, SORT_KEY, create_table_kwargs
 
 TABLE = "light-backups"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.system.dockerd import DockerEngineConfig, engine_environment
-from emulator.system.errors import SystemSetupError
-from emulator.system.mirror import apt_sources, debian_codename, debian_mirror
-from emulator.system.tools import TOOLS, ensure_tool
+from emulator.host.system.dockerd import DockerEngineConfig, engine_environment
+from emulator.host.system.errors import SystemSetupError
+from emulator.host.system.mirror import apt_sources, debian_codename, debian_mirror
+from emulator.host.system.tools import TOOLS, ensure_tool
 
 DEB822 = """\
 Types: deb
@@ -108,7 +108,7 @@ def test_tool_table_and_unknown_tools() -> None:
 
 
 def test_cli_stop_without_an_engine_is_harmless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from emulator.system.__main__ import main
+    from emulator.host.system.__main__ import main
 
     assert main(["--state-dir", str(tmp_path), "stop", "dockerd"]) == 0
     assert "not running" in capsys.readouterr().err
@@ -117,8 +117,8 @@ def test_cli_stop_without_an_engine_is_harmless(tmp_path: Path, capsys: pytest.C
 def test_cli_env_without_an_engine_fails_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from emulator.system import __main__ as cli
-    from emulator.system import dockerd
+    from emulator.host.system import __main__ as cli
+    from emulator.host.system import dockerd
 
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.setattr(dockerd, "DEFAULT_DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
@@ -127,7 +127,7 @@ def test_cli_env_without_an_engine_fails_clearly(
 
 
 def test_cli_rejects_unknown_targets() -> None:
-    from emulator.system.__main__ import main
+    from emulator.host.system.__main__ import main
 
     with pytest.raises(SystemExit):
         main(["ensure", "emacs"])

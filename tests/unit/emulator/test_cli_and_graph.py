@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from emulator.cli import build_parser, config_from_args, format_table, main
-from emulator.graph import LaunchError, Node, check_graph, launch
-from emulator.state import ComponentState, EmulatorState
+from emulator.daemon.graph import LaunchError, Node, check_graph, launch
+from emulator.daemon.state import ComponentState, EmulatorState
+from emulator.tools.cli import build_parser, config_from_args, format_table, main
 
 
 def test_up_defaults() -> None:

@@ -1,4 +1,4 @@
-"""``vault-emulator fault`` and ``python -m emulator.load`` without an emulator (stand-in API)."""
+"""``vault-emulator fault`` and ``python -m benchmarks.load`` without an emulator (stand-in API)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from emulator import load
-from emulator.cli import build_parser, main
-from emulator.faults import CATALOGUE, FaultController, FaultError, describe
+import benchmarks
+from benchmarks import load
+from emulator.faults.catalogue import CATALOGUE, FaultController, FaultError, describe
+from emulator.tools.cli import build_parser, main
 
 
 def test_fault_list_prints_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,7 +131,10 @@ def test_load_is_bounded(bad: dict[str, Any]) -> None:
         load.LoadConfig(api_url="http://127.0.0.1:1/v1", **bad)
 
 
-def test_percentiles() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert (load.percentile(values, 0.5), load.percentile(values, 0.99)) == (50.0, 99.0)
-    assert load.percentile([], 0.5) == 0.0 and load.percentile([7.0], 0.99) == 7.0
+def test_load_summary_uses_the_benchmarks_percentile() -> None:
+    values = [v / 1000 for v in range(1, 101)]
+    summary = load.summary(values, errors=0, seconds=1.0)
+    # Linear interpolation (as the benchmarks): p50 of 1..100 ms is 50.5, p99 is 99.01.
+    assert (summary["p50_ms"], summary["p99_ms"]) == (50.5, 99.01)
+    assert summary["percentile_method"] == benchmarks.PERCENTILE_METHOD
+    assert load.summary([], errors=0, seconds=1.0)["p50_ms"] == 0.0

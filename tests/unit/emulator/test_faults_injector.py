@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from emulator.component import Component, Context
-from emulator.config import EmulatorConfig
-from emulator.dynamodb_proxy import DynamoDbFaultProxy
-from emulator.fault_injection import FAULTS, FaultInjector, KmsFaultHooks, enclave_program, install_kms_hooks
-from emulator.faults import CATALOGUE, FaultError
-from emulator.imds import ImdsServer
-from emulator.kms_front import Faults, KmsError
-from emulator.process import ManagedProcess
+from emulator.aws.dynamodb.proxy import DynamoDbFaultProxy
+from emulator.aws.imds import ImdsServer
+from emulator.aws.kms.front import Faults, KmsError
+from emulator.daemon.components.base import Component, Context
+from emulator.daemon.config import EmulatorConfig
+from emulator.faults.catalogue import CATALOGUE, FaultError
+from emulator.faults.injector import FAULTS, FaultInjector, KmsFaultHooks, enclave_program, install_kms_hooks
+from emulator.host.process import ManagedProcess
 
 
 class Front:

@@ -13,7 +13,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from emulator.dynamodb_proxy import DynamoDbFaultProxy, IdempotencyCache, WriteFault
+from emulator.aws.dynamodb.proxy import DynamoDbFaultProxy, IdempotencyCache, WriteFault
 from vault.api.errors import ApiError
 from vault.api.store import VaultStore
 from vault.infra.table import log_partition, vault_key

@@ -16,9 +16,9 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from emulator.apigw_event import HttpRequest
-from emulator.gateway import ApiGateway, GatewayConfig
-from emulator.sigv4 import Principal
+from emulator.aws.gateway.event import HttpRequest
+from emulator.aws.gateway.server import ApiGateway, GatewayConfig
+from emulator.aws.sigv4 import Principal
 
 
 class Recorder:
@@ -78,7 +78,7 @@ def test_every_invocation_has_a_report_line(caplog: pytest.LogCaptureFixture) ->
         return {"statusCode": 200, "body": "{}"}
 
     gateway = ApiGateway(GatewayConfig(memory_mb=512), busy)
-    with caplog.at_level(logging.INFO, logger="emulator.gateway"):
+    with caplog.at_level(logging.INFO, logger="emulator.aws.gateway.server"):
         ok = gateway.dispatch(request("GET", "/v1/vaults/x"))
         failed = gateway.dispatch(request("DELETE", "/v1/vaults/x"))
     reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT ")]

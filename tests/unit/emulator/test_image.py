@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.image import (
+from emulator.nitro.image import (
     MANIFEST_NAME,
     ImageError,
     assemble_image,

@@ -13,7 +13,13 @@ def test_plugin_loads_without_importing_the_emulator(pytester: pytest.Pytester) 
         import sys
 
         def test_nothing_heavy_is_imported():
-            names = ("emulator.lifecycle", "emulator.supervisor", "emulator.client", "moto", "boto3")
+            names = (
+                "emulator.daemon.lifecycle",
+                "emulator.daemon.supervisor",
+                "emulator.tools.client",
+                "moto",
+                "boto3",
+            )
             heavy = [m for m in names if m in sys.modules]
             assert heavy == []
         """
@@ -37,7 +43,7 @@ def test_an_external_api_url_replaces_the_emulator(pytester: pytest.Pytester) ->
         def test_url(vault_api_url, vault_client):
             assert vault_api_url == "http://127.0.0.1:9/v1"
             assert vault_client.base_url == vault_api_url
-            assert "emulator.lifecycle" not in sys.modules
+            assert "emulator.daemon.lifecycle" not in sys.modules
         """
     )
     result = pytester.runpytest_subprocess(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from emulator.sandbox import NamespaceSandbox, SandboxError, SandboxSpec, enclave_environment
+from emulator.nitro.sandbox import NamespaceSandbox, SandboxError, SandboxSpec, enclave_environment
 
 pytestmark = pytest.mark.skipif(
     shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root"
@@ -144,8 +144,8 @@ def test_credentials_are_refused_in_the_enclave_environment(tmp_path: Path, name
 
 
 def test_code_missing_from_the_image_is_not_found_in_the_source_tree(tmp_path: Path) -> None:
-    from emulator.image import assemble_image
-    from emulator.sandbox import interpreter_site_packages
+    from emulator.nitro.image import assemble_image
+    from emulator.nitro.sandbox import interpreter_site_packages
 
     image = assemble_image(tmp_path / "image")
     probe = (

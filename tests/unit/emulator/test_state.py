@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.config import EmulatorConfig, StateLayout
-from emulator.state import (
+from emulator.daemon.config import EmulatorConfig, StateLayout
+from emulator.daemon.state import (
     ComponentState,
     EmulatorState,
     pid_alive,

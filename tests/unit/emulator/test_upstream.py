@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from emulator.aws_json import DYNAMODB, KMS, AwsJsonClient, AwsJsonError, BackendUnreachable
-from emulator.backends.config import BackendConfig
-from emulator.backends.moto_server import MotoBackend
-from emulator.sigv4 import Principal, SigV4Verifier
-from emulator.upstream import HttpUpstream, Reply, WsgiUpstream, end_to_end
+from emulator.aws.backends.config import BackendConfig
+from emulator.aws.backends.moto_server import MotoBackend
+from emulator.aws.json_client import DYNAMODB, KMS, AwsJsonClient, AwsJsonError, BackendUnreachable
+from emulator.aws.sigv4 import Principal, SigV4Verifier
+from emulator.aws.upstream import HttpUpstream, Reply, WsgiUpstream, end_to_end
 
 ACCOUNT = "123456789012"
 

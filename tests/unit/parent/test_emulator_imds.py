@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from emulator.imds import CREDENTIALS_PATH, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, ImdsServer
+from emulator.aws.imds import CREDENTIALS_PATH, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER, ImdsServer
 
 
 @pytest.fixture

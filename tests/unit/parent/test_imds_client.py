@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from emulator.imds import ImdsServer
+from emulator.aws.imds import ImdsServer
 from vault.parent.imds import ImdsClient, ImdsError, parse_expiration, parse_role_credentials
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.imds import ImdsServer
+from emulator.aws.imds import ImdsServer
 from unit.parent.fakes import ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN, FakeEnclave, decrypt_body
 from vault.common.logs import JsonFormatter
 from vault.common.transport import PARENT_CID, TransportConfig

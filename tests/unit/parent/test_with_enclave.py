@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from emulator.imds import ImdsServer
+from emulator.aws.imds import ImdsServer
 from vault.common.messages import Credential
 from vault.common.transport import ENCLAVE_PORT, PARENT_CID, TransportConfig, UnixSocketTransport
 from vault.enclave.handler import RequestHandler

@@ -1,0 +1,94 @@
+"""The ``moto`` backend: moto's WSGI application served on 127.0.0.1, inside the calling process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import Any
+
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from emulator.aws.backends.base import AwsBackend, BackendError
+from emulator.aws.backends.config import BackendConfig
+from emulator.aws.backends.moto_dispatch import install as install_module_list_cache
+from emulator.aws.backends.moto_transactions import install as install_light_transaction_backups
+from emulator.aws.upstream import Upstream, WsgiUpstream
+
+_ACCOUNT_ENV = "MOTO_ACCOUNT_ID"
+
+
+class MotoBackend(AwsBackend):
+    """moto keeps its data in module globals: two of these in one process share their tables and keys.
+
+    The HTTP server is what the API's and the enclave's SDK clients (through the daemon's
+    services) and tests talk to; the daemon's own services call the same WSGI
+    application in process (:meth:`upstream`).
+    """
+
+    # moto evaluates a key policy's Deny statements without their conditions: the vault
+    # policy's perimeter statements (Deny kms:* to anyone outside the account) would
+    # deny every call on the key, DescribeKey included.
+    stores_key_policies = False
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        self._app: DomainDispatcherApplication | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        # moto takes the account from $MOTO_ACCOUNT_ID or its default, not from the access key.
+        served = os.environ.get(_ACCOUNT_ENV, DEFAULT_ACCOUNT_ID)
+        if served != self.config.account_id:
+            raise BackendError(
+                f"moto serves account {served}, not {self.config.account_id}: "
+                f"set {_ACCOUNT_ENV}={self.config.account_id} or use account_id={served}"
+            )
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        # werkzeug logs every request to stderr unless its logger was configured; the
+        # emulator's own logs say what matters.
+        werkzeug_logger = logging.getLogger("werkzeug")
+        if werkzeug_logger.level == logging.NOTSET:
+            werkzeug_logger.setLevel(logging.WARNING)
+        # Audit writes are transactions; moto's backup of a table for each one grows with the table.
+        install_light_transaction_backups()
+        install_module_list_cache()
+        # What moto's ThreadedMotoServer does, keeping the application to call in process.
+        app = DomainDispatcherApplication(create_backend_app)
+        server = make_server(
+            "127.0.0.1", self.config.port, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
+        thread.start()
+        self._app, self._server, self._thread = app, server, thread
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        self._app = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def pids(self) -> list[int]:
+        return []
+
+    @property
+    def endpoint_url(self) -> str:
+        if self._server is None:
+            raise BackendError("the moto backend is not running")
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def upstream(self, service: str) -> Upstream:
+        if self._app is None:
+            raise BackendError("the moto backend is not running")
+        return WsgiUpstream(self._app, self.endpoint_url)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "detail": "moto server thread in the emulator process"}

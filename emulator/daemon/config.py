@@ -1,0 +1,159 @@
+"""The emulator's configuration and the layout of its state directory.
+
+Everything the emulator creates lives under one state directory (default
+``.emulator/`` in the working directory), except Unix sockets when that directory's
+path is too long for ``sun_path``: those go to a short per-state-dir directory under
+the system temporary directory, recorded in the state file and removed on ``down``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from emulator.aws.backends.config import BACKEND_KINDS as BACKENDS
+from emulator.aws.backends.config import BackendKind
+
+EnclaveRuntime = Literal["namespace", "container"]
+
+RUNTIMES: tuple[EnclaveRuntime, ...] = ("namespace", "container")
+
+DEFAULT_STATE_DIR = ".emulator"
+DEFAULT_GATEWAY_PORT = 7450
+DEFAULT_REGION = "us-east-1"
+DEFAULT_ACCOUNT_ID = "123456789012"
+DEFAULT_TABLE_NAME = "nitro-vault"
+DEFAULT_INSTANCE_ROLE = "nitro-vault-instance-role"
+DEFAULT_API_ROLE = "nitro-vault-api-role"
+#: nitro-cli assigns enclave CIDs >= 4; upstream samples show 16.
+DEFAULT_ENCLAVE_CID = 16
+STAGE = "v1"
+
+# sun_path holds 108 bytes including the terminating NUL. The longest socket path under
+# the runtime directory is an NSM socket, "/nsm/nsm-<enclave id>.sock", with enclave ids
+# of nitro-cli's form "i-<17 hex>-enc<16 hex>" (39 bytes): 57 bytes, rounded up.
+_SUN_PATH_MAX = 107
+_LONGEST_SOCKET_NAME = 60
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """What ``vault-emulator up`` was asked for."""
+
+    state_dir: Path = field(default_factory=lambda: Path(DEFAULT_STATE_DIR))
+    backend: BackendKind = "moto"
+    enclave_runtime: EnclaveRuntime = "namespace"
+    #: Gateway port on 127.0.0.1; 0 picks a free one.
+    port: int = DEFAULT_GATEWAY_PORT
+    region: str = DEFAULT_REGION
+    account_id: str = DEFAULT_ACCOUNT_ID
+    table_name: str = DEFAULT_TABLE_NAME
+    instance_role_name: str = DEFAULT_INSTANCE_ROLE
+    api_role_name: str = DEFAULT_API_ROLE
+    enclave_cid: int = DEFAULT_ENCLAVE_CID
+    #: Real hardware zeroes the PCRs of a debug-mode enclave; so does the NSM emulator.
+    debug_mode: bool = False
+    #: Decision D15: the gateway can require SigV4 signed by a test principal.
+    sigv4: bool = False
+    #: Seconds ``up`` waits for the whole emulator to become healthy.
+    startup_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.enclave_runtime not in RUNTIMES:
+            raise ValueError(f"enclave runtime must be one of {', '.join(RUNTIMES)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be within 0..65535, not {self.port}")
+        if self.enclave_cid < 4:
+            raise ValueError("enclave CIDs below 4 are reserved")
+        object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
+
+    @property
+    def layout(self) -> StateLayout:
+        return StateLayout(self.state_dir)
+
+    @property
+    def instance_role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.instance_role_name}"
+
+    @property
+    def api_role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account_id}:role/{self.api_role_name}"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state_dir"] = str(self.state_dir)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EmulatorConfig:
+        known = {name for name in cls.__dataclass_fields__}
+        values = {key: value for key, value in data.items() if key in known}
+        values["state_dir"] = Path(values.get("state_dir", DEFAULT_STATE_DIR))
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """Paths inside the state directory."""
+
+    root: Path
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def log_file(self, component: str) -> Path:
+        return self.logs / f"{component}.log"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def backend(self) -> Path:
+        return self.root / "backend"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def work(self) -> Path:
+        """Scratch files of components (ready files, enclave containers' build contexts)."""
+        return self.root / "work"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Where Unix sockets live: ``<root>/run`` unless that path is too long for sockets."""
+        preferred = self.root / "run"
+        if len(os.fsencode(preferred)) + _LONGEST_SOCKET_NAME <= _SUN_PATH_MAX:
+            return preferred
+        digest = hashlib.sha256(os.fsencode(self.root)).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"nitro-vault-{digest}"
+
+    @property
+    def vsock_dir(self) -> Path:
+        """The emulated vsock: one Unix socket per (CID, port), shared with the enclave sandbox."""
+        return self.runtime_dir / "vsock"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.runtime_dir / "control.sock"
+
+    def ensure(self) -> None:
+        for path in (self.root, self.logs, self.images, self.backend, self.pki, self.work, self.vsock_dir):
+            path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,162 @@
+"""``python -m emulator.host.system``: install and start what the emulator needs on this machine.
+
+Exports go to stdout, progress and timings to stderr, so CI can run::
+
+    eval "$(python -m emulator.host.system ensure docker base-image)"
+    ...
+    python -m emulator.host.system stop dockerd
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from emulator.aws.backends import BackendConfig, BackendError, create_backend
+from emulator.host.system.apt import AptResult
+from emulator.host.system.base_image import BaseImageSpec, ensure_base_image
+from emulator.host.system.dockerd import (
+    DockerEngine,
+    DockerEngineConfig,
+    engine_environment,
+    ensure_engine,
+    running_engine,
+)
+from emulator.host.system.errors import SystemSetupError
+from emulator.host.system.tools import TOOLS, ensure_tool
+
+STATE_DIR_ENV = "NITRO_VAULT_EMULATOR_STATE_DIR"
+TARGETS = (*TOOLS, "base-image", "localstack")
+BASE_IMAGE_ENV = "NITRO_VAULT_BASE_IMAGE"
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _export(variables: dict[str, str]) -> None:
+    for name, value in variables.items():
+        print(f"export {name}={shlex.quote(value)}", flush=True)
+
+
+def _report_apt(name: str, result: AptResult | None) -> None:
+    if result is None:
+        _say(f"{name}: present")
+    else:
+        _say(f"{name}: installed {' '.join(result.installed)} in {result.seconds:.1f} s")
+
+
+def _ensure_docker(state_dir: Path) -> str:
+    _report_apt("docker", ensure_tool("docker"))
+    status = ensure_engine(DockerEngineConfig(state_dir))
+    verb = "started" if status.started else "found running"
+    _say(f"docker engine: {verb} at {status.docker_host} in {status.seconds:.1f} s")
+    _export(status.environment)
+    return status.docker_host
+
+
+def _ensure_base_image(state_dir: Path, docker_host: str, mirror: str | None, rebuild: bool) -> None:
+    spec = BaseImageSpec(mirror=mirror)
+    result = ensure_base_image(spec, docker_host, state_dir / "docker" / "build", rebuild=rebuild)
+    if result.built:
+        _say(f"base image {result.name}: built from {result.mirror} in {result.seconds:.1f} s")
+    else:
+        _say(f"base image {result.name}: present")
+    _export({BASE_IMAGE_ENV: result.name})
+
+
+def _ensure_localstack(state_dir: Path) -> None:
+    _report_apt("java", ensure_tool("java"))
+    _report_apt("node", ensure_tool("node"))
+    backend = create_backend(BackendConfig(kind="localstack", state_dir=state_dir / "backend"))
+    began = time.monotonic()
+    backend.prepare()
+    _say(f"localstack: installed into {backend.config.cache_dir} in {time.monotonic() - began:.1f} s")
+
+
+def ensure(targets: Sequence[str], state_dir: Path, mirror: str | None, rebuild: bool) -> None:
+    docker_host: str | None = None
+    for target in targets:
+        if target == "docker":
+            docker_host = _ensure_docker(state_dir)
+        elif target == "base-image":
+            if docker_host is None:
+                docker_host = _ensure_docker(state_dir)
+            _ensure_base_image(state_dir, docker_host, mirror, rebuild)
+        elif target == "localstack":
+            _ensure_localstack(state_dir)
+        else:
+            _report_apt(target, ensure_tool(target))
+
+
+def _stop_dockerd(state_dir: Path) -> None:
+    began = time.monotonic()
+    if DockerEngine(DockerEngineConfig(state_dir)).stop():
+        _say(f"dockerd: stopped in {time.monotonic() - began:.1f} s")
+    else:
+        _say("dockerd: not running (no live pid in its pid file)")
+
+
+def _print_env(state_dir: Path) -> None:
+    host = running_engine(DockerEngineConfig(state_dir))
+    if host is None:
+        raise SystemSetupError("no Docker engine answers; run `python -m emulator.host.system ensure docker`")
+    _export(engine_environment(host))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator.host.system",
+        description="Install and start what the emulator needs on this machine (exports on stdout).",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get(STATE_DIR_ENV, ".emulator")),
+        help=f"the emulator's state directory (default: ${STATE_DIR_ENV} or .emulator)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    ensure_parser = commands.add_parser("ensure", help="install (and start) what is missing")
+    ensure_parser.add_argument(
+        "targets",
+        nargs="+",
+        choices=(*TARGETS, "all"),
+        metavar="TARGET",
+        help=f"one or more of: {', '.join(TARGETS)}, all",
+    )
+    ensure_parser.add_argument("--mirror", help="Debian mirror for the base image (default: apt's)")
+    ensure_parser.add_argument("--rebuild", action="store_true", help="rebuild the base image")
+    stop_parser = commands.add_parser("stop", help="stop what ensure started")
+    stop_parser.add_argument("what", choices=("dockerd",))
+    commands.add_parser("env", help="print the exports for the running Docker engine")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    state_dir: Path = arguments.state_dir.absolute()
+    actions: dict[str, Callable[[], None]] = {
+        "ensure": lambda: ensure(
+            TARGETS if "all" in arguments.targets else arguments.targets,
+            state_dir,
+            arguments.mirror,
+            arguments.rebuild,
+        ),
+        "stop": lambda: _stop_dockerd(state_dir),
+        "env": lambda: _print_env(state_dir),
+    }
+    try:
+        actions[arguments.command]()
+    except (SystemSetupError, BackendError) as exc:
+        _say(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The enclave "image": the exact code an emulated enclave runs, assembled in the state dir.
+
+A Nitro Enclave runs an EIF whose measurements (PCR0/1/2) identify its contents. The
+emulator's equivalent is a directory holding a copy of the enclave's code
+(``vault/__init__.py``, ``vault/common``, ``vault/enclave``, ``vault/infra``) and a deterministic
+``manifest.json`` listing every file with its SHA-256. The measurement is taken over
+this directory and the sandbox runs the enclave from it (``PYTHONPATH`` = image
+directory), so code changed after measuring is code KMS no longer trusts.
+
+``overrides`` replace or add files in the copy: the demo uses them to launch an image
+whose code differs from the one the key policy was written for.
+
+For the container runtime, :func:`container_build_context` lays out a Docker build
+context: the ``Dockerfile``, the image as ``app/`` and the enclave's installed Python
+distributions as ``deps/`` (copied from this environment, because an image build here
+cannot reach a package index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as metadata
+import json
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import vault
+from emulator.nitro.measure import CACHE_DIRS, is_bytecode_cache
+
+IMAGE_NAME = "enclave-vault"
+MANIFEST_NAME = "manifest.json"
+#: What an enclave image contains, relative to the directory holding the ``vault`` package
+#: (``vault/infra`` for the constants the enclave shares with the key policy).
+IMAGE_SOURCES = ("vault/__init__.py", "vault/common", "vault/enclave", "vault/infra")
+ENTRYPOINT = ("python3", "-m", "vault.enclave")
+DOCKERFILE = Path(vault.__file__).parent / "enclave" / "Dockerfile"
+_SKIP_NAMES = frozenset({"Dockerfile"})
+#: The distribution whose ``enclave`` extra names the enclave's libraries.
+PROJECT_DISTRIBUTION = "nitro-vault"
+ENCLAVE_EXTRA = "enclave"
+
+
+class ImageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class EnclaveImage:
+    directory: Path
+    manifest: dict[str, object]
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the manifest: a short, stable name for this exact content."""
+        encoded = json.dumps(self.manifest, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
+
+def source_root() -> Path:
+    """The directory that holds the ``vault`` package being run."""
+    return Path(vault.__file__).resolve().parent.parent
+
+
+def _image_files(root: Path) -> Iterable[tuple[str, Path]]:
+    for entry in IMAGE_SOURCES:
+        path = root / entry
+        if path.is_file():
+            yield entry, path
+            continue
+        if not path.is_dir():
+            raise ImageError(f"the enclave image needs {entry}, which is missing under {root}")
+        for file in sorted(path.rglob("*")):
+            relative = file.relative_to(root)
+            # The measurement skips bytecode caches too: the image holds what is measured.
+            if not file.is_file() or is_bytecode_cache(relative) or file.name in _SKIP_NAMES:
+                continue
+            yield relative.as_posix(), file
+
+
+def _check_relative(path: str) -> str:
+    parts = Path(path).parts
+    if Path(path).is_absolute() or ".." in parts or not parts:
+        raise ImageError(f"override path {path!r} must be relative and inside the image")
+    return Path(path).as_posix()
+
+
+def assemble_image(
+    destination: Path,
+    *,
+    overrides: Mapping[str, bytes] | None = None,
+    root: Path | None = None,
+    version: str | None = None,
+) -> EnclaveImage:
+    """(Re)create ``destination`` as an enclave image and return it with its manifest."""
+    root = source_root() if root is None else root
+    overrides = {_check_relative(path): content for path, content in (overrides or {}).items()}
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    files: dict[str, str] = {}
+    for relative, source in _image_files(root):
+        content = overrides.get(relative)
+        data = source.read_bytes() if content is None else content
+        _write(destination / relative, data)
+        files[relative] = hashlib.sha256(data).hexdigest()
+    for relative, content in overrides.items():
+        if relative not in files:
+            _write(destination / relative, content)
+            files[relative] = hashlib.sha256(content).hexdigest()
+    manifest: dict[str, object] = {
+        "name": IMAGE_NAME,
+        "version": version or _project_version(),
+        "entrypoint": list(ENTRYPOINT),
+        "files": dict(sorted(files.items())),
+        "overrides": sorted(overrides),
+    }
+    (destination / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return EnclaveImage(destination, manifest)
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _project_version() -> str:
+    try:
+        return metadata.version(PROJECT_DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def load_image(directory: Path) -> EnclaveImage:
+    try:
+        manifest = json.loads((directory / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ImageError(f"{directory} is not an enclave image: {exc}") from exc
+    return EnclaveImage(directory, manifest)
+
+
+# -- container build context ------------------------------------------------------
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def enclave_distributions(
+    project: str = PROJECT_DISTRIBUTION, extra: str = ENCLAVE_EXTRA
+) -> list[metadata.Distribution]:
+    """The installed distributions the enclave needs: the project's base and ``extra``
+    requirements and everything they require in turn (the project itself excluded)."""
+    from packaging.requirements import Requirement
+
+    seen: dict[str, metadata.Distribution] = {}
+    pending: list[tuple[str, set[str]]] = [(project, {extra})]
+    while pending:
+        name, extras = pending.pop()
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError as exc:
+            raise ImageError(f"{name} is needed by the enclave but not installed") from exc
+        key = _normalise(dist.metadata["Name"])
+        if key != _normalise(project):
+            if key in seen:
+                continue
+            seen[key] = dist
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            wanted = any(
+                requirement.marker is None or requirement.marker.evaluate({"extra": e}) for e in extras | {""}
+            )
+            if wanted and _normalise(requirement.name) not in seen:
+                pending.append((requirement.name, set(requirement.extras)))
+    return [seen[key] for key in sorted(seen)]
+
+
+def copy_distributions(distributions: Iterable[metadata.Distribution], destination: Path) -> str:
+    """Copy the files of ``distributions`` into ``destination`` (a ``site-packages`` layout).
+
+    Returns a fingerprint of the set (names and versions) so callers can reuse a copy.
+    """
+    distributions = list(distributions)
+    fingerprint = hashlib.sha256(
+        "\n".join(f"{d.metadata['Name']}=={d.version}" for d in distributions).encode()
+    ).hexdigest()[:16]
+    marker = destination / ".fingerprint"
+    if marker.exists() and marker.read_text() == fingerprint:
+        return fingerprint
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    for dist in distributions:
+        base = Path(str(dist.locate_file("")))
+        for entry in dist.files or []:
+            relative = Path(str(entry))
+            # Console scripts and data outside site-packages are not needed to import the library.
+            # A .pyc outside __pycache__ may be a sourceless module: only the cache directories go.
+            if ".." in relative.parts or CACHE_DIRS.intersection(relative.parts):
+                continue
+            source = base / relative
+            if source.is_file():
+                target = destination / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    marker.write_text(fingerprint)
+    return fingerprint
+
+
+def container_build_context(image: EnclaveImage, context_dir: Path, deps_cache: Path) -> Path:
+    """Lay out ``context_dir`` for ``docker build`` from ``image``; return it."""
+    if not DOCKERFILE.is_file():
+        raise ImageError(f"{DOCKERFILE} is missing")
+    copy_distributions(enclave_distributions(), deps_cache)
+    if context_dir.exists():
+        shutil.rmtree(context_dir)
+    context_dir.mkdir(parents=True)
+    shutil.copy2(DOCKERFILE, context_dir / "Dockerfile")
+    shutil.copytree(image.directory, context_dir / "app")
+    # Hard links keep a 100 MB dependency tree from being copied per build.
+    shutil.copytree(deps_cache, context_dir / "deps", copy_function=_link_or_copy)
+    return context_dir
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        Path(target).hardlink_to(source)
+    except OSError:
+        shutil.copy2(source, target)
