@@ -31,6 +31,7 @@ from benchmarks import (
     format_value,
     table,
 )
+from benchmarks.chart import draw
 
 #: name -> module defining ``run(options) -> int``
 BENCHMARKS: dict[str, str] = {
@@ -197,8 +198,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"whole run: {describe_load(load_result)}")
     print(f"results: {path}")
     if not args.no_chart:
-        from benchmarks.chart import draw
-
         chart = draw(results, options.out_dir / "bench.png")
         print(f"chart: {chart}" if chart else "chart: skipped (matplotlib is not installed)")
     return status

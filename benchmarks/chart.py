@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-Panel = Callable[[Any, dict[str, Any]], bool]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+Panel = Callable[["Axes", dict[str, Any]], bool]
 _COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
@@ -15,7 +18,7 @@ def _e2e_backends(results: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in backends.items() if "levels" in value}
 
 
-def _latency(ax: Any, results: dict[str, Any]) -> bool:
+def _latency(ax: Axes, results: dict[str, Any]) -> bool:
     backends = _e2e_backends(results)
     if not backends:
         return False
@@ -48,7 +51,7 @@ def _latency(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
-def _throughput(ax: Any, results: dict[str, Any]) -> bool:
+def _throughput(ax: Axes, results: dict[str, Any]) -> bool:
     backends = _e2e_backends(results)
     if not backends:
         return False
@@ -83,7 +86,7 @@ def _throughput(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
-def _cpu_split(ax: Any, results: dict[str, Any]) -> bool:
+def _cpu_split(ax: Axes, results: dict[str, Any]) -> bool:
     backends = _e2e_backends(results)
     if not backends:
         return False
@@ -106,7 +109,7 @@ def _cpu_split(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
-def _key_release(ax: Any, results: dict[str, Any]) -> bool:
+def _key_release(ax: Axes, results: dict[str, Any]) -> bool:
     document = results.get("benchmarks", {}).get("key_release")
     if not document:
         return False
@@ -134,7 +137,7 @@ def _key_release(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
-def _enclave(ax: Any, results: dict[str, Any]) -> bool:
+def _enclave(ax: Axes, results: dict[str, Any]) -> bool:
     document = results.get("benchmarks", {}).get("enclave")
     if not document:
         return False
@@ -161,7 +164,7 @@ def _enclave(ax: Any, results: dict[str, Any]) -> bool:
     return True
 
 
-def _startup(ax: Any, results: dict[str, Any]) -> bool:
+def _startup(ax: Axes, results: dict[str, Any]) -> bool:
     backends = {
         name: value
         for name, value in results.get("benchmarks", {}).get("startup", {}).get("backends", {}).items()
@@ -201,10 +204,11 @@ PANELS: tuple[Panel, ...] = (_latency, _throughput, _cpu_split, _key_release, _e
 def draw(results: dict[str, Any], path: Path) -> Path | None:
     """Write the chart to ``path``; ``None`` when matplotlib is missing."""
     try:
+        # matplotlib is optional: without it the chart is skipped, not the run.
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # only after use("Agg"): pyplot picks its backend on import
     except ImportError:
         return None
     figure, axes = plt.subplots(3, 2, figsize=(14, 15))

@@ -25,7 +25,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import boto3
@@ -46,6 +46,8 @@ from benchmarks import (
 from benchmarks.emulator_run import BackendUnavailable, Started, running_emulator
 from benchmarks.load import require_loopback
 from benchmarks.procs import cpu_delta, cpu_snapshot, memory
+from vault.common.messages import DecryptRequest
+from vault.infra.table import vault_key
 
 GROUP = "end-to-end"
 VAULT_FIELDS = {
@@ -71,7 +73,8 @@ TARGET_P50_MS = 15.0
 CLIENT_TIMEOUT = 30.0
 
 
-def _expected() -> dict[str, Any]:
+def expected_decryption() -> dict[str, str | int]:
+    """The ``data`` a correct answer to :func:`decrypt_request_body` holds today."""
     born = dt.date.fromisoformat(VAULT_FIELDS["dob"])
     today = dt.date.today()
     age = today.year - born.year - ((today.month, today.day) < (born.month, born.day))
@@ -84,7 +87,9 @@ def _expected() -> dict[str, Any]:
     }
 
 
-def _decrypt_once(session: requests.Session, url: str, body: bytes, expected: dict[str, Any]) -> str | None:
+def decrypt_once(
+    session: requests.Session, url: str, body: bytes, expected: Mapping[str, str | int]
+) -> str | None:
     """One decrypt; ``None`` when the answer is right, else what was wrong."""
     try:
         response = session.post(
@@ -103,17 +108,19 @@ def _decrypt_once(session: requests.Session, url: str, body: bytes, expected: di
     return None
 
 
-def _decrypt_url(started: Started, vault_id: str) -> str:
+def decrypt_url(started: Started, vault_id: str) -> str:
+    """The API's decrypt URL for ``vault_id`` on the running emulator."""
     return f"{started.state.api_url}/vaults/{vault_id}/decrypt"
 
 
-def _request_body() -> bytes:
+def decrypt_request_body() -> bytes:
+    """The benchmark's decrypt request: every field and the three CEL expressions."""
     return json.dumps({"fields": DECRYPT_FIELDS, "reason": REASON, "expressions": EXPRESSIONS}).encode()
 
 
 def run_level(started: Started, vault_id: str, clients: int, total: int) -> dict[str, Any]:
     """``total`` decrypts spread over ``clients`` threads, released together."""
-    url, body, expected = _decrypt_url(started, vault_id), _request_body(), _expected()
+    url, body, expected = decrypt_url(started, vault_id), decrypt_request_body(), expected_decryption()
     per_client = max(1, -(-total // clients))
     latencies: list[list[float]] = [[] for _ in range(clients)]
     failures: list[list[str]] = [[] for _ in range(clients)]
@@ -125,14 +132,14 @@ def run_level(started: Started, vault_id: str, clients: int, total: int) -> dict
         with requests.Session() as session:
             session.trust_env = False
             # Opens the keep-alive connection; not counted.
-            warm = _decrypt_once(session, url, body, expected)
+            warm = decrypt_once(session, url, body, expected)
             if warm is not None:
                 failures[index].append(f"warm-up: {warm}")
             ready.wait()
             go.wait(timeout=120)
             for _ in range(per_client):
                 began = time.perf_counter()
-                problem = _decrypt_once(session, url, body, expected)
+                problem = decrypt_once(session, url, body, expected)
                 latencies[index].append(time.perf_counter() - began)
                 if problem is not None:
                     failures[index].append(problem)
@@ -232,8 +239,6 @@ def _round_trips(started: Started, count: int) -> dict[str, Any]:
 
 def _breakdown(started: Started, vault_id: str, count: int) -> dict[str, Any]:
     """Stages of one decrypt, each called directly (wall ms)."""
-    from vault.common.messages import DecryptRequest
-    from vault.infra.table import vault_key
 
     dynamodb = boto3.session.Session().client(
         "dynamodb",
@@ -277,7 +282,7 @@ def _breakdown(started: Started, vault_id: str, count: int) -> dict[str, Any]:
         encoding=str(item["_v"]["N"]),
     )
     parent_url = f"{started.fact('parent_url')}/decrypt"
-    expected = {k: v for k, v in _expected().items() if k not in EXPRESSIONS}
+    expected = {k: v for k, v in expected_decryption().items() if k not in EXPRESSIONS}
     with requests.Session() as session:
         session.trust_env = False
 
@@ -313,11 +318,11 @@ def measure_backend(backend: str, options: Options) -> dict[str, Any]:
             )
             created.raise_for_status()
             vault_id = str(created.json()["id"])
-            body, expected = _request_body(), _expected()
+            body, expected = decrypt_request_body(), expected_decryption()
             warm_errors = [
                 problem
                 for _ in range(options.scaled(10, 2))
-                if (problem := _decrypt_once(session, _decrypt_url(started, vault_id), body, expected))
+                if (problem := decrypt_once(session, decrypt_url(started, vault_id), body, expected))
             ]
         if warm_errors:
             raise RuntimeError(f"decrypt through the gateway fails: {warm_errors[0]}")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.procs import DAEMON, cpu_snapshot, emulator_processes
+from emulator.aws.backends.config import backend_kind
 from emulator.daemon import lifecycle
 from emulator.daemon.config import EmulatorConfig
 from emulator.daemon.state import EmulatorState
@@ -39,7 +40,7 @@ class Started:
         return emulator_processes(self.state)
 
     def log_lines(self, component: str) -> list[str]:
-        path = self.state_dir / "logs" / f"{component}.log"
+        path = self.config.layout.log_file(component)
         try:
             return path.read_text(encoding="utf-8", errors="replace").splitlines()
         except OSError:
@@ -53,13 +54,14 @@ class Started:
 def running_emulator(backend: str) -> Iterator[Started]:
     """A cold emulator (new state directory, gateway on a free port); down and removed after."""
     # Short: Unix socket paths under the state directory must fit in sun_path.
+    kind = backend_kind(backend)
     state_dir = Path(tempfile.mkdtemp(prefix=f"bench-{backend[:5]}-"))
-    config = EmulatorConfig(state_dir=state_dir, backend=backend, port=0)  # type: ignore[arg-type]
+    config = EmulatorConfig(state_dir=state_dir, backend=kind, port=0)
     began = time.perf_counter()
     try:
         state = lifecycle.up(config)
     except lifecycle.StartupFailed as exc:
-        lifecycle.down(state_dir)
+        lifecycle.down(config.layout)
         shutil.rmtree(state_dir, ignore_errors=True)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "Unavailable" in str(exc) or "not available" in str(exc):
@@ -70,7 +72,7 @@ def running_emulator(backend: str) -> Iterator[Started]:
         cpu = sum(cpu_snapshot(emulator_processes(state)).values())
         yield Started(state=state, config=config, up_seconds=up_seconds, up_cpu_seconds=cpu)
     finally:
-        lifecycle.down(state_dir)
+        lifecycle.down(config.layout)
         shutil.rmtree(state_dir, ignore_errors=True)
 
 

@@ -32,13 +32,13 @@ import pyhpke
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
 from benchmarks import LoadMonitor, Options, best_of, describe_load, figure, samples, table, write_results
+from tests.support.enclave_keys import LocalKeyDecryptor, VaultKey
 from vault.common.hpke import Recipient
 from vault.common.messages import Credential
 from vault.common.suites import P384_SHA384_AES256GCM
 from vault.enclave.encoding import parse_field_value
 from vault.enclave.handler import RequestHandler
 from vault.enclave.keys import recipient_from_pkcs8
-from vault.enclave.testing import LocalKeyDecryptor, VaultKey
 
 FIELD_COUNT = 100
 REQUEST_SIZES = (1, 10, 100)
@@ -193,7 +193,7 @@ def _request_rows(options: Options) -> dict[str, Any]:
 
 def _cel_rows(options: Options) -> dict[str, Any] | None:
     try:
-        from vault.enclave.cel import CelEngine
+        from vault.enclave.cel import CelEngine  # cel-python is optional: no CEL rows without it
     except ImportError:
         return None
     repeats = 5 if options.quick else 50

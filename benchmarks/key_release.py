@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.padding import MGF1, OAEP
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from moto.server import ThreadedMotoServer
 
 from benchmarks import (
     LoadMonitor,
@@ -54,13 +55,21 @@ from benchmarks import (
     table,
     write_results,
 )
+from emulator.aws.kms.front import Identity
+from emulator.daemon.key_release import KeyReleaseStack
+from emulator.nitro.pki import TestPki
 from vault.common.messages import Credential
-from vault.common.transport import UnixSocketTransport
+from vault.common.transport import TransportConfig, UnixSocketTransport
 from vault.enclave.cms import open_enveloped_data
 from vault.enclave.kms_bridge import KmsBridge
 from vault.enclave.kms_decryptor import KEY_ENCRYPTION_ALGORITHM, KmsDecryptorConfig, KmsKeyDecryptor
 from vault.enclave.nsm import SocketNsm
 from vault.enclave.recipient_keys import DEFAULT_MAX_AGE, DEFAULT_MAX_USES, generate_key
+from vault.infra.key_policy import EnclaveMeasurements, KeyPolicyParams, build_key_policy, pcr3_for_role_arn
+
+if TYPE_CHECKING:
+    from mypy_boto3_kms.client import KMSClient
+    from mypy_boto3_kms.type_defs import DecryptResponseTypeDef, RecipientInfoTypeDef
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -90,7 +99,7 @@ class _Path:
     vsock_dir: Path
 
 
-def _client(url: str, key: str, secret: str) -> Any:
+def _client(url: str, key: str, secret: str) -> KMSClient:
     return boto3.session.Session().client(
         "kms",
         endpoint_url=url,
@@ -103,18 +112,6 @@ def _client(url: str, key: str, secret: str) -> Any:
 
 @contextmanager
 def _emulated_path() -> Iterator[_Path]:
-    from moto.server import ThreadedMotoServer
-
-    from emulator.aws.kms.front import Identity
-    from emulator.daemon.key_release import KeyReleaseStack
-    from emulator.nitro.pki import TestPki
-    from vault.infra.key_policy import (
-        EnclaveMeasurements,
-        KeyPolicyParams,
-        build_key_policy,
-        pcr3_for_role_arn,
-    )
-
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     measurements = EnclaveMeasurements(pcr0="a0" * 48, pcr1="b1" * 48, pcr2="c2" * 48, pcr8="d8" * 48)
     pcr3 = pcr3_for_role_arn(INSTANCE_ROLE)
@@ -221,7 +218,7 @@ def measure(options: Options) -> dict[str, Any]:
 
         transport = UnixSocketTransport(path.vsock_dir, ENCLAVE_CID)
         with KmsBridge(transport, port=0) as bridge:
-            front = boto3.session.Session().client(
+            front: KMSClient = boto3.session.Session().client(
                 "kms",
                 endpoint_url=f"http://127.0.0.1:{bridge.port}",
                 region_name=REGION,
@@ -230,12 +227,12 @@ def measure(options: Options) -> dict[str, Any]:
                 aws_session_token="bench-token",
                 config=Config(retries={"total_max_attempts": 1}),
             )
-            recipient_arg = {
+            recipient_arg: RecipientInfoTypeDef = {
                 "AttestationDocument": document,
                 "KeyEncryptionAlgorithm": KEY_ENCRYPTION_ALGORITHM,
             }
 
-            def front_round_trip() -> Any:
+            def front_round_trip() -> DecryptResponseTypeDef:
                 return front.decrypt(
                     CiphertextBlob=path.blob, EncryptionContext=context, Recipient=recipient_arg
                 )
@@ -257,8 +254,6 @@ def measure(options: Options) -> dict[str, Any]:
             "VAULT_VSOCK_UDS_DIR": str(path.vsock_dir),
             "VAULT_VSOCK_LOCAL_CID": str(ENCLAVE_CID),
         }
-        from vault.common.transport import TransportConfig
-
         for label, config, count in (
             ("release_reused_key", EMULATOR_KMS, rounds),
             (

@@ -29,16 +29,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from benchmarks import PERCENTILE_METHOD, percentile
 from emulator.daemon.config import DEFAULT_STATE_DIR, StateLayout
 from emulator.daemon.state import EmulatorState, read_state
 from emulator.host import procfs
-
-if TYPE_CHECKING:
-    from emulator.tools.client import VaultClient
+from emulator.tools.client import VaultApiError, VaultClient
 
 MAX_CLIENTS = 64
 MAX_DURATION = 600.0
@@ -176,8 +174,6 @@ class Client(threading.Thread):
         self.vaults: list[str] = []
 
     def run(self) -> None:
-        from emulator.tools.client import VaultClient
-
         with VaultClient(self.config.api_url, timeout=self.config.timeout) as api:
             while time.monotonic() < self.deadline and self.tally.claim(self.config.max_requests):
                 # A client decrypts only its own vaults, so its first request is a create.
@@ -195,8 +191,6 @@ class Client(threading.Thread):
             raise LoadError(f"decrypt reported errors: {result.errors}")
 
     def _timed(self, operation: str, call: Callable[[VaultClient], None], api: VaultClient) -> None:
-        from emulator.tools.client import VaultApiError
-
         began = time.perf_counter()
         try:
             call(api)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from emulator.daemon.state import EmulatorState
 from emulator.host import procfs
 
 DAEMON = "daemon"
@@ -27,8 +28,8 @@ def with_descendants(roots: Iterable[int], children: Mapping[int, list[int]] | N
     return procfs.tree(roots, children)
 
 
-def emulator_processes(state: Any) -> dict[str, list[int]]:
-    """label -> live pids of an :class:`~emulator.daemon.state.EmulatorState`.
+def emulator_processes(state: EmulatorState) -> dict[str, list[int]]:
+    """label -> live pids of an emulator run.
 
     Components that run inside the daemon (backend, KMS front, NSM...) share its pid and
     are counted once, as ``daemon``; a process is given to the first label that claims it.

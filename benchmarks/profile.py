@@ -24,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from benchmarks.e2e import VAULT_FIELDS, _decrypt_once, _decrypt_url, _expected, _request_body
+from benchmarks.e2e import VAULT_FIELDS, decrypt_once, decrypt_request_body, decrypt_url, expected_decryption
 from benchmarks.emulator_run import running_emulator
 
 MAX_SECONDS = 120.0
@@ -68,14 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         session.trust_env = False
         created = session.post(f"{started.state.api_url}/vaults", json=VAULT_FIELDS, timeout=30)
         created.raise_for_status()
-        url, body, expected = _decrypt_url(started, str(created.json()["id"])), _request_body(), _expected()
+        url, body, expected = (
+            decrypt_url(started, str(created.json()["id"])),
+            decrypt_request_body(),
+            expected_decryption(),
+        )
         stop = threading.Event()
         count = [0]
 
         def load() -> None:
             deadline = time.monotonic() + seconds + 5
             while not stop.is_set() and time.monotonic() < deadline:
-                _decrypt_once(session, url, body, expected)
+                decrypt_once(session, url, body, expected)
                 count[0] += 1
 
         driver = threading.Thread(target=load, name="profile-load")

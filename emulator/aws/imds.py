@@ -13,8 +13,9 @@ It serves what the parent reads on EC2, with IMDSv2's session-token rules:
 Credentials come from a provider (random ``ASIA...`` keys by default) and expire
 ``credential_lifetime`` after issue; like IMDS, a credential is replaced once it is
 within ``rotation_margin`` of expiring, so a short lifetime forces a new one on every
-read. Counters record each kind of request, and ``fail_next`` makes the next answers
-fail, so tests can check caching and retries.
+read. Counters record each kind of request. Fault hooks (``ImdsServer.faults``, an
+:class:`emulator.faults.hooks.FaultHooks`, per request path) fail or delay answers, so
+tests can check caching and retries; ``fail_next`` and ``response_delay`` are shorthands.
 """
 
 from __future__ import annotations
@@ -24,19 +25,20 @@ import hashlib
 import json
 import secrets
 import signal
-import socket
 import string
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler
+from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote
 
-from emulator.host.http import LoopbackServer
+from emulator.faults.hooks import FaultHooks
+from emulator.host.http import DEFAULT_LIMITS, ConnectionLimits, LoopbackServer
+from emulator.host.http_handler import LoopbackHandler, RequestError
 
 TOKEN_PATH = "/latest/api/token"  # noqa: S105 - a path, not a secret
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
@@ -76,6 +78,7 @@ class ImdsServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
         role: str | None = DEFAULT_ROLE,
         credential_provider: CredentialProvider = random_credentials,
         credential_lifetime: timedelta = timedelta(hours=6),
@@ -93,16 +96,15 @@ class ImdsServer:
         self.instance_id = instance_id
         self.account_id = account_id
         self.clock = clock
-        #: Seconds to wait before answering anything (to exercise client timeouts).
-        self.response_delay = 0.0
+        #: Latency and failures, per request path (``None``: every path).
+        self.faults = FaultHooks()
         self._lock = threading.Lock()
         self._counters: Counter[str] = Counter()
         self._tokens: dict[str, float] = {}
         self._credential: dict[str, str] | None = None
         self._issued: datetime | None = None
         self._expiration: datetime | None = None
-        self._failures: list[int] = []
-        self._server = LoopbackServer(_Handler, self, name="imds", host=host, port=port)
+        self._server = LoopbackServer(_Handler, self, name="imds", host=host, port=port, limits=limits)
 
     # -- control -------------------------------------------------------------------------
 
@@ -132,8 +134,16 @@ class ImdsServer:
 
     def fail_next(self, count: int = 1, status: int = 500) -> None:
         """Answer the next ``count`` requests (any path) with ``status`` and no body."""
-        with self._lock:
-            self._failures.extend([status] * count)
+        self.faults.fail(count, status)
+
+    @property
+    def response_delay(self) -> float:
+        """Seconds to wait before answering anything (to exercise client timeouts)."""
+        return self.faults.state().latency.get(None, 0.0)
+
+    @response_delay.setter
+    def response_delay(self, seconds: float) -> None:
+        self.faults.latency(seconds)
 
     def rotate(self) -> None:
         """Issue new credentials on the next read."""
@@ -162,19 +172,22 @@ class ImdsServer:
 
     # -- behaviour (called by the handler threads) ---------------------------------------
 
-    def _record(self, kind: str) -> None:
+    def record(self, kind: str) -> None:
+        """Count one request of ``kind`` (see :meth:`count`)."""
         with self._lock:
             self._counters[kind] += 1
 
-    def _injected_failure(self) -> int | None:
-        with self._lock:
-            self._counters["total"] += 1
-            if self._failures:
-                self._counters["failed"] += 1
-                return self._failures.pop(0)
-        return None
+    def injected_failure(self, path: str = "") -> int | None:
+        """Count a request; apply the hooks' latency; the status to fail it with, if any."""
+        self.record("total")
+        injected = self.faults.before(path)
+        if injected is None:
+            return None
+        self.record("failed")
+        # IMDS has no throttling answer of its own; EC2's is 429.
+        return injected.status if injected.kind == "failure" else 429
 
-    def _issue_token(self, ttl: int) -> str:
+    def issue_token(self, ttl: int) -> str:
         token = secrets.token_urlsafe(32)
         now = time.monotonic()
         with self._lock:
@@ -182,14 +195,14 @@ class ImdsServer:
             self._tokens[token] = now + ttl
         return token
 
-    def _token_valid(self, token: str | None) -> bool:
+    def token_valid(self, token: str | None) -> bool:
         if not token:
             return False
         with self._lock:
             expiry = self._tokens.get(token)
         return expiry is not None and expiry > time.monotonic()
 
-    def _role_credentials(self) -> dict[str, str]:
+    def role_credentials(self) -> dict[str, str]:
         # Whole seconds, as served, so ``current_expiration`` equals the served Expiration.
         now = self.clock().replace(microsecond=0)
         with self._lock:
@@ -209,7 +222,7 @@ class ImdsServer:
                 "Expiration": rfc3339(self._expiration),
             }
 
-    def _iam_info(self) -> dict[str, str]:
+    def iam_info(self) -> dict[str, str]:
         return {
             "Code": "Success",
             "LastUpdated": rfc3339(self.clock()),
@@ -218,17 +231,17 @@ class ImdsServer:
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(LoopbackHandler):
     owner: ImdsServer
-    protocol_version = "HTTP/1.1"
+    # IMDS requests have no body worth reading.
+    max_body = _MAX_BODY
     server_version = "EC2ws"
     sys_version = ""
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this, Nagle's algorithm and the
-        # client's delayed ACK add ~40 ms to every answer.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    @classmethod
+    def error_reply(cls, error: RequestError) -> tuple[list[tuple[str, str]], bytes]:
+        # IMDS answers its errors as plain text: the status's reason phrase.
+        return [("Content-Type", "text/plain")], HTTPStatus(error.status).phrase.encode()
 
     @property
     def imds(self) -> ImdsServer:
@@ -251,22 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _begin(self) -> bool:
         """Drain any body, apply the delay and injected failures; False if already answered."""
-        raw_length = (self.headers.get("Content-Length") or "0").strip()
-        if not raw_length.isdigit():
-            self.close_connection = True
-            self._send(400, "Bad Request")
+        if self.read_body() is None:
             return False
-        length = int(raw_length)
-        if length > _MAX_BODY:
-            # IMDS requests have no body worth reading; do not reuse a connection left mid-body.
-            self.close_connection = True
-            self._send(400, "Bad Request")
-            return False
-        if length:
-            self.rfile.read(length)
-        if self.imds.response_delay:
-            time.sleep(self.imds.response_delay)
-        failure = self.imds._injected_failure()
+        failure = self.imds.injected_failure(self.path.split("?", 1)[0])
         if failure is not None:
             self._send(failure)
             return False
@@ -276,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._begin():
             return
         if self.path != TOKEN_PATH:
-            self.imds._record("not_found")
+            self.imds.record("not_found")
             self._send(404, "Not Found")
             return
         if self.headers.get("X-Forwarded-For"):
@@ -286,33 +286,33 @@ class _Handler(BaseHTTPRequestHandler):
         if raw_ttl is None or not raw_ttl.strip().isdigit() or not 1 <= int(raw_ttl) <= MAX_TOKEN_TTL:
             self._send(400, "Bad Request")
             return
-        self.imds._record("token")
+        self.imds.record("token")
         ttl = int(raw_ttl)
-        self._send(200, self.imds._issue_token(ttl), **{TTL_HEADER: str(ttl)})
+        self._send(200, self.imds.issue_token(ttl), **{TTL_HEADER: str(ttl)})
 
     def do_GET(self) -> None:
         if not self._begin():
             return
-        if not self.imds._token_valid(self.headers.get(TOKEN_HEADER)):
-            self.imds._record("unauthorized")
+        if not self.imds.token_valid(self.headers.get(TOKEN_HEADER)):
+            self.imds.record("unauthorized")
             self._send(401, "Unauthorized")
             return
         path = self.path.split("?", 1)[0]
         role = self.imds.role
         if path == INSTANCE_ID_PATH:
-            self.imds._record("instance_id")
+            self.imds.record("instance_id")
             self._send(200, self.imds.instance_id)
         elif path == IAM_INFO_PATH and role:
-            self.imds._record("iam_info")
-            self._send(200, json.dumps(self.imds._iam_info(), indent=2))
+            self.imds.record("iam_info")
+            self._send(200, json.dumps(self.imds.iam_info(), indent=2))
         elif path == CREDENTIALS_PATH and role:
-            self.imds._record("role_list")
+            self.imds.record("role_list")
             self._send(200, role)
         elif path.startswith(CREDENTIALS_PATH) and role and unquote(path[len(CREDENTIALS_PATH) :]) == role:
-            self.imds._record("credentials")
-            self._send(200, json.dumps(self.imds._role_credentials(), indent=2))
+            self.imds.record("credentials")
+            self._send(200, json.dumps(self.imds.role_credentials(), indent=2))
         else:
-            self.imds._record("not_found")
+            self.imds.record("not_found")
             self._send(404, "Not Found")
 
     def do_POST(self) -> None:

@@ -6,6 +6,13 @@ knows a small set of test principals (access key id → secret, ARN). Verificati
 recomputes the signature from the request as received, following the SigV4 rules for
 non-S3 services (path normalised and URI-encoded once more, query sorted, signed
 headers as named by the client).
+
+The payload hash in the canonical request is always the SHA-256 of the body as received,
+never the client's ``x-amz-content-sha256``: trusting that header would let a captured
+request be replayed with another body under the original signature. A request that sends
+the header with any other value -- ``UNSIGNED-PAYLOAD``, a ``STREAMING-*`` marker, another
+body's hash -- is refused. ``X-Amz-Date`` may be at most five minutes from the verifier's
+clock in either direction, with AWS's wording for each side.
 """
 
 from __future__ import annotations
@@ -16,12 +23,15 @@ import re
 from calendar import timegm
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from time import strptime, time
+from time import gmtime, strftime, strptime, time
 from urllib.parse import parse_qsl, quote
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 SERVICE = "execute-api"
+#: How far ``X-Amz-Date`` may be from the verifier's clock, either way (AWS: five minutes).
 MAX_CLOCK_SKEW = 300.0
+_MINUTES = int(MAX_CLOCK_SKEW // 60)
+CONTENT_SHA256_HEADER = "x-amz-content-sha256"
 _AUTH = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+),\s*"
     r"SignedHeaders=(?P<signed>[^,\s]+),\s*Signature=(?P<signature>[0-9a-f]{64})$"
@@ -94,12 +104,20 @@ class SigV4Verifier:
                 403, "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date"
             )
         current = time() if now is None else now
-        if abs(current - signed_at) > MAX_CLOCK_SKEW:
-            return SigV4Failure(403, "Signature expired")
+        skew = _clock_skew(amz_date, signed_at, current)
+        if skew is not None:
+            return skew
         signed_headers = match["signed"].split(";")
         if "host" not in signed_headers or any(h not in lowered for h in signed_headers):
             return SigV4Failure(
                 403, "The request signature we calculated does not match the signature you provided."
+            )
+        declared = lowered.get(CONTENT_SHA256_HEADER)
+        if declared is not None and (
+            len(declared) != 1 or declared[0].strip() != hashlib.sha256(body).hexdigest()
+        ):
+            return SigV4Failure(
+                403, "The provided 'x-amz-content-sha256' header does not match what was computed."
             )
         scope = f"{date}/{region}/{service}/aws4_request"
         key = signing_key(principal.secret_access_key, date, region, service)
@@ -120,6 +138,27 @@ class SigV4Verifier:
             "The request signature we calculated does not match the signature you provided. "
             "Check your AWS Secret Access Key and signing method.",
         )
+
+
+def _stamp(moment: float) -> str:
+    return strftime("%Y%m%dT%H%M%SZ", gmtime(moment))
+
+
+def _clock_skew(amz_date: str, signed_at: float, current: float) -> SigV4Failure | None:
+    """AWS's refusal of a date too far in the past or in the future, else ``None``."""
+    if signed_at < current - MAX_CLOCK_SKEW:
+        return SigV4Failure(
+            403,
+            f"Signature expired: {amz_date} is now earlier than "
+            f"{_stamp(current - MAX_CLOCK_SKEW)} ({_stamp(current)} - {_MINUTES} min.)",
+        )
+    if signed_at > current + MAX_CLOCK_SKEW:
+        return SigV4Failure(
+            403,
+            f"Signature not yet current: {amz_date} is still later than "
+            f"{_stamp(current + MAX_CLOCK_SKEW)} ({_stamp(current)} + {_MINUTES} min.)",
+        )
+    return None
 
 
 def signing_key(secret: str, date: str, region: str, service: str) -> bytes:
@@ -168,5 +207,6 @@ def canonical_request(
     header_lines = "".join(
         f"{name}:{','.join(' '.join(v.split()) for v in headers[name])}\n" for name in signed_headers
     )
-    payload_hash = (headers.get("x-amz-content-sha256") or [hashlib.sha256(body).hexdigest()])[0]
+    # The body as received, whatever the client declares (see the module docstring).
+    payload_hash = hashlib.sha256(body).hexdigest()
     return "\n".join([method, path, query, header_lines, ";".join(signed_headers), payload_hash])

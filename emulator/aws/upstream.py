@@ -14,12 +14,13 @@ import io
 import logging
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote_to_bytes, urlsplit
+from wsgiref.types import WSGIApplication, WSGIEnvironment
 
 #: Status, end-to-end headers and body of an answer.
 Reply = tuple[int, list[tuple[str, str]], bytes]
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+WsgiApp = WSGIApplication
 
 DEFAULT_TIMEOUT = 30.0
 #: Headers that describe one connection, not the message; never passed on either way.
@@ -90,9 +91,9 @@ class WsgiUpstream:
     def url(self) -> str:
         return self._url
 
-    def environ(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> dict[str, Any]:
+    def environ(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> WSGIEnvironment:
         raw_path, _, query = path.partition("?")
-        environ: dict[str, Any] = {
+        environ: WSGIEnvironment = {
             "REQUEST_METHOD": method,
             "SCRIPT_NAME": "",
             # PEP 3333: the decoded path, as latin-1 text of its bytes.
@@ -127,14 +128,19 @@ class WsgiUpstream:
         return environ
 
     def send(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Reply:
-        answer: dict[str, Any] = {}
-
-        def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            answer["status"] = int(status.split(" ", 1)[0])
-            answer["headers"] = response_headers
-            return lambda data: chunks.append(data)
-
+        # What the application answers; a 500 if it never calls start_response.
+        status = 500
+        answered: list[tuple[str, str]] = []
         chunks: list[bytes] = []
+
+        def start_response(
+            status_line: str, response_headers: list[tuple[str, str]], exc_info: object = None
+        ) -> Callable[[bytes], object]:
+            nonlocal status, answered
+            status = int(status_line.split(" ", 1)[0])
+            answered = response_headers
+            return chunks.append
+
         try:
             result = self._app(self.environ(method, path, headers, body), start_response)
             try:
@@ -146,7 +152,7 @@ class WsgiUpstream:
         except Exception as exc:  # noqa: BLE001 - what a WSGI server does with an application error
             _log.error("the in-process backend failed: %s", type(exc).__name__, exc_info=True)
             return 500, [("Content-Type", "text/plain")], b"Internal Server Error"
-        return answer.get("status", 500), end_to_end(answer.get("headers", [])), b"".join(chunks)
+        return status, end_to_end(answered), b"".join(chunks)
 
 
 def upstream_for(backend: Upstream | str) -> Upstream:

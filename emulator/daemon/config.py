@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from emulator.aws.backends.config import BACKEND_KINDS as BACKENDS
 from emulator.aws.backends.config import BackendKind
+from vault.common.transport import DEFAULT_ENCLAVE_CID
 
 EnclaveRuntime = Literal["namespace", "container"]
 
@@ -29,8 +30,6 @@ DEFAULT_ACCOUNT_ID = "123456789012"
 DEFAULT_TABLE_NAME = "nitro-vault"
 DEFAULT_INSTANCE_ROLE = "nitro-vault-instance-role"
 DEFAULT_API_ROLE = "nitro-vault-api-role"
-#: nitro-cli assigns enclave CIDs >= 4; upstream samples show 16.
-DEFAULT_ENCLAVE_CID = 16
 STAGE = "v1"
 
 # sun_path holds 108 bytes including the terminating NUL. The longest socket path under
@@ -55,7 +54,7 @@ class EmulatorConfig:
     instance_role_name: str = DEFAULT_INSTANCE_ROLE
     api_role_name: str = DEFAULT_API_ROLE
     enclave_cid: int = DEFAULT_ENCLAVE_CID
-    #: Real hardware zeroes the PCRs of a debug-mode enclave; so does the NSM emulator.
+    #: Real hardware zeroes PCR0, 1, 2 and 8 of a debug-mode enclave (not PCR3, 4); so does the NSM emulator.
     debug_mode: bool = False
     #: Decision D15: the gateway can require SigV4 signed by a test principal.
     sigv4: bool = False

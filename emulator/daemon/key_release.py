@@ -20,10 +20,25 @@ from emulator.aws.upstream import Upstream
 from emulator.nitro.nsm import NsmService
 from emulator.nitro.pki import TestPki
 from emulator.nitro.vsock_proxy import VsockProxy
-from vault.common.transport import TransportConfig
+from vault.common.transport import DEFAULT_ENCLAVE_CID, TransportConfig
 
-#: nitro-cli assigns enclave CIDs from 4 upwards; 16 is what upstream examples show.
-DEFAULT_ENCLAVE_CID = 16
+
+def enclave_service_env(
+    *, vsock_dir: Path, nsm_socket: Path | str, enclave_cid: int = DEFAULT_ENCLAVE_CID
+) -> dict[str, str]:
+    """What the enclave service needs to reach its NSM and, through the vsock-proxy, KMS.
+
+    The emulator's enclave component and :class:`KeyReleaseStack` both launch enclaves
+    with exactly this (plus the sandbox's base environment).
+    """
+    transport = TransportConfig(kind="uds", uds_dir=vsock_dir, local_cid=enclave_cid)
+    return {
+        **transport.as_env(),
+        "VAULT_NSM": f"uds:{nsm_socket}",
+        # A free loopback port for the in-enclave bridge; boto3 speaks plain HTTP to it.
+        "VAULT_KMS_BRIDGE": "127.0.0.1:0",
+        "VAULT_KMS_ENDPOINT": "http://127.0.0.1:{port}",
+    }
 
 
 @dataclass
@@ -71,14 +86,7 @@ class KeyReleaseStack:
 
     def enclave_env(self, nsm_socket: Path, *, enclave_cid: int = DEFAULT_ENCLAVE_CID) -> dict[str, str]:
         """Environment for an enclave whose NSM socket is ``nsm_socket``."""
-        transport = TransportConfig(kind="uds", uds_dir=self.vsock_dir, local_cid=enclave_cid)
-        return {
-            **transport.as_env(),
-            "VAULT_NSM": f"uds:{nsm_socket}",
-            # A free loopback port for the in-enclave bridge; boto3 speaks plain HTTP to it.
-            "VAULT_KMS_BRIDGE": "127.0.0.1:0",
-            "VAULT_KMS_ENDPOINT": "http://127.0.0.1:{port}",
-        }
+        return enclave_service_env(vsock_dir=self.vsock_dir, nsm_socket=nsm_socket, enclave_cid=enclave_cid)
 
     def stop(self) -> None:
         self.proxy.stop()

@@ -20,10 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emulator.daemon.config import EmulatorConfig, StateLayout
+from emulator.daemon.control import control_request
 from emulator.daemon.state import EmulatorState, pid_alive, read_state, same_process
+from emulator.host.process import tail_file
 
 Echo = Callable[[str], None]
 FIRST_RUN_TIMEOUT = 1200.0
+#: A status request is answered from memory; a daemon slower than this is reported from its file.
+STATUS_TIMEOUT = 10.0
 #: Daemons started by this process, kept so ``down`` can reap them (no zombies).
 _CHILDREN: dict[Path, subprocess.Popen[bytes]] = {}
 
@@ -46,9 +50,9 @@ def daemon_alive(state: EmulatorState) -> bool:
     return same_process(state.daemon_pid, state.pid_start_times.get(str(state.daemon_pid)))
 
 
-def running_state(state_dir: Path) -> EmulatorState | None:
-    """The state of a live daemon in ``state_dir``, else ``None``."""
-    state = read_state(StateLayout(state_dir.absolute()).state_file)
+def running_state(layout: StateLayout) -> EmulatorState | None:
+    """The state of a live daemon in ``layout``, else ``None``."""
+    state = read_state(layout.state_file)
     if state is None or state.phase not in ("starting", "running") or not daemon_alive(state):
         return None
     return state
@@ -57,7 +61,7 @@ def running_state(state_dir: Path) -> EmulatorState | None:
 def up(config: EmulatorConfig, echo: Echo | None = None) -> EmulatorState:
     """Start the emulator daemon and wait until it is healthy; return its state."""
     layout = config.layout
-    existing = running_state(layout.root)
+    existing = running_state(layout)
     if existing is not None:
         raise AlreadyRunning(existing)
     _cleanup_leftovers(layout)
@@ -101,14 +105,13 @@ def up(config: EmulatorConfig, echo: Echo | None = None) -> EmulatorState:
             reason = state.error if state is not None and state.error else "the daemon exited"
             raise StartupFailed(f"{reason}\n--- {log_path} ---\n{_tail(log_path)}")
         if time.monotonic() > deadline:
-            down(layout.root)
+            down(layout)
             raise StartupFailed(f"not healthy after {timeout:.0f} s; see {log_path}")
         time.sleep(0.02)
 
 
-def down(state_dir: Path, timeout: float = 60.0) -> bool:
-    """Stop the emulator in ``state_dir``; True if one was running."""
-    layout = StateLayout(state_dir.absolute())
+def down(layout: StateLayout, timeout: float = 60.0) -> bool:
+    """Stop the emulator of ``layout``; True if one was running."""
     state = read_state(layout.state_file)
     if state is None:
         _wait_child(layout.root, timeout=timeout)
@@ -165,17 +168,14 @@ def _cleanup_leftovers(layout: StateLayout, state: EmulatorState | None = None) 
     shutil.rmtree(layout.runtime_dir, ignore_errors=True)
 
 
-def status(state_dir: Path) -> EmulatorState | None:
+def status(layout: StateLayout) -> EmulatorState | None:
     """Live status from the daemon, or the recorded state if it cannot answer."""
-    from emulator.daemon.supervisor import control_request
-
-    layout = StateLayout(state_dir.absolute())
     state = read_state(layout.state_file)
     if state is None:
         return None
     if daemon_alive(state) and state.phase == "running":
         with contextlib.suppress(OSError, ValueError):
-            reply = control_request(layout, {"op": "status"}, timeout=10)
+            reply = control_request(layout, {"op": "status"}, timeout=STATUS_TIMEOUT)
             if reply.get("ok"):
                 return EmulatorState.from_json(reply["state"])
     if not daemon_alive(state) and state.phase in ("starting", "running", "stopping"):
@@ -187,6 +187,4 @@ def status(state_dir: Path) -> EmulatorState | None:
 
 
 def _tail(path: Path, lines: int = 30) -> str:
-    from emulator.host.process import tail_file
-
     return tail_file(path, lines)

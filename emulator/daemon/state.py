@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from emulator.daemon.config import StateLayout
 from emulator.host import procfs
 
 Phase = Literal["starting", "running", "stopping", "stopped", "failed"]
@@ -50,6 +51,11 @@ class EmulatorState:
     #: pid -> kernel start time, so a pid reused by an unrelated process is never signalled.
     pid_start_times: dict[str, int] = field(default_factory=dict)
     version: int = STATE_VERSION
+
+    @property
+    def layout(self) -> StateLayout:
+        """The layout of the state directory this state was recorded in."""
+        return StateLayout(Path(self.state_dir))
 
     def component(self, name: str) -> ComponentState | None:
         return next((c for c in self.components if c.name == name), None)

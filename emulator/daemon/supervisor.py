@@ -4,9 +4,10 @@
 (own session, output to ``logs/supervisor.log``). The daemon starts the components in
 dependency order (independent ones in parallel), records progress and the final
 status table in ``state.json``, then answers a control socket (``status``,
-``relaunch-enclave``, ``fault``, ``stop``) until SIGTERM/SIGINT or ``stop``, and finally stops
-the components in reverse order and removes its sockets. ``down`` sends SIGTERM and
-waits; nothing the daemon started survives it.
+``relaunch-enclave``, ``fault``, ``stop``; see :mod:`emulator.daemon.control`) until
+SIGTERM/SIGINT or ``stop``, and finally stops the components in reverse order and
+removes its sockets. ``down`` sends SIGTERM and waits; nothing the daemon started
+survives it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -26,28 +26,30 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from emulator.daemon.components import EmulatorParts, build_components
 from emulator.daemon.components.base import Component, Context, Health
 from emulator.daemon.config import EmulatorConfig, StateLayout
+from emulator.daemon.control import Reply, Request, serve_control
 from emulator.daemon.graph import LaunchError, Node, launch
 from emulator.daemon.state import ComponentState, EmulatorState, Phase, process_start_time, write_state
+from emulator.faults.catalogue import FaultError, FaultServices
+from emulator.faults.injector import FaultInjector
 
 log = logging.getLogger("emulator.daemon.supervisor")
-ComponentFactory = Callable[[Context], list[Component]]
+ComponentFactory = Callable[[Context], EmulatorParts]
 #: Seconds between liveness checks of the running components.
 WATCH_INTERVAL = 2.0
-CONTROL_TIMEOUT = 60.0
 
 
 class Supervisor:
-    def __init__(self, config: EmulatorConfig, factory: ComponentFactory | None = None) -> None:
+    def __init__(
+        self, config: EmulatorConfig, layout: StateLayout, factory: ComponentFactory = build_components
+    ) -> None:
         self.config = config
-        self.layout: StateLayout = config.layout
-        self.context = Context(config)
-        if factory is None:
-            from emulator.daemon.components import build_components
-
-            factory = build_components
-        self.components: list[Component] = factory(self.context)
+        self.layout = layout
+        self.context = Context(config, layout)
+        self.parts = factory(self.context)
+        self.components: list[Component] = self.parts.components
         self.by_name = {component.name: component for component in self.components}
         self.started: list[str] = []
         self.durations: dict[str, float] = {}
@@ -56,7 +58,7 @@ class Supervisor:
         self.startup_seconds: float | None = None
         self._lock = threading.RLock()
         #: Created by the first ``fault`` request (see :mod:`emulator.faults.injector`).
-        self._faults: Any = None
+        self._faults: FaultInjector | None = None
 
     # -- state -------------------------------------------------------------------------
 
@@ -171,20 +173,26 @@ class Supervisor:
 
     def relaunch_enclave(self, overrides: dict[str, str] | None) -> dict[str, Any]:
         """Replace the running enclave with one launched from an image with ``overrides``."""
-        enclave = self.by_name.get("enclave")
-        relaunch = getattr(enclave, "relaunch", None)
-        if relaunch is None:
-            raise RuntimeError("this emulator has no enclave to relaunch")
         with self._lock:
-            result: dict[str, Any] = relaunch({k: v.encode() for k, v in (overrides or {}).items()})
+            result = self.parts.enclave.relaunch({k: v.encode() for k, v in (overrides or {}).items()})
         self.publish(live=True)
-        return result
+        return result.to_json()
 
-    def fault(self, request: dict[str, Any]) -> dict[str, Any]:
+    def services(self) -> FaultServices:
+        """The running services, by the interface faults use (``FaultHost`` of the catalogue)."""
+        parts = self.parts
+        front = parts.kms_front.running_front
+        started = set(self.started)
+        return FaultServices(
+            kms_hooks=front.faults if front is not None else None,
+            imds=parts.imds.running_server,
+            dynamodb_proxy=parts.dynamodb_proxy.running_proxy,
+            parent=parts.parent if parts.parent.name in started else None,
+            enclave=parts.enclave if parts.enclave.name in started else None,
+        )
+
+    def fault(self, request: Request) -> Reply:
         """Switch a fault of the catalogue on or off (:mod:`emulator.faults.injector`)."""
-        from emulator.faults.catalogue import FaultError
-        from emulator.faults.injector import FaultInjector
-
         if self.phase != "running":
             return {"ok": False, "error": f"faults need a running emulator (phase: {self.phase})"}
         if self._faults is None:
@@ -194,7 +202,7 @@ class Supervisor:
         except FaultError as exc:
             return {"ok": False, "error": str(exc)}
 
-    def handle(self, request: dict[str, Any], stop: threading.Event) -> dict[str, Any]:
+    def handle(self, request: Request, stop: threading.Event) -> Reply:
         op = request.get("op")
         if op == "status":
             return {"ok": True, "state": self.snapshot(live=True).to_json()}
@@ -208,67 +216,9 @@ class Supervisor:
         return {"ok": False, "error": f"unknown operation {op!r}"}
 
 
-def serve_control(supervisor: Supervisor, stop: threading.Event) -> None:
-    """Answer control requests (one JSON line in, one out) until ``stop`` is set."""
-    path = supervisor.layout.control_socket
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    os.chmod(path, 0o600)
-    server.listen(8)
-    server.settimeout(0.5)
-    next_watch = time.monotonic() + WATCH_INTERVAL
-    try:
-        while not stop.is_set():
-            if time.monotonic() >= next_watch:
-                next_watch = time.monotonic() + WATCH_INTERVAL
-                with contextlib.suppress(Exception):
-                    supervisor.publish(live=True)
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                continue
-            with connection:
-                connection.settimeout(CONTROL_TIMEOUT)
-                try:
-                    request = json.loads(_read_line(connection))
-                    reply = supervisor.handle(request, stop)
-                except Exception as exc:
-                    log.exception("control request failed")
-                    reply = {"ok": False, "error": str(exc)}
-                with contextlib.suppress(OSError):
-                    connection.sendall(json.dumps(reply).encode() + b"\n")
-    finally:
-        server.close()
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def _read_line(connection: socket.socket, limit: int = 1 << 20) -> bytes:
-    data = b""
-    while not data.endswith(b"\n") and len(data) < limit:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def control_request(layout: StateLayout, request: dict[str, Any], timeout: float = CONTROL_TIMEOUT) -> Any:
-    """Send one control request to a running daemon and return its reply."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(str(layout.control_socket))
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        return json.loads(_read_line(sock))
-    finally:
-        sock.close()
-
-
-def run_daemon(config: EmulatorConfig, factory: ComponentFactory | None = None) -> int:
+def run_daemon(
+    config: EmulatorConfig, layout: StateLayout, factory: ComponentFactory = build_components
+) -> int:
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -277,13 +227,19 @@ def run_daemon(config: EmulatorConfig, factory: ComponentFactory | None = None) 
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, request_stop)
-    supervisor = Supervisor(config, factory)
+    supervisor = Supervisor(config, layout, factory)
     try:
         supervisor.start(cancel=stop)
     except LaunchError:
         return 1
     try:
-        serve_control(supervisor, stop)
+        serve_control(
+            layout.control_socket,
+            lambda request: supervisor.handle(request, stop),
+            stop.is_set,
+            tick=lambda: supervisor.publish(live=True),
+            tick_interval=WATCH_INTERVAL,
+        )
     finally:
         supervisor.stop()
     log.info("emulator stopped")
@@ -299,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     layout = StateLayout(args.state_dir.absolute())
     config = EmulatorConfig.from_json(json.loads(layout.config_file.read_text(encoding="utf-8")))
-    return run_daemon(config)
+    return run_daemon(config, layout)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,14 @@ def cmdline(pid: int) -> list[str]:
     return raw.decode(errors="replace").rstrip("\0").split("\0") if raw else []
 
 
+def pid_namespace(pid: int) -> str | None:
+    """The PID namespace of ``pid`` (``pid:[<inode>]``), or ``None`` when it cannot be read."""
+    try:
+        return os.readlink(PROC / str(pid) / "ns" / "pid")
+    except OSError:
+        return None
+
+
 def status_kib(pid: int, key: str) -> int:
     """A ``kB`` line of ``/proc/<pid>/status`` (``VmRSS``, ``VmHWM``...), 0 where unknown."""
     return _kib_line(PROC / str(pid) / "status", key)

@@ -6,8 +6,12 @@ The payload is a CBOR map (``aws-nitro-enclaves-nsm-api`` ``AttestationDoc``)::
     pcrs: {index: bstr(48)}, certificate: bstr (DER), cabundle: [bstr (DER), ...],
     public_key: bstr / null, user_data: bstr / null, nonce: bstr / null
 
-signed as COSE_Sign1/ES384 (:mod:`emulator.nitro.cose`) by the enclave's certificate, which
-chains through ``cabundle`` (root first) to the attestation root.
+in that key order, absent optionals written as null, signed as COSE_Sign1/ES384
+(:mod:`emulator.nitro.cose`) by the enclave's certificate, which chains through
+``cabundle`` (root, regional, zonal, instance) to the attestation root. Current Nitro
+hardware writes the top-level map with indefinite length (``bf`` ... ``ff``; documents
+from 2024 and before have a definite ``a9``), ``pcrs`` and ``cabundle`` with definite
+length; the emulator writes what current hardware writes and reads both.
 
 :func:`verify_document` does what KMS does before it looks at a key policy: the
 syntactic rules of ``attestation_process.md`` section 3.2.2, the certificate chain to
@@ -43,6 +47,8 @@ MAX_CERTIFICATE = 1024
 FUTURE_SKEW = dt.timedelta(seconds=60)
 _MANDATORY = ("module_id", "digest", "timestamp", "pcrs", "certificate", "cabundle")
 _OPTIONAL = ("public_key", "user_data", "nonce")
+_INDEFINITE_MAP = b"\xbf"
+_BREAK = b"\xff"
 
 
 class AttestationError(ValueError):
@@ -73,24 +79,27 @@ class AttestationDocument:
         value = self.pcrs.get(index)
         return value.hex() if value is not None else None
 
-    def to_cbor(self) -> bytes:
-        # Key order and null optionals as the NSM (serde/ciborium) writes them.
-        return cbor2.dumps(
-            {
-                "module_id": self.module_id,
-                "digest": self.digest,
-                "timestamp": self.timestamp_ms,
-                "pcrs": dict(sorted(self.pcrs.items())),
-                "certificate": self.certificate,
-                "cabundle": list(self.cabundle),
-                "public_key": self.public_key,
-                "user_data": self.user_data,
-                "nonce": self.nonce,
-            }
-        )
+    def to_cbor(self, *, indefinite: bool = True) -> bytes:
+        """The payload as the NSM writes it; ``indefinite=False`` gives the older definite-length map."""
+        fields: dict[str, Any] = {
+            "module_id": self.module_id,
+            "digest": self.digest,
+            "timestamp": self.timestamp_ms,
+            "pcrs": dict(sorted(self.pcrs.items())),
+            "certificate": self.certificate,
+            "cabundle": list(self.cabundle),
+            "public_key": self.public_key,
+            "user_data": self.user_data,
+            "nonce": self.nonce,
+        }
+        if not indefinite:
+            return cbor2.dumps(fields)
+        # cbor2 writes only definite-length maps: frame the entries by hand.
+        entries = b"".join(cbor2.dumps(key) + cbor2.dumps(value) for key, value in fields.items())
+        return _INDEFINITE_MAP + entries + _BREAK
 
-    def sign(self, key: ec.EllipticCurvePrivateKey) -> bytes:
-        return sign1(self.to_cbor(), key)
+    def sign(self, key: ec.EllipticCurvePrivateKey, *, indefinite: bool = True) -> bytes:
+        return sign1(self.to_cbor(indefinite=indefinite), key)
 
     @classmethod
     def from_cbor(cls, payload: bytes) -> AttestationDocument:

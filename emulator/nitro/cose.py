@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import cbor2
 from cryptography.exceptions import InvalidSignature
@@ -38,8 +37,9 @@ class CoseError(ValueError):
 @dataclass(frozen=True)
 class Sign1:
     protected: bytes
-    protected_header: Mapping[Any, Any]
-    unprotected_header: Mapping[Any, Any]
+    #: CBOR map keys: COSE labels are ints or text, but a decoded map may hold any key.
+    protected_header: Mapping[object, object]
+    unprotected_header: Mapping[object, object]
     payload: bytes
     signature: bytes
 
@@ -63,7 +63,7 @@ def sign1(payload: bytes, key: ec.EllipticCurvePrivateKey, *, tagged: bool = Fal
     der = key.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA384()))
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(_COORDINATE, "big") + s.to_bytes(_COORDINATE, "big")
-    message: Any = [protected, {}, payload, signature]
+    message: list[object] | cbor2.CBORTag = [protected, {}, payload, signature]
     if tagged:
         message = cbor2.CBORTag(COSE_SIGN1_TAG, message)
     return cbor2.dumps(message)

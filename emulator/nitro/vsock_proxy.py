@@ -48,9 +48,17 @@ class VsockProxy:
         self._server: RelayServer | None = None
 
     @classmethod
-    def over_uds(cls, vsock_dir: Path, destination: Destination, **options: object) -> VsockProxy:
+    def over_uds(
+        cls,
+        vsock_dir: Path,
+        destination: Destination,
+        *,
+        allowlist: Iterable[Destination] | None = None,
+        listen_port: int = KMS_PROXY_PORT,
+    ) -> VsockProxy:
         """A proxy on the emulated vsock in ``vsock_dir``, listening as the parent (CID 3)."""
-        return cls(UnixSocketTransport(vsock_dir, PARENT_CID), destination, **options)  # type: ignore[arg-type]
+        transport = UnixSocketTransport(vsock_dir, PARENT_CID)
+        return cls(transport, destination, allowlist=allowlist, listen_port=listen_port)
 
     def _connect(self) -> socket.socket:
         return socket.create_connection(self.destination, timeout=self._connect_timeout)

@@ -6,6 +6,7 @@ vault-emulator status [--json]
 vault-emulator logs [COMPONENT] [-f]
 vault-emulator down
 vault-emulator demo
+vault-emulator doctor [--backend ...] [--enclave-runtime ...] [--port N]
 vault-emulator fault list | active | clear | NAME on [KEY=VALUE ...] | NAME off
 """
 
@@ -15,12 +16,26 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from emulator.daemon.config import BACKENDS, DEFAULT_GATEWAY_PORT, DEFAULT_STATE_DIR, RUNTIMES, EmulatorConfig
+from emulator.daemon import lifecycle
+from emulator.daemon.config import (
+    BACKENDS,
+    DEFAULT_GATEWAY_PORT,
+    DEFAULT_STATE_DIR,
+    RUNTIMES,
+    EmulatorConfig,
+    StateLayout,
+)
 from emulator.daemon.state import EmulatorState
+from emulator.faults.catalogue import CATALOGUE, FaultController, FaultError, describe
+from emulator.host.process import tail_file
+from emulator.tools.demo import run_demo
+from emulator.tools.doctor import DoctorConfig, exit_code, report, run_checks
 
+#: The components that write a log of their own (the rest run inside the supervisor).
+LOG_COMPONENTS = ("supervisor", "gateway", "parent", "enclave")
 #: Bounds ``logs -f`` so a forgotten follower does not run forever.
 FOLLOW_LIMIT_SECONDS = 24 * 3600
 
@@ -46,7 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common], help="show components, addresses, pids, health")
     status.add_argument("--json", action="store_true", help="print the state as JSON")
     logs = commands.add_parser("logs", parents=[common], help="show a component's log (all when omitted)")
-    logs.add_argument("component", nargs="?", help="e.g. gateway, parent, enclave, backend, supervisor")
+    logs.add_argument(
+        "component", nargs="?", choices=LOG_COMPONENTS, help=f"one of {', '.join(LOG_COMPONENTS)}"
+    )
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-n", "--lines", type=int, default=40, help="lines of history to show (default 40)")
     demo = commands.add_parser(
@@ -61,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     fault.add_argument("name", help="a fault name, or list, active, clear")
     fault.add_argument("switch", nargs="?", choices=("on", "off"), help="on or off (for a fault name)")
     fault.add_argument("params", nargs="*", metavar="KEY=VALUE", help="fault parameters (see fault list)")
+    doctor = commands.add_parser(
+        "doctor",
+        parents=[common],
+        help="check what the runtimes and backends need on this machine (takes up's options)",
+    )
+    _start_options(doctor)
     return parser
 
 
@@ -81,6 +104,11 @@ def _start_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sigv4", action="store_true", help="require SigV4-signed requests (test principals)"
     )
+    parser.add_argument(
+        "--debug-mode",
+        action="store_true",
+        help="run the enclave as in debug mode: PCR0, 1, 2 and 8 read zero, so the key policy refuses it",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -90,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         enclave_runtime=args.enclave_runtime,
         port=args.port,
         sigv4=args.sigv4,
+        debug_mode=args.debug_mode,
     )
 
 
@@ -106,9 +135,7 @@ def format_table(state: EmulatorState) -> str:
     return "\n".join(lines)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
-    from emulator.daemon import lifecycle
-
+def cmd_up(args: argparse.Namespace, layout: StateLayout) -> int:
     config = config_from_args(args)
     print(f"starting the vault emulator ({config.backend} backend, {config.enclave_runtime} enclave) ...")
     try:
@@ -118,6 +145,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     except lifecycle.EmulatorError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        print("check this machine's prerequisites: vault-emulator doctor (same options)", file=sys.stderr)
         return 1
     print()
     print(format_table(state))
@@ -129,29 +157,26 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_down(args: argparse.Namespace) -> int:
-    from emulator.daemon import lifecycle
-
+def cmd_down(args: argparse.Namespace, layout: StateLayout) -> int:
     began = time.monotonic()
-    if lifecycle.down(args.state_dir):
+    if lifecycle.down(layout):
         print(f"stopped in {time.monotonic() - began:.2f} s")
     else:
         print("the emulator was not running")
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from emulator.daemon import lifecycle
-
-    state = lifecycle.status(args.state_dir)
+def cmd_status(args: argparse.Namespace, layout: StateLayout) -> int:
+    state = lifecycle.status(layout)
     if state is None:
-        print(f"no emulator state in {args.state_dir.absolute()}")
+        print(f"no emulator state in {layout.root}")
         return 3
     if args.json:
         print(json.dumps(state.to_json(), indent=2, sort_keys=True))
     else:
         print(f"phase: {state.phase}   backend: {state.backend}   enclave: {state.enclave_runtime}")
-        if state.api_url:
+        if state.api_url and state.phase == "running":
+            # A stopped emulator's URL answers nothing: printing it would invite a dead request.
             print(f"API:   {state.api_url}")
         if state.error:
             print(f"error: {state.error}")
@@ -160,11 +185,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if state.phase == "running" and all(c.healthy for c in state.components) else 3
 
 
-def cmd_logs(args: argparse.Namespace) -> int:
-    from emulator.daemon.config import StateLayout
-    from emulator.host.process import tail_file
-
-    layout = StateLayout(args.state_dir.absolute())
+def cmd_logs(args: argparse.Namespace, layout: StateLayout) -> int:
     if args.component:
         paths = [layout.log_file(args.component)]
         if not paths[0].exists():
@@ -206,19 +227,28 @@ def _follow(paths: Sequence[Path]) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from emulator.tools.demo import run_demo
-
+def cmd_demo(args: argparse.Namespace, layout: StateLayout) -> int:
     return run_demo(config_from_args(args))
 
 
-def cmd_fault(args: argparse.Namespace) -> int:
-    from emulator.faults.catalogue import CATALOGUE, FaultController, FaultError, describe
+def cmd_doctor(args: argparse.Namespace, layout: StateLayout) -> int:
+    config = DoctorConfig(
+        backend=args.backend,
+        enclave_runtime=args.enclave_runtime,
+        port=args.port,
+        state_dir=layout.root,
+        localstack_python=getattr(args, "localstack_python", None),
+    )
+    results = run_checks(config)
+    print(report(config, results))
+    return exit_code(results)
 
+
+def cmd_fault(args: argparse.Namespace, layout: StateLayout) -> int:
     if args.name == "list":
-        print("\n".join(describe(spec) for spec in CATALOGUE.values()))
+        print("\n".join(describe(fault.spec) for fault in CATALOGUE.values()))
         return 0
-    controller = FaultController(args.state_dir)
+    controller = FaultController(layout)
     try:
         if args.name == "active":
             print(json.dumps(controller.active(), indent=2, sort_keys=True))
@@ -243,15 +273,18 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {
+    # The one place the CLI turns --state-dir into the state directory's layout.
+    layout = StateLayout(args.state_dir.absolute())
+    handlers: dict[str, Callable[[argparse.Namespace, StateLayout], int]] = {
         "up": cmd_up,
         "down": cmd_down,
         "status": cmd_status,
         "logs": cmd_logs,
         "demo": cmd_demo,
         "fault": cmd_fault,
+        "doctor": cmd_doctor,
     }
-    return handlers[args.command](args)
+    return handlers[args.command](args, layout)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,13 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from emulator.daemon import lifecycle
 from emulator.daemon.config import EmulatorConfig
+from emulator.daemon.control import control_request
 from emulator.daemon.state import EmulatorState
+from emulator.tools.client import AuditReader, SigV4Signer, VaultApiError, VaultClient
 
 SAMPLE = {
     "first_name": "Ada",
@@ -61,17 +63,13 @@ def _json(value: Any) -> str:
 
 def walkthrough(state: EmulatorState, out: Printer = print) -> None:
     """Run the demo against a running emulator (raises on any unexpected answer)."""
-    from emulator.daemon.config import StateLayout
-    from emulator.daemon.supervisor import control_request
-    from emulator.tools.client import AuditReader, SigV4Signer, VaultApiError, VaultClient
-
     facts = state.facts
     signer = None
     principal = facts.get("sigv4_principal")
     if principal:
         signer = SigV4Signer(principal["access_key_id"], principal["secret_access_key"], facts["region"])
     client = VaultClient(state.api_url, signer=signer)
-    layout = StateLayout(Path(state.state_dir))
+    layout = state.layout
     try:
         _heading(out, 1, "Create a vault with sample PII")
         out(f"POST {state.api_url}/vaults")
@@ -109,11 +107,7 @@ def walkthrough(state: EmulatorState, out: Printer = print) -> None:
             out(f"    {when}  {event.event:<12}{detail}")
 
         _heading(out, 5, "Relaunch the enclave with changed code")
-        reply = control_request(
-            layout,
-            {"op": "relaunch-enclave", "overrides": CHANGED_CODE},
-            timeout=180,
-        )
+        reply = control_request(layout, {"op": "relaunch-enclave", "overrides": CHANGED_CODE})
         if not reply.get("ok"):
             raise RuntimeError(f"relaunching the enclave failed: {reply.get('error')}")
         launched = reply["result"]
@@ -127,7 +121,7 @@ def walkthrough(state: EmulatorState, out: Printer = print) -> None:
         else:
             raise RuntimeError("the changed enclave was able to decrypt: attestation is not enforced")
         finally:
-            restored = control_request(layout, {"op": "relaunch-enclave", "overrides": {}}, timeout=180)
+            restored = control_request(layout, {"op": "relaunch-enclave", "overrides": {}})
             if not restored.get("ok"):
                 raise RuntimeError(f"restoring the measured enclave failed: {restored.get('error')}")
         out("    measured enclave restored")
@@ -137,9 +131,8 @@ def walkthrough(state: EmulatorState, out: Printer = print) -> None:
 
 
 def run_demo(config: EmulatorConfig, out: Printer = print) -> int:
-    from emulator.daemon import lifecycle
-
-    state = lifecycle.running_state(config.state_dir)
+    layout = config.layout
+    state = lifecycle.running_state(layout)
     started_here = state is None
     if state is None:
         out(f"starting the vault emulator ({config.backend} backend, {config.enclave_runtime} enclave) ...")
@@ -159,7 +152,7 @@ def run_demo(config: EmulatorConfig, out: Printer = print) -> int:
         return 1
     finally:
         if started_here:
-            lifecycle.down(config.state_dir)
+            lifecycle.down(layout)
             out("\nemulator stopped")
     out("\ndemo complete")
     return 0

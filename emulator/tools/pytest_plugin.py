@@ -67,8 +67,10 @@ def vault_emulator(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmulatorState]:
     """The running emulator (started for the session, stopped afterwards)."""
+    # The plugin loads in every pytest run of the environment; the emulator's modules
+    # (about 1.8 s of imports, moto among them) load only when this fixture is used.
     from emulator.daemon import lifecycle
-    from emulator.daemon.config import EmulatorConfig
+    from emulator.daemon.config import EmulatorConfig  # lazily too, as above
 
     if _option(request.config, "vault_api_url", API_URL_ENV, None):
         pytest.skip("vault_emulator is not available when testing an external API (--vault-api-url)")
@@ -82,7 +84,7 @@ def vault_emulator(
     try:
         yield state
     finally:
-        lifecycle.down(config.state_dir)
+        lifecycle.down(config.layout)
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +100,7 @@ def vault_api_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def vault_client(vault_api_url: str) -> Iterator[VaultClient]:
     """An HTTP client for the vault API."""
+    # Loaded on first use, like the emulator (see vault_emulator).
     from emulator.tools.client import VaultClient
 
     client = VaultClient(vault_api_url)

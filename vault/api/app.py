@@ -22,6 +22,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.event_handler.openapi.models import License
 
+from vault.api.body import parse_json_body
 from vault.api.config import ConfigError
 from vault.api.errors import ApiError, ErrorCode, internal_error, validation_error
 from vault.api.observability import logger
@@ -88,7 +89,8 @@ def _on_not_found(error: NotFoundError) -> Response[dict[str, Any]]:
 
 def create_app() -> APIGatewayRestResolver:
     # debug=False: Powertools' debug mode prints whole events (request bodies) to stdout.
-    app = APIGatewayRestResolver(enable_validation=True, debug=False)
+    # The body parser refuses over-deep or over-long JSON with a 422 (see vault.api.body).
+    app = APIGatewayRestResolver(enable_validation=True, debug=False, json_body_deserializer=parse_json_body)
     app.include_router(router, prefix=PREFIX)
     app.exception_handler(ApiError)(_on_api_error)
     app.exception_handler(RequestValidationError)(_on_validation_error)

@@ -1,11 +1,12 @@
-"""Audit records: the LOG items of spec 1.5, their outcome, retention and paging tokens.
+"""Audit records: what the log of spec 1.5 holds, their outcome, and paging tokens.
 
-One item per change or decrypt attempt, ``pk = LOG##<vault id>``, ``sk`` = microseconds
-since the epoch as a decimal string (16 digits until the year 2286, so string order is
-time order). Items carry field *names* only, never values. Additions that upstream
-readers ignore: ``_o``, the outcome (``Success``, ``PartialSuccess`` or the error code of
-a failed decrypt); ``_f`` on ``CreateVault`` and on PATCH's ``UpdateVault`` too (which
-fields were written); and ``expire_at`` when retention is configured (D14).
+One record per change or decrypt attempt, keyed by vault id and the microseconds since
+the epoch (as a decimal string, 16 digits until the year 2286, so string order is time
+order). Records carry field *names* only, never values. Additions that upstream readers
+ignore: the outcome (``Success``, ``PartialSuccess`` or the error code of a failed
+decrypt); the field names on ``CreateVault`` and on PATCH's ``UpdateVault`` too (which
+fields were written); and an expiry when retention is configured (D14). The item layout
+is the store's (:mod:`vault.api.store`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from vault.api.models import AuditEvent
-from vault.infra.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, log_partition
 
-SECONDS_PER_DAY = 86_400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SORT_KEY_PATTERN = re.compile(r"^[0-9]{1,20}$")
 
@@ -43,6 +41,8 @@ REMOVE_FIELDS_REASON = "RemoveFields"
 
 @dataclass(frozen=True)
 class AuditRecord:
+    """A record to write: what happened to which vault, when, to which fields, and how it ended."""
+
     event: AuditEventType
     vault_id: str
     at_micros: int
@@ -50,39 +50,31 @@ class AuditRecord:
     reason: str | None = None
     outcome: str = SUCCESS
 
-    def to_item(self, retention_days: int | None) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            PARTITION_KEY: {"S": log_partition(self.vault_id)},
-            SORT_KEY: {"S": str(self.at_micros)},
-            "_e": {"S": self.event.value},
-            "_id": {"S": self.vault_id},
-            "_ct": {"N": str(self.at_micros)},
-            "_o": {"S": self.outcome},
-        }
-        if self.reason is not None:
-            item["_r"] = {"S": self.reason}
-        if self.fields:
-            item["_f"] = {"L": [{"S": name} for name in self.fields]}
-        if retention_days is not None:
-            item[TTL_ATTRIBUTE] = {"N": str(self.at_micros // 1_000_000 + retention_days * SECONDS_PER_DAY)}
-        return item
-
 
 def _timestamp(micros: int) -> str:
     moment = _EPOCH + timedelta(microseconds=micros)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def event_from_item(item: dict[str, Any]) -> AuditEvent:
-    """The API view of a LOG item, written by this API or by upstream's."""
-    micros = int(item.get("_ct", {}).get("N") or item[SORT_KEY]["S"])
-    return AuditEvent(
-        event=item.get("_e", {}).get("S", ""),
-        timestamp=_timestamp(micros),
-        reason=item.get("_r", {}).get("S"),
-        fields=[entry["S"] for entry in item.get("_f", {}).get("L", []) if "S" in entry],
-        outcome=item.get("_o", {}).get("S"),
-    )
+@dataclass(frozen=True)
+class AuditEntry:
+    """A record as read back, written by this API or by upstream's (no outcome, any event name)."""
+
+    event: str
+    at_micros: int
+    reason: str | None = None
+    fields: Sequence[str] = ()
+    outcome: str | None = None
+
+    def to_event(self) -> AuditEvent:
+        """The API view of the entry."""
+        return AuditEvent(
+            event=self.event,
+            timestamp=_timestamp(self.at_micros),
+            reason=self.reason,
+            fields=list(self.fields),
+            outcome=self.outcome,
+        )
 
 
 class InvalidTokenError(ValueError):

@@ -28,6 +28,8 @@ class ErrorCode(enum.StrEnum):
     KEY_GENERATION_FAILED = "KeyGenerationFailed"
     ENCLAVE_DECRYPT_FAILED = "EnclaveDecryptFailed"
     ENCLAVE_UNAVAILABLE = "EnclaveUnavailable"
+    ENCLAVE_TIMEOUT = "EnclaveTimeout"
+    KMS_TIMEOUT = "KmsTimeout"
     PARENT_UNREACHABLE = "ParentUnreachable"
     PARENT_TIMEOUT = "ParentTimeout"
     PARENT_ERROR = "ParentError"

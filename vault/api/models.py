@@ -24,6 +24,7 @@ from pydantic import (
     StringConstraints,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -111,6 +112,14 @@ def _schema_without_null(schema: dict[str, Any]) -> None:
                 prop.pop("default", None)
 
 
+def _schema_names_something(schema: dict[str, Any]) -> None:
+    """Document the rule of :class:`DeleteBody`: ``delete_all: true`` or at least one field."""
+    schema["anyOf"] = [
+        {"required": ["delete_all"], "properties": {"delete_all": {"const": True}}},
+        {"required": ["fields"], "properties": {"fields": {"type": "array", "minItems": 1}}},
+    ]
+
+
 class VaultFields(BaseModel):
     """Vault fields. Every field is optional; send only the fields to store (null is refused)."""
 
@@ -158,9 +167,14 @@ class VaultFields(BaseModel):
 
 
 class DeleteBody(BaseModel):
-    """Remove the whole vault (``delete_all``) or some of its fields."""
+    """Remove the whole vault (``delete_all: true``) or some of its fields (a non-empty ``fields``).
 
-    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+    A body that names nothing to delete is refused.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, json_schema_extra=_schema_names_something
+    )
 
     delete_all: StrictBool | None = Field(default=None, description="Delete the vault and all its fields")
     fields: list[FieldName] | None = Field(
@@ -173,6 +187,16 @@ class DeleteBody(BaseModel):
     @classmethod
     def _unique_fields(cls, names: list[str] | None) -> list[str] | None:
         return None if names is None else _unique(names)
+
+    @model_validator(mode="after")
+    def _names_something(self) -> DeleteBody:
+        # Upstream answered 200 to ``{}`` or ``{"fields": []}``, deleted nothing and wrote no
+        # audit record: a client that meant to delete would read it as done.
+        if not self.delete_all and not self.fields:
+            raise PydanticCustomError(
+                "nothing_to_delete", "set delete_all to true or name at least one field"
+            )
+        return self
 
 
 class DecryptBody(BaseModel):

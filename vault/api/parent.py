@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from vault.api.errors import ApiError, ErrorCode
 from vault.api.observability import logger
-from vault.common.messages import DecryptRequest, EnclaveReply
+from vault.common.messages import DecryptRequest, EnclaveErrorCode, EnclaveReply
 
 _JSON = "application/json"
 #: How much of a parent error message a log line may carry.
@@ -27,6 +27,18 @@ _MAX_LOGGED_MESSAGE = 200
 
 def enclave_unavailable() -> ApiError:
     return ApiError(503, ErrorCode.ENCLAVE_UNAVAILABLE, "No enclave is available to decrypt; retry later")
+
+
+def enclave_timeout() -> ApiError:
+    return ApiError(
+        504,
+        ErrorCode.ENCLAVE_TIMEOUT,
+        "The enclave took the request but did not answer in time (it may be waiting on KMS); retry later",
+    )
+
+
+def kms_timeout() -> ApiError:
+    return ApiError(504, ErrorCode.KMS_TIMEOUT, "KMS did not answer the enclave in time; retry later")
 
 
 def parent_error() -> ApiError:
@@ -86,6 +98,9 @@ class ParentClient:
             # 404 is the parent's "No enclaves found" (spec 3.3); 503 is a busy, dead or absent enclave.
             if status in (404, 503):
                 raise enclave_unavailable()
+            # 504 is an enclave that is alive and took the request, then stayed silent.
+            if status == 504:
+                raise enclave_timeout()
             raise parent_error()
         try:
             reply = EnclaveReply.model_validate(response.json())
@@ -95,6 +110,8 @@ class ParentClient:
         if reply.is_global_failure:
             enclave_code = reply.code.value if reply.code is not None else None
             logger.error("Enclave could not decrypt", extra={"enclave_code": enclave_code})
+            if reply.code is EnclaveErrorCode.KMS_TIMEOUT:
+                raise kms_timeout()
             raise ApiError(
                 502,
                 ErrorCode.ENCLAVE_DECRYPT_FAILED,

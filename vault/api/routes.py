@@ -16,6 +16,7 @@ from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
+from vault.api.body import MAX_JSON_DEPTH, MAX_JSON_INT_DIGITS
 from vault.api.dependencies import get_service
 from vault.api.errors import ApiError, ErrorCode
 from vault.api.ids import VAULT_ID_PATTERN
@@ -50,11 +51,17 @@ VaultId = Annotated[
 _ERROR_DESCRIPTIONS = {
     404: "Vault not found",
     409: "Transaction cancelled by a concurrent change; retry",
-    422: "Invalid request data",
+    422: (
+        "Invalid request data: a body or parameter the schema refuses, or a JSON body nested deeper "
+        f"than {MAX_JSON_DEPTH} levels or holding an integer of more than {MAX_JSON_INT_DIGITS} digits"
+    ),
     500: "Internal error",
     502: "The enclave or the decryption service failed",
     503: "No enclave available",
-    504: "The decryption service did not answer in time",
+    504: (
+        "Did not answer in time: the decryption service (ParentTimeout), the enclave after taking the "
+        "request (EnclaveTimeout) or KMS, asked by the enclave (KmsTimeout); retry later"
+    ),
 }
 
 
@@ -114,7 +121,15 @@ def update_vault(
     return {}
 
 
-@router.delete("/<vault_id>", summary="Delete a vault", responses=_responses("Deleted", 404, 409, 422, 500))
+@router.delete(
+    "/<vault_id>",
+    summary="Delete a vault",
+    description=(
+        "Send `delete_all: true` to delete the vault, or a non-empty `fields` to remove those fields "
+        "(removing ssn9 also removes ssn4). A body that names nothing to delete is refused with 422."
+    ),
+    responses=_responses("Deleted", 404, 409, 422, 500),
+)
 def delete_vault(
     vault_id: VaultId,
     body: Annotated[DeleteBody, Body(openapi_examples={"delete": {"value": EXAMPLE_DELETE}})],

@@ -2,14 +2,16 @@
 
 The service holds its collaborators explicitly (store, key pair generator, parent
 client, clock) so the same code runs in Lambda, in the emulator and under test. Every
-method reads what it needs, then writes everything in one transaction.
+method reads what it needs, then writes everything in one transaction. It sees typed
+records (:class:`~vault.api.store.VaultRecord`, :class:`~vault.api.audit.AuditRecord`);
+how they are laid out in DynamoDB is the store's business.
 """
 
 from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +24,9 @@ from vault.api.audit import (
     InvalidTokenError,
     decode_token,
     encode_token,
-    event_from_item,
 )
 from vault.api.crypto import SSN4, SSN9, seal_fields
-from vault.api.errors import ApiError, ErrorCode, internal_error, vault_not_found
+from vault.api.errors import ApiError, ErrorCode, internal_error, validation_error, vault_not_found
 from vault.api.ids import new_vault_id
 from vault.api.kms import KeyGenerationError, KeyPairGenerator
 from vault.api.models import (
@@ -39,25 +40,18 @@ from vault.api.models import (
 )
 from vault.api.observability import Metric, count, logger
 from vault.api.parent import ParentClient
-from vault.api.store import AttributeValue, Item, VaultStore, WriteTransaction
+from vault.api.store import NewVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
 from vault.common.messages import DecryptRequest
 from vault.common.suites import DEFAULT_SUITE, Suite, SuiteError, suite_from_id
 
 #: Encoding version written by this API: DynamoDB Binary ``enc || ct`` (decision D5).
 BINARY_ENCODING_VERSION = 2
-_KEY_ATTRIBUTES = ("_id", "_v", "_hs", "_sk")
+#: What a decrypt reads besides the fields: the suite, the encrypted key and the encoding.
+_DECRYPT_PARTS = frozenset({VaultPart.SUITE, VaultPart.PRIVATE_KEY, VaultPart.ENCODING})
 
 
 def now_micros() -> int:
     return time.time_ns() // 1000
-
-
-def _binary(value: bytes) -> AttributeValue:
-    return {"B": value}
-
-
-def _number(value: int) -> AttributeValue:
-    return {"N": str(value)}
 
 
 def field_missing(name: str) -> str:
@@ -84,18 +78,17 @@ class VaultService:
             raise ApiError(502, ErrorCode.KEY_GENERATION_FAILED, "Unable to create the vault's key") from exc
         now = self.clock()
         sealed = seal_fields(DEFAULT_SUITE, key_pair.public_key, vault_id, body.provided())
-        item: Item = {
-            "_id": {"S": vault_id},
-            "_v": _number(BINARY_ENCODING_VERSION),
-            "_hs": _binary(DEFAULT_SUITE.suite_id),
-            "_sk": _binary(key_pair.encrypted_private_key),
-            "_pk": _binary(key_pair.public_key),
-            "_ct": _number(now),
-            "_mt": _number(now),
-            **{name: _binary(value) for name, value in sealed.items()},
-        }
+        vault = NewVault(
+            vault_id=vault_id,
+            suite_id=DEFAULT_SUITE.suite_id,
+            public_key=key_pair.public_key,
+            encrypted_private_key=key_pair.encrypted_private_key,
+            encoding_version=BINARY_ENCODING_VERSION,
+            created_micros=now,
+            fields=sealed,
+        )
         txn = self.store.transaction()
-        txn.put_vault(vault_id, item)
+        txn.put_vault(vault)
         self._audit(txn, AuditRecord(AuditEventType.CREATE, vault_id, now, fields=list(sealed)))
         self.store.commit(txn)
         count(Metric.VAULT_CREATE)
@@ -103,20 +96,17 @@ class VaultService:
         return vault_id
 
     def update(self, vault_id: str, body: VaultFields) -> None:
-        item = self._require(vault_id, ["_pk", "_hs"])
+        record = self._require(vault_id, parts={VaultPart.PUBLIC_KEY, VaultPart.SUITE})
         values = body.provided()
         if not values:
             return
-        public_key = item.get("_pk", {}).get("B")
-        if public_key is None:
+        if record.public_key is None:
             logger.error("Vault has no public key", extra={"vault_id": vault_id})
             raise internal_error(ErrorCode.VAULT_CORRUPT)
-        sealed = seal_fields(self._suite(vault_id, item), bytes(public_key), vault_id, values)
+        sealed = seal_fields(self._suite(record), record.public_key, vault_id, values)
         now = self.clock()
         txn = self.store.transaction()
-        txn.update_vault(
-            vault_id, {**{name: _binary(value) for name, value in sealed.items()}, "_mt": _number(now)}
-        )
+        txn.update_vault(vault_id, modified_micros=now, fields=sealed)
         self._audit(txn, AuditRecord(AuditEventType.UPDATE, vault_id, now, fields=list(sealed)))
         self.store.commit(txn)
         count(Metric.VAULT_UPDATE)
@@ -133,15 +123,14 @@ class VaultService:
             # ssn4 is derived from ssn9 (spec 1.4); keeping it would keep part of the SSN.
             if SSN9 in names and SSN4 not in names:
                 names.append(SSN4)
-            txn.update_vault(vault_id, {"_mt": _number(now)}, remove=names)
+            txn.update_vault(vault_id, modified_micros=now, remove=names)
             self._audit(
                 txn,
                 AuditRecord(AuditEventType.UPDATE, vault_id, now, fields=names, reason=REMOVE_FIELDS_REASON),
             )
         else:
-            # Nothing to change, but a missing vault is still a 404 (decision D6).
-            self._require(vault_id, [])
-            return
+            # DeleteBody refuses a body that names nothing; one built around it gets the same 422.
+            raise validation_error(details={"errors": [{"loc": ["body"], "type": "nothing_to_delete"}]})
         self.store.commit(txn)
         count(Metric.VAULT_DELETE)
         logger.info(
@@ -154,8 +143,8 @@ class VaultService:
         """``{field: stored?}`` for the schema fields named in ``fields_query`` (others are ignored)."""
         requested = [normalize_field_name(name) for name in (fields_query or "").split(",")]
         names = list(dict.fromkeys(name for name in requested if name in SCHEMA_FIELDS))
-        item = self._require(vault_id, names)
-        return {name: name in item for name in names}
+        record = self._require(vault_id, names)
+        return {name: name in record.fields for name in names}
 
     def audit(self, vault_id: str, limit: int, next_token: str | None) -> AuditPage:
         after = None
@@ -164,22 +153,22 @@ class VaultService:
                 after = decode_token(next_token)
             except InvalidTokenError as exc:
                 raise ApiError(422, ErrorCode.INVALID_NEXT_TOKEN, "next_token is not valid") from exc
-        items, last = self.store.query_audit(vault_id, limit, after)
+        entries, last = self.store.query_audit(vault_id, limit, after)
         # The log outlives its vault (a deleted vault's history stays readable); an id
         # with neither a vault nor any history is unknown.
-        if not items and after is None:
-            self._require(vault_id, [])
+        if not entries and after is None:
+            self._require(vault_id)
         return AuditPage(
-            events=[event_from_item(item) for item in items],
+            events=[entry.to_event() for entry in entries],
             next_token=encode_token(last) if last is not None else None,
         )
 
     def decrypt(self, vault_id: str, body: DecryptBody) -> DecryptResult:
         names = list(body.fields)
-        item = self._require(vault_id, [*_KEY_ATTRIBUTES, *names])
+        record = self._require(vault_id, names, parts=_DECRYPT_PARTS)
         # From here on every attempt is audited with its outcome, failures included (D2).
         try:
-            result = self._decrypt_item(vault_id, item, names, body.expressions)
+            result = self._decrypt_record(record, names, body.expressions)
         except ApiError as exc:
             self._audit_decrypt(vault_id, body, exc.code.value)
             raise
@@ -193,37 +182,36 @@ class VaultService:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _decrypt_item(
-        self, vault_id: str, item: Item, names: Sequence[str], expressions: dict[str, str]
+    def _decrypt_record(
+        self, record: VaultRecord, names: Sequence[str], expressions: dict[str, str]
     ) -> DecryptResult:
-        suite_id = item.get("_hs", {}).get("B")
-        key_blob = item.get("_sk", {}).get("B")
-        if suite_id is None or key_blob is None:
+        vault_id = record.vault_id
+        if record.suite_id is None or record.encrypted_private_key is None:
             logger.error("Vault has no key or suite", extra={"vault_id": vault_id})
             raise internal_error(ErrorCode.VAULT_CORRUPT)
         wire: dict[str, str] = {}
         errors: list[str] = []
         for name in names:
-            value = item.get(name)
+            value = record.fields.get(name)
             if value is None:
                 # D1: reported, not sent (the parent refuses null values).
                 errors.append(field_missing(name))
-            elif "B" in value:
-                wire[name] = base64.b64encode(bytes(value["B"])).decode("ascii")
+            elif isinstance(value, bytes):
+                wire[name] = base64.b64encode(value).decode("ascii")
             else:
                 # A legacy hex value: the enclave decides per field from the value's shape (D5).
-                wire[name] = str(value.get("S", ""))
+                wire[name] = value
         data: dict[str, Any] = dict.fromkeys(names)
         if not wire and not expressions:
             return DecryptResult(data=data, errors=errors)
-        version = item.get("_v", {}).get("N")
+        version = record.encoding_version
         reply = self.parent.decrypt(
             DecryptRequest(
                 vault_id=vault_id,
                 region=self.region,
                 fields=wire,
-                suite_id=base64.b64encode(bytes(suite_id)).decode("ascii"),
-                encrypted_private_key=base64.b64encode(bytes(key_blob)).decode("ascii"),
+                suite_id=base64.b64encode(record.suite_id).decode("ascii"),
+                encrypted_private_key=base64.b64encode(record.encrypted_private_key).decode("ascii"),
                 expressions=expressions or None,
                 encoding=str(version) if version is not None else None,
             )
@@ -245,21 +233,22 @@ class VaultService:
         self.store.commit(txn)
 
     def _audit(self, txn: WriteTransaction, record: AuditRecord) -> None:
-        txn.put_audit(record.to_item(self.audit_retention_days))
+        txn.put_audit(record, self.audit_retention_days)
 
-    def _require(self, vault_id: str, attributes: Sequence[str]) -> Item:
-        item = self.store.get_vault(vault_id, attributes)
-        if item is None:
+    def _require(
+        self, vault_id: str, fields: Sequence[str] = (), parts: Collection[VaultPart] = ()
+    ) -> VaultRecord:
+        record = self.store.get_vault(vault_id, fields, parts)
+        if record is None:
             raise vault_not_found()
-        return item
+        return record
 
-    def _suite(self, vault_id: str, item: Item) -> Suite:
+    def _suite(self, record: VaultRecord) -> Suite:
         # Seal with the vault's own suite: the enclave opens every field with it.
-        suite_id = item.get("_hs", {}).get("B")
-        if suite_id is None:
+        if record.suite_id is None:
             return DEFAULT_SUITE
         try:
-            return suite_from_id(bytes(suite_id))
+            return suite_from_id(record.suite_id)
         except SuiteError as exc:
-            logger.error("Vault has an unknown suite", extra={"vault_id": vault_id})
+            logger.error("Vault has an unknown suite", extra={"vault_id": record.vault_id})
             raise internal_error(ErrorCode.VAULT_CORRUPT) from exc

@@ -7,27 +7,178 @@ deleted only where one exists (decision D6: no stub items), and an audit record 
 overwrites another. A failed condition on the vault item means the vault is gone (404);
 any other cancellation is upstream's 409 ``Transaction Cancelled``.
 
-Attribute values use DynamoDB's low-level JSON shapes (``{"B": ...}``, ``{"S": ...}``).
-Log lines name operations, attribute names and error codes, never values.
+The rest of the API sees typed records (:class:`VaultRecord`, :class:`~vault.api.audit.AuditRecord`,
+:class:`~vault.api.audit.AuditEntry`); this module alone knows the item layout of spec 1.5
+(attribute names such as ``_hs`` and DynamoDB's low-level JSON shapes ``{"B": ...}``), with
+the key schema from :mod:`vault.infra.table`. Log lines name operations, attribute names and
+error codes, never values.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import enum
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from vault.api.audit import AuditEntry, AuditRecord
 from vault.api.clients import aws_error_code
 from vault.api.errors import ApiError, ErrorCode, transaction_cancelled, vault_not_found
 from vault.api.observability import logger
-from vault.infra.table import PARTITION_KEY, SORT_KEY, log_partition, vault_key
+from vault.infra.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, log_partition, vault_key
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 #: DynamoDB's limit on actions in one TransactWriteItems call.
 MAX_TRANSACTION_ACTIONS = 100
+SECONDS_PER_DAY = 86_400
+
+#: A stored field value: ``bytes`` for the binary encoding (``enc || ct``, a DynamoDB
+#: Binary), ``str`` for a legacy hex value (a String), decided per field (decision D5).
+StoredValue = bytes | str
+
+# The vault item's own attributes (spec 1.5); vault field names never start with "_".
+_VAULT_ID = "_id"
+_ENCODING = "_v"
+_SUITE = "_hs"
+_PRIVATE_KEY = "_sk"
+_PUBLIC_KEY = "_pk"
+_CREATED = "_ct"
+_MODIFIED = "_mt"
+# The audit item's attributes.
+_EVENT = "_e"
+_REASON = "_r"
+_FIELDS = "_f"
+_OUTCOME = "_o"
+
+
+class VaultPart(enum.Enum):
+    """What a read fetches besides field values (each read projects only what it uses)."""
+
+    SUITE = _SUITE
+    PRIVATE_KEY = _PRIVATE_KEY
+    PUBLIC_KEY = _PUBLIC_KEY
+    ENCODING = _ENCODING
+    TIMES = _CREATED
+
+
+@dataclass(frozen=True)
+class VaultRecord:
+    """A vault as stored; a read leaves ``None`` (or no field) for what it did not fetch or find."""
+
+    vault_id: str
+    suite_id: bytes | None = None
+    public_key: bytes | None = None
+    encrypted_private_key: bytes | None = None
+    #: 1 (legacy hex) or 2 (binary): what the vault was written with; reads decide per field (D5).
+    encoding_version: int | None = None
+    created_micros: int | None = None
+    modified_micros: int | None = None
+    fields: Mapping[str, StoredValue] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Field values are ciphertext; names are enough to debug.
+        return f"VaultRecord(vault_id={self.vault_id!r}, fields={sorted(self.fields)!r})"
+
+
+@dataclass(frozen=True)
+class NewVault:
+    """A vault to create: its suite, key pair, the encoding it writes and its first (sealed) fields."""
+
+    vault_id: str
+    suite_id: bytes
+    public_key: bytes = field(repr=False)
+    encrypted_private_key: bytes = field(repr=False)
+    encoding_version: int
+    created_micros: int
+    fields: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+
+
+def _binary(value: bytes) -> AttributeValue:
+    return {"B": value}
+
+
+def _number(value: int) -> AttributeValue:
+    return {"N": str(value)}
+
+
+def _string(value: str) -> AttributeValue:
+    return {"S": value}
+
+
+def _vault_item(vault: NewVault) -> Item:
+    return {
+        _VAULT_ID: _string(vault.vault_id),
+        _ENCODING: _number(vault.encoding_version),
+        _SUITE: _binary(vault.suite_id),
+        _PRIVATE_KEY: _binary(vault.encrypted_private_key),
+        _PUBLIC_KEY: _binary(vault.public_key),
+        _CREATED: _number(vault.created_micros),
+        _MODIFIED: _number(vault.created_micros),
+        **{name: _binary(value) for name, value in vault.fields.items()},
+    }
+
+
+def _bytes_of(item: Item, name: str) -> bytes | None:
+    value = item.get(name, {}).get("B")
+    return None if value is None else bytes(value)
+
+
+def _int_of(item: Item, name: str) -> int | None:
+    value = item.get(name, {}).get("N")
+    return None if value is None else int(value)
+
+
+def _field_value(value: AttributeValue) -> StoredValue:
+    if "B" in value:
+        return bytes(value["B"])
+    # A String is a legacy hex value. Any other shape was never written by either API; it
+    # reaches the enclave as an empty legacy value, which it refuses for that field alone.
+    return str(value.get("S", ""))
+
+
+def _vault_record(vault_id: str, item: Item, fields: Sequence[str]) -> VaultRecord:
+    return VaultRecord(
+        vault_id=vault_id,
+        suite_id=_bytes_of(item, _SUITE),
+        public_key=_bytes_of(item, _PUBLIC_KEY),
+        encrypted_private_key=_bytes_of(item, _PRIVATE_KEY),
+        encoding_version=_int_of(item, _ENCODING),
+        created_micros=_int_of(item, _CREATED),
+        modified_micros=_int_of(item, _MODIFIED),
+        fields={name: _field_value(item[name]) for name in fields if name in item},
+    )
+
+
+def _audit_item(record: AuditRecord, retention_days: int | None) -> Item:
+    item: Item = {
+        PARTITION_KEY: _string(log_partition(record.vault_id)),
+        SORT_KEY: _string(str(record.at_micros)),
+        _EVENT: _string(record.event.value),
+        _VAULT_ID: _string(record.vault_id),
+        _CREATED: _number(record.at_micros),
+        _OUTCOME: _string(record.outcome),
+    }
+    if record.reason is not None:
+        item[_REASON] = _string(record.reason)
+    if record.fields:
+        item[_FIELDS] = {"L": [_string(name) for name in record.fields]}
+    if retention_days is not None:
+        item[TTL_ATTRIBUTE] = _number(record.at_micros // 1_000_000 + retention_days * SECONDS_PER_DAY)
+    return item
+
+
+def _audit_entry(item: Item) -> AuditEntry:
+    """A LOG item, written by this API or by upstream's (which has no ``_o`` and may lack ``_ct``)."""
+    return AuditEntry(
+        event=item.get(_EVENT, {}).get("S", ""),
+        at_micros=int(item.get(_CREATED, {}).get("N") or item[SORT_KEY]["S"]),
+        reason=item.get(_REASON, {}).get("S"),
+        fields=tuple(entry["S"] for entry in item.get(_FIELDS, {}).get("L", []) if "S" in entry),
+        outcome=item.get(_OUTCOME, {}).get("S"),
+    )
 
 
 def storage_error() -> ApiError:
@@ -51,13 +202,14 @@ class WriteTransaction:
     table_name: str
     actions: list[_Action] = field(default_factory=list)
 
-    def put_vault(self, vault_id: str, attributes: Mapping[str, AttributeValue]) -> None:
+    def put_vault(self, vault: NewVault) -> None:
+        """Create ``vault``, where no vault of that id exists."""
         self.actions.append(
             _Action(
                 {
                     "Put": {
                         "TableName": self.table_name,
-                        "Item": {**vault_key(vault_id), **attributes},
+                        "Item": {**vault_key(vault.vault_id), **_vault_item(vault)},
                         "ConditionExpression": "attribute_not_exists(#pk) and attribute_not_exists(#sk)",
                         "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#sk": SORT_KEY},
                     }
@@ -68,9 +220,21 @@ class WriteTransaction:
         )
 
     def update_vault(
-        self, vault_id: str, set_attributes: Mapping[str, AttributeValue], remove: Sequence[str] = ()
+        self,
+        vault_id: str,
+        *,
+        modified_micros: int,
+        fields: Mapping[str, bytes] | None = None,
+        remove: Sequence[str] = (),
     ) -> None:
-        """``SET #a0 = :a0, ... REMOVE #r0, ...`` on an existing vault (spec 1.6 format)."""
+        """Write ``fields`` (binary values), remove ``remove`` and stamp the change on an existing vault.
+
+        One ``SET #a0 = :a0, ... REMOVE #r0, ...`` (spec 1.6 format).
+        """
+        set_attributes = {
+            **{name: _binary(value) for name, value in (fields or {}).items()},
+            _MODIFIED: _number(modified_micros),
+        }
         set_names = _names("a", list(set_attributes))
         remove_names = _names("r", remove)
         clauses = []
@@ -106,13 +270,14 @@ class WriteTransaction:
             )
         )
 
-    def put_audit(self, item: Item) -> None:
+    def put_audit(self, record: AuditRecord, retention_days: int | None = None) -> None:
+        """Add ``record`` to its vault's log; with ``retention_days`` it expires that long after (D14)."""
         self.actions.append(
             _Action(
                 {
                     "Put": {
                         "TableName": self.table_name,
-                        "Item": item,
+                        "Item": _audit_item(record, retention_days),
                         # Two records of one vault in the same microsecond: refuse the
                         # second (409) rather than lose the first.
                         "ConditionExpression": "attribute_not_exists(#sk)",
@@ -132,9 +297,14 @@ class VaultStore:
     def transaction(self) -> WriteTransaction:
         return WriteTransaction(self.table_name)
 
-    def get_vault(self, vault_id: str, attributes: Sequence[str]) -> Item | None:
-        """The vault item projected to ``attributes`` (unique names), or ``None`` if there is none."""
-        projection = [PARTITION_KEY, *(name for name in attributes if name != PARTITION_KEY)]
+    def get_vault(
+        self, vault_id: str, fields: Sequence[str] = (), parts: Collection[VaultPart] = ()
+    ) -> VaultRecord | None:
+        """The vault with those of ``fields`` it holds and the ``parts`` asked for, or ``None``."""
+        wanted = [part.value for part in VaultPart if part in parts]
+        if VaultPart.TIMES in parts:
+            wanted.append(_MODIFIED)
+        projection = list(dict.fromkeys([PARTITION_KEY, *wanted, *fields]))
         names = _names("a", projection)
         try:
             reply = self._client.get_item(
@@ -149,12 +319,12 @@ class VaultStore:
             logger.error("GetItem failed", extra={"error_code": aws_error_code(exc)})
             raise storage_error() from exc
         item: Item | None = reply.get("Item")
-        return item
+        return None if item is None else _vault_record(vault_id, item, fields)
 
     def query_audit(
         self, vault_id: str, limit: int, after_sort_key: str | None
-    ) -> tuple[list[Item], str | None]:
-        """Up to ``limit`` LOG items, newest first, and the sort key to continue after (if any)."""
+    ) -> tuple[list[AuditEntry], str | None]:
+        """Up to ``limit`` log entries, newest first, and the sort key to continue after (if any)."""
         request: dict[str, Any] = {
             "TableName": self.table_name,
             "KeyConditionExpression": "#pk = :pk",
@@ -176,7 +346,7 @@ class VaultStore:
             raise storage_error() from exc
         items: list[Item] = reply.get("Items", [])
         last = reply.get("LastEvaluatedKey")
-        return items, (last[SORT_KEY]["S"] if last else None)
+        return [_audit_entry(item) for item in items], (last[SORT_KEY]["S"] if last else None)
 
     def commit(self, transaction: WriteTransaction) -> None:
         """Send every action in one ``TransactWriteItems`` call."""

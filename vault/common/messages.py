@@ -28,6 +28,8 @@ class EnclaveErrorCode(enum.StrEnum):
     INVALID_ENCODING = "InvalidEncoding"
     INVALID_CIPHERTEXT = "InvalidCiphertext"
     KEY_DECRYPT_FAILED = "KeyDecryptFailed"
+    #: KMS (through the vsock-proxy) did not answer the enclave within its timeouts.
+    KMS_TIMEOUT = "KmsTimeout"
     ATTESTATION_FAILED = "AttestationFailed"
     EXPRESSION_TOO_LONG = "ExpressionTooLong"
     BUSY = "EnclaveBusy"

@@ -26,6 +26,8 @@ PARENT_CID = 3
 ENCLAVE_PORT = 5050
 #: vsock-proxy port on the parent that leads to KMS.
 KMS_PROXY_PORT = 8000
+#: nitro-cli assigns enclave CIDs from 4 upwards; 16 is what upstream examples show.
+DEFAULT_ENCLAVE_CID = 16
 
 TransportKind = Literal["vsock", "uds"]
 

@@ -31,8 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging("enclave", config.log_level)
 
-    # Imported here so that this module (and the test doubles) import without the
-    # production KMS stack installed.
+    # Imported here so that this module imports without the production KMS stack
+    # (botocore) installed, as tests that run the enclave with a local key decryptor do.
     from vault.enclave.kms_decryptor import KmsKeyDecryptor
 
     engine = load_default_engine()

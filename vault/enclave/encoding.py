@@ -105,13 +105,3 @@ def parse_field_value(value: str, suite: Suite) -> SealedValue:
     if _HEX_SEPARATOR in value:
         return split_hex(value, suite)
     return parse_binary(value, suite)
-
-
-def encode_binary(sealed: SealedValue) -> str:
-    """The binary wire form of ``sealed`` (what the API stores and sends)."""
-    return base64.b64encode(sealed.enc + sealed.ct).decode("ascii")
-
-
-def encode_hex(sealed: SealedValue) -> str:
-    """The legacy hex wire form of ``sealed`` (only old vaults hold it)."""
-    return f"{sealed.enc.hex()}{_HEX_SEPARATOR}{sealed.ct.hex()}"

@@ -75,6 +75,7 @@ class ExpressionEngine(Protocol):
 def load_default_engine() -> ExpressionEngine | None:
     """The project's CEL engine, or ``None`` if its package is not installed."""
     try:
+        # Optional: cel-python comes with the ``enclave`` extra; without it expressions are refused.
         from vault.enclave.cel import CelEngine
     except ImportError:
         return None

@@ -12,9 +12,10 @@ and opens ``CiphertextForRecipient`` (:mod:`vault.enclave.cms`) with the private
 that only this process holds (:mod:`vault.enclave.recipient_keys`). KMS is reached
 through :class:`~vault.enclave.kms_bridge.KmsBridge`.
 
-An answer that carries ``Plaintext`` is refused: KMS never sends one when a Recipient
-was given, so it means something between the enclave and KMS ignored the attestation
-(moto and LocalStack both do) and the key crossed the parent in the clear.
+An answer that carries ``Plaintext`` is refused, whatever else it carries: KMS never
+sends one when a Recipient was given, so it means something between the enclave and
+KMS ignored the attestation (moto and LocalStack both do) and the key crossed the
+parent in the clear. A ``CiphertextForRecipient`` beside it does not make it usable.
 
 Error codes (:class:`~vault.common.messages.EnclaveErrorCode`):
 
@@ -40,11 +41,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import botocore.session
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from vault.common.messages import Credential, EnclaveErrorCode
@@ -62,7 +63,7 @@ from vault.enclave.recipient_keys import (
 )
 from vault.infra.key_policy import ENCRYPTION_CONTEXT_KEY
 
-KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
+KEY_ENCRYPTION_ALGORITHM: Final = "RSAES_OAEP_SHA_256"
 DEFAULT_ENDPOINT = "https://kms.{region}.amazonaws.com"
 _REGION = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 #: KMS messages name principal and key ARNs; longer ones (never expected) are cut.
@@ -271,7 +272,9 @@ class KmsKeyDecryptor:
                 f"cannot obtain an attestation document: {exc}", EnclaveErrorCode.ATTESTATION_FAILED
             ) from None
         response = self._call_kms(key, ciphertext, vault_id, region, credential)
-        if response.get("Plaintext"):
+        # Checked first and on presence alone (an empty value included): an answer with
+        # Plaintext is refused even when it also carries a CiphertextForRecipient that opens.
+        if "Plaintext" in response:
             self._keys.discard(key)
             raise KeyDecryptError(
                 "KMS answered an attested request with Plaintext; refusing the key",
@@ -310,6 +313,11 @@ class KmsKeyDecryptor:
             if error.code == EnclaveErrorCode.ATTESTATION_FAILED:
                 self._keys.discard(key)
             raise error from None
+        except (ReadTimeoutError, ConnectTimeoutError) as exc:
+            # A slow KMS is not a refusal: its own code lets the API say "retry later" truthfully.
+            raise KeyDecryptError(
+                _short(f"KMS did not answer in time: {exc}"), EnclaveErrorCode.KMS_TIMEOUT
+            ) from None
         except BotoCoreError as exc:
             # Connection and timeout errors; their text names the endpoint, never secrets.
             raise KeyDecryptError(

@@ -1,12 +1,24 @@
 """The Nitro Secure Module (NSM): where the enclave gets its signed attestation documents.
 
 The NSM speaks CBOR-encoded requests and responses, shaped as serde's externally
-tagged enums in ``aws-nitro-enclaves-nsm-api`` (``src/api/mod.rs``)::
+tagged enums in ``aws-nitro-enclaves-nsm-api`` (``src/api/mod.rs``); variants without
+fields are bare text strings::
 
     request   {"Attestation": {"user_data": b|null, "nonce": b|null, "public_key": b|null}}
               {"DescribePCR": {"index": n}}
+              {"ExtendPCR": {"index": n, "data": b}}
+              {"LockPCR": {"index": n}}
+              {"LockPCRs": {"range": n}}                 locks PCRs [0, n)
+              "DescribeNSM"
+              "GetRandom"
     response  {"Attestation": {"document": b}}        a COSE_Sign1 attestation document
               {"DescribePCR": {"lock": bool, "data": b}}
+              {"ExtendPCR": {"data": b}}                 the PCR's new value
+              "LockPCR" / "LockPCRs"
+              {"DescribeNSM": {"version_major": n, "version_minor": n, "version_patch": n,
+                               "module_id": text, "max_pcrs": n, "locked_pcrs": [n, ...],
+                               "digest": "SHA384"}}
+              {"GetRandom": {"random": b}}
               {"Error": "InvalidArgument" | ...}       an ``ErrorCode`` name
 
 Two ways to reach it, chosen by configuration (``VAULT_NSM``), never by asking where
@@ -20,8 +32,9 @@ the code runs:
   vsock framing (8-byte little-endian length), over a Unix socket that the emulator's
   NSM service gave this enclave.
 
-Neither request carries PCR values: the module fills them in from what it measured, so
-the enclave cannot choose what it attests to.
+No request sets a PCR: the module fills PCRs 0-15 in from what it measured and locks
+them, so the enclave cannot choose what it attests to; it may only extend and lock the
+others (16-31).
 """
 
 from __future__ import annotations
@@ -48,10 +61,14 @@ NSM_ENV = "VAULT_NSM"
 #: Limits of the NSM driver (include/uapi/linux/nsm.h).
 REQUEST_MAX_SIZE = 0x1000
 RESPONSE_MAX_SIZE = 0x3000
-#: Field limits of the attestation request (attestation_process.md 3.2.2.2).
+#: Field limits of the attestation request. The CDDL of attestation_process.md (2.2) allows
+#: 1024 bytes for each; its section 3.2.2.2 says 512 for user_data and nonce, but the NSM
+#: takes 1024 (AWS's nsm-check asks for that much) and real documents carry 1024.
 MAX_PUBLIC_KEY = 1024
-MAX_USER_DATA = 512
-MAX_NONCE = 512
+MAX_USER_DATA = 1024
+MAX_NONCE = 1024
+#: PCR indices and ranges are u16 on the wire.
+MAX_PCR_INDEX = 0xFFFF
 
 _NSM_MAGIC = 0x0A
 _RAW = struct.Struct("=QQQQ")  # struct nsm_raw: request {addr, len}, response {addr, len}
@@ -82,6 +99,17 @@ class PcrDescription:
     value: bytes
 
 
+@dataclass(frozen=True)
+class NsmDescription:
+    """What ``DescribeNSM`` answers."""
+
+    version: tuple[int, int, int]
+    module_id: str
+    max_pcrs: int
+    locked_pcrs: frozenset[int]
+    digest: str
+
+
 class Nsm(Protocol):
     def attestation(
         self, public_key: bytes | None = None, user_data: bytes | None = None, nonce: bytes | None = None
@@ -108,26 +136,68 @@ def encode_attestation_request(
     return cbor2.dumps({"Attestation": body})
 
 
+def _check_index(index: int, what: str = "PCR index") -> None:
+    if not 0 <= index <= MAX_PCR_INDEX:
+        raise NsmError(f"{what} {index} is out of range", "InvalidIndex")
+
+
 def encode_describe_pcr_request(index: int) -> bytes:
-    if not 0 <= index <= 0xFFFF:
-        raise NsmError(f"PCR index {index} is out of range", "InvalidIndex")
+    _check_index(index)
     return cbor2.dumps({"DescribePCR": {"index": index}})
 
 
-def decode_response(data: bytes, operation: str) -> Mapping[str, Any]:
-    """Return the body of a successful ``operation`` response; raise :class:`NsmError` otherwise."""
+def encode_extend_pcr_request(index: int, data: bytes) -> bytes:
+    _check_index(index)
+    return cbor2.dumps({"ExtendPCR": {"index": index, "data": data}})
+
+
+def encode_lock_pcr_request(index: int) -> bytes:
+    _check_index(index)
+    return cbor2.dumps({"LockPCR": {"index": index}})
+
+
+def encode_lock_pcrs_request(count: int) -> bytes:
+    _check_index(count, "PCR range")
+    return cbor2.dumps({"LockPCRs": {"range": count}})
+
+
+def encode_describe_nsm_request() -> bytes:
+    return cbor2.dumps("DescribeNSM")
+
+
+def encode_get_random_request() -> bytes:
+    return cbor2.dumps("GetRandom")
+
+
+def _response(data: bytes, operation: str) -> Any:
     try:
         response = cbor2.loads(data)
     except (cbor2.CBORDecodeError, ValueError, EOFError, RecursionError) as exc:
         raise NsmError(f"the NSM response is not CBOR: {type(exc).__name__}") from None
+    if isinstance(response, Mapping) and len(response) == 1 and "Error" in response:
+        code = str(response["Error"])
+        raise NsmError(f"the NSM refused the {operation} request: {code}", code)
+    return response
+
+
+def _unexpected(operation: str) -> NsmError:
+    return NsmError(f"the NSM sent an unexpected response to {operation}", "InvalidResponse")
+
+
+def decode_response(data: bytes, operation: str) -> Mapping[str, Any]:
+    """Return the body of a successful ``operation`` response; raise :class:`NsmError` otherwise."""
+    response = _response(data, operation)
     if isinstance(response, Mapping) and len(response) == 1:
-        if "Error" in response:
-            code = str(response["Error"])
-            raise NsmError(f"the NSM refused the {operation} request: {code}", code)
         body = response.get(operation)
         if isinstance(body, Mapping):
             return body
-    raise NsmError(f"the NSM sent an unexpected response to {operation}", "InvalidResponse")
+    raise _unexpected(operation)
+
+
+def decode_unit_response(data: bytes, operation: str) -> None:
+    """Check a successful response without fields (``"LockPCR"``, ``"LockPCRs"``)."""
+    if _response(data, operation) != operation:
+        raise _unexpected(operation)
 
 
 def decode_attestation_response(data: bytes) -> bytes:
@@ -145,6 +215,42 @@ def decode_describe_pcr_response(data: bytes, index: int) -> PcrDescription:
     return PcrDescription(index=index, locked=locked, value=value)
 
 
+def _bytes_field(data: bytes, operation: str, name: str) -> bytes:
+    value = decode_response(data, operation).get(name)
+    if not isinstance(value, bytes) or not value:
+        raise NsmError(f"the NSM {operation} response has no {name}", "InvalidResponse")
+    return value
+
+
+def decode_extend_pcr_response(data: bytes) -> bytes:
+    return _bytes_field(data, "ExtendPCR", "data")
+
+
+def decode_get_random_response(data: bytes) -> bytes:
+    return _bytes_field(data, "GetRandom", "random")
+
+
+def _u16(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PCR_INDEX:
+        return value
+    raise NsmError("the NSM DescribeNSM response is malformed", "InvalidResponse")
+
+
+def decode_describe_nsm_response(data: bytes) -> NsmDescription:
+    body = decode_response(data, "DescribeNSM")
+    locked, module_id, digest = body.get("locked_pcrs"), body.get("module_id"), body.get("digest")
+    if not isinstance(locked, list) or not isinstance(module_id, str) or not isinstance(digest, str):
+        raise NsmError("the NSM DescribeNSM response is malformed", "InvalidResponse")
+    major, minor, patch = (_u16(body.get(f"version_{part}")) for part in ("major", "minor", "patch"))
+    return NsmDescription(
+        version=(major, minor, patch),
+        module_id=module_id,
+        max_pcrs=_u16(body.get("max_pcrs")),
+        locked_pcrs=frozenset(_u16(index) for index in locked),
+        digest=digest,
+    )
+
+
 class _Requester(abc.ABC):
     """The NSM operations over any transport that carries one request and one response."""
 
@@ -160,6 +266,23 @@ class _Requester(abc.ABC):
 
     def describe_pcr(self, index: int) -> PcrDescription:
         return decode_describe_pcr_response(self.exchange(encode_describe_pcr_request(index)), index)
+
+    def extend_pcr(self, index: int, data: bytes) -> bytes:
+        """Extend PCR ``index`` (16-31; 0-15 are locked) with ``data``; return its new value."""
+        return decode_extend_pcr_response(self.exchange(encode_extend_pcr_request(index, data)))
+
+    def lock_pcr(self, index: int) -> None:
+        decode_unit_response(self.exchange(encode_lock_pcr_request(index)), "LockPCR")
+
+    def lock_pcrs(self, count: int) -> None:
+        """Lock PCRs ``[0, count)``."""
+        decode_unit_response(self.exchange(encode_lock_pcrs_request(count)), "LockPCRs")
+
+    def describe_nsm(self) -> NsmDescription:
+        return decode_describe_nsm_response(self.exchange(encode_describe_nsm_request()))
+
+    def get_random(self) -> bytes:
+        return decode_get_random_response(self.exchange(encode_get_random_request()))
 
 
 class DeviceNsm(_Requester):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import time
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -13,6 +13,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from emulator.aws.backends.config import BackendConfig
 from emulator.aws.upstream import HttpUpstream, Upstream
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_kms.client import KMSClient
 
 #: The secret is never checked by a backend; the access key id selects the account (see config).
 SECRET_ACCESS_KEY = "test"  # noqa: S105 (a fixed dummy secret that emulated services ignore)
@@ -117,6 +121,12 @@ class AwsBackend(abc.ABC):
         """Where the daemon's services forward ``service`` (``dynamodb`` or ``kms``) requests."""
         return HttpUpstream(self.service_endpoint_url(service))
 
+    @overload
+    def client(self, service: Literal["kms"], config: BotoConfig | None = None) -> KMSClient: ...
+    @overload
+    def client(self, service: Literal["dynamodb"], config: BotoConfig | None = None) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: str, config: BotoConfig | None = None) -> Any: ...
     def client(self, service: str, config: BotoConfig | None = None) -> Any:
         """A boto3 client for ``service`` on this backend, with the backend's test credentials."""
         # ``service`` is any name, not one of boto3-stubs' per-service literals.

@@ -13,6 +13,15 @@ from typing import Literal
 BackendKind = Literal["moto", "localstack", "localstack-container"]
 BACKEND_KINDS: tuple[BackendKind, ...] = ("moto", "localstack", "localstack-container")
 
+
+def backend_kind(name: str) -> BackendKind:
+    """``name`` as a :data:`BackendKind`; ``ValueError`` naming the choices otherwise."""
+    for kind in BACKEND_KINDS:
+        if kind == name:
+            return kind
+    raise ValueError(f"backend must be one of {', '.join(BACKEND_KINDS)}, not {name!r}")
+
+
 DEFAULT_STATE_DIR = Path(".emulator")
 DEFAULT_REGION = "us-east-1"
 #: moto's default account; LocalStack takes a 12-digit access key id as the account id, so

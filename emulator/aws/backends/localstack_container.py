@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound
@@ -17,6 +17,9 @@ from docker.errors import DockerException, ImageNotFound
 from emulator.aws.backends.base import AwsBackend, BackendError, BackendUnavailable
 from emulator.aws.backends.config import AUTH_TOKEN_ENV, BackendConfig
 from emulator.host.process import StartupError, free_port, wait_until
+
+if TYPE_CHECKING:
+    from testcontainers.community.localstack import LocalStackContainer
 
 _EDGE_PORT = 4566
 _DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -28,7 +31,7 @@ _ENGINE_HINT = (
 class LocalStackContainerBackend(AwsBackend):
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
-        self._container: Any = None
+        self._container: LocalStackContainer | None = None
         self._port: int | None = None
 
     @property
@@ -74,7 +77,7 @@ class LocalStackContainerBackend(AwsBackend):
     def _start(self) -> None:
         # Imported here: testcontainers reads its settings at import time, after the caller set them.
         from testcontainers.community.localstack import LocalStackContainer
-        from testcontainers.core.config import ConnectionMode, testcontainers_config
+        from testcontainers.core.config import ConnectionMode, testcontainers_config  # likewise
 
         # The Ryuk reaper's image cannot be pulled here, and stop() removes the container
         # anyway; and a /.dockerenv file makes testcontainers guess the wrong network path.

@@ -23,6 +23,7 @@ its processes ~1 GB after 600 decrypts). The backup table here is not registered
 from __future__ import annotations
 
 import copy
+import functools
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,7 +39,7 @@ _install_lock = threading.Lock()
 _MARK = "_nitro_vault_light_backup"
 
 
-def _plan(backend: DynamoDBBackend, transact_items: Any) -> dict[int, list[_Key]] | None:
+def _plan(backend: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> dict[int, list[_Key]] | None:
     """id(table) -> keys the transaction writes or checks; ``None`` if any cannot be read."""
     plan: dict[int, list[_Key]] = {}
     try:
@@ -99,6 +100,8 @@ def install() -> None:
         if getattr(original, _MARK, False):
             return
 
+        # functools.wraps keeps moto's method as __wrapped__, which the contract test reads.
+        @functools.wraps(original)
         def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
             previous = getattr(_local, "plan", None)
             _local.plan = _plan(self, transact_items)
@@ -108,5 +111,6 @@ def install() -> None:
                 _local.plan = previous
 
         setattr(transact_write_items, _MARK, True)
-        Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]
-        DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+        # moto's Table declares no __deepcopy__, and mypy forbids assigning to a method.
+        Table.__deepcopy__ = _table_deepcopy  # type: ignore[attr-defined]  # patching moto, see above
+        DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]  # as above

@@ -12,12 +12,17 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from emulator.aws.backends.base import AwsBackend, BackendError
 from vault.infra.table import create_table_kwargs
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_kms.client import KMSClient
+    from mypy_boto3_kms.type_defs import KeyMetadataTypeDef
 
 DEFAULT_KEY_ALIAS = "alias/nitro-vault"
 DEFAULT_KEY_DESCRIPTION = "nitro-vault root key (emulator)"
@@ -38,7 +43,7 @@ def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def _ensure_table(dynamodb: Any, table_name: str, timeout: float) -> str:
+def _ensure_table(dynamodb: DynamoDBClient, table_name: str, timeout: float) -> str:
     try:
         dynamodb.create_table(**create_table_kwargs(table_name))
     except ClientError as exc:
@@ -56,9 +61,9 @@ def _ensure_table(dynamodb: Any, table_name: str, timeout: float) -> str:
         time.sleep(0.1)
 
 
-def _existing_key(kms: Any, alias: str) -> dict[str, Any] | None:
+def _existing_key(kms: KMSClient, alias: str) -> KeyMetadataTypeDef | None:
     try:
-        metadata: dict[str, Any] = kms.describe_key(KeyId=alias)["KeyMetadata"]
+        metadata = kms.describe_key(KeyId=alias)["KeyMetadata"]
     except ClientError as exc:
         if _error_code(exc) == "NotFoundException":
             return None
@@ -66,7 +71,9 @@ def _existing_key(kms: Any, alias: str) -> dict[str, Any] | None:
     return metadata
 
 
-def _ensure_key(kms: Any, alias: str, description: str, policy: str | None) -> tuple[dict[str, Any], bool]:
+def _ensure_key(
+    kms: KMSClient, alias: str, description: str, policy: str | None
+) -> tuple[KeyMetadataTypeDef, bool]:
     metadata = _existing_key(kms, alias)
     if metadata is not None:
         if policy is None:

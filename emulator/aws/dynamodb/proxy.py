@@ -20,6 +20,10 @@ here, at the wire, the same way on every backend:
     than the API's 1 s read timeout -- so the client retries a transaction that already
     happened.
 
+Beside these, the proxy has the fault hooks every emulated service has (``faults``, an
+:class:`emulator.faults.hooks.FaultHooks`, per operation): a throttled call is answered
+with DynamoDB's ``ThrottlingException``, a failed one with ``InternalServerError``.
+
 A call matches when one of its actions (``Put``, ``Update``, ``Delete``,
 ``ConditionCheck``) is in ``actions`` and, for ``target="vault"``, acts on a vault
 item (partition key ``VAULT##...``). Each match uses up one of ``count``.
@@ -40,74 +44,23 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 from emulator.aws.json_client import DYNAMODB, AwsJsonClient, AwsJsonError
 from emulator.aws.upstream import Reply, Upstream, upstream_for
-from emulator.host.http import LoopbackServer
-from vault.infra.table import KEY_SEPARATOR, PARTITION_KEY, SORT_KEY, VAULT_PREFIX
+from emulator.faults.hooks import ACTIONS, FaultHooks, WriteFault
+from emulator.host.http import DEFAULT_LIMITS, ConnectionLimits, LoopbackServer
+from emulator.host.http_handler import LoopbackHandler, RequestError
+from vault.infra.table import PARTITION_KEY, SORT_KEY
 
-Mode = Literal["conflict", "delete-race", "slow-commit"]
-Target = Literal["vault", "all"]
-MODES: tuple[Mode, ...] = ("conflict", "delete-race", "slow-commit")
-TARGETS: tuple[Target, ...] = ("vault", "all")
-ACTIONS = ("Put", "Update", "Delete", "ConditionCheck")
 TRANSACT_TARGET = "DynamoDB_20120810.TransactWriteItems"
 JSON_10 = "application/x-amz-json-1.0"
 MAX_BODY = 16 * 1024 * 1024
-#: Upper bound of one armed fault, so a forgotten one cannot outlive a long test run unseen.
-MAX_COUNT = 100_000
-MAX_DELAY_MS = 30_000
 #: DynamoDB's idempotency window for a ClientRequestToken, and a bound on remembered tokens.
 IDEMPOTENCY_WINDOW = 600.0
 MAX_TOKENS = 10_000
 _log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class WriteFault:
-    mode: Mode = "conflict"
-    target: Target = "vault"
-    actions: tuple[str, ...] = ("Put", "Update", "Delete")
-    count: int = MAX_COUNT
-    #: How long ``slow-commit`` holds the answer.
-    delay_ms: int = 1500
-
-    @property
-    def slot(self) -> str:
-        """Faults on the answer and faults on the write can be armed together."""
-        return "reply" if self.mode == "slow-commit" else "write"
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}")
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {', '.join(TARGETS)}")
-        unknown = set(self.actions) - set(ACTIONS)
-        if unknown or not self.actions:
-            raise ValueError(f"actions must be a non-empty subset of {', '.join(ACTIONS)}")
-        if not 1 <= self.count <= MAX_COUNT:
-            raise ValueError(f"count must be within 1..{MAX_COUNT}")
-        if not 1 <= self.delay_ms <= MAX_DELAY_MS:
-            raise ValueError(f"delay_ms must be within 1..{MAX_DELAY_MS}")
-
-    def match(self, items: list[dict[str, Any]]) -> int | None:
-        """Index of the action this fault hits in a ``TransactItems`` list, or ``None``."""
-        for index, entry in enumerate(items):
-            kind = next((k for k in ACTIONS if k in entry), None)
-            if kind is None or kind not in self.actions:
-                continue
-            if self.target == "all" or _is_vault_action(entry[kind]):
-                return index
-        return None
-
-
-def _is_vault_action(action: dict[str, Any]) -> bool:
-    key = action.get("Item") or action.get("Key") or {}
-    partition = key.get(PARTITION_KEY, {}).get("S", "")
-    return isinstance(partition, str) and partition.startswith(VAULT_PREFIX + KEY_SEPARATOR)
 
 
 def error_body(name: str, message: str) -> bytes:
@@ -184,39 +137,44 @@ class DynamoDbFaultProxy:
         credentials: tuple[str, str],
         host: str = "127.0.0.1",
         port: int = 0,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
     ) -> None:
         self.upstream = upstream_for(backend)
         self.region = region
         self._backend = AwsJsonClient(self.upstream, DYNAMODB, region=region, credentials=credentials)
         self._lock = threading.Lock()
         #: slot ("write" or "reply") -> the armed fault and the matches it has left
-        self._faults: dict[str, tuple[WriteFault, int]] = {}
+        self._armed: dict[str, tuple[WriteFault, int]] = {}
         self.idempotency = IdempotencyCache()
+        #: Per-operation throttle, latency and failure (``TransactWriteItems``, ``GetItem``, ...).
+        self.faults = FaultHooks()
         self.counters = {"forwarded": 0, "conflicts": 0, "races": 0, "held": 0, "replayed": 0}
-        self._server = LoopbackServer(_Handler, self, name="dynamodb-proxy", host=host, port=port)
+        self._server = LoopbackServer(
+            _Handler, self, name="dynamodb-proxy", host=host, port=port, limits=limits
+        )
 
     # -- control ---------------------------------------------------------------------------
 
     def arm(self, fault: WriteFault) -> None:
         with self._lock:
-            self._faults[fault.slot] = (fault, fault.count)
+            self._armed[fault.slot] = (fault, fault.count)
 
     def disarm(self, slot: str | None = None) -> None:
         """Disarm the fault in ``slot`` (``write`` or ``reply``), or both."""
         with self._lock:
-            for name in [slot] if slot else list(self._faults):
-                self._faults.pop(name, None)
+            for name in [slot] if slot else list(self._armed):
+                self._armed.pop(name, None)
 
     def armed(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {
                 slot: {**asdict(fault), "actions": list(fault.actions), "remaining": remaining}
-                for slot, (fault, remaining) in self._faults.items()
+                for slot, (fault, remaining) in self._armed.items()
             }
 
     def _take(self, slot: str, items: list[dict[str, Any]]) -> tuple[WriteFault, int] | None:
         with self._lock:
-            armed = self._faults.get(slot)
+            armed = self._armed.get(slot)
             if armed is None:
                 return None
             fault, remaining = armed
@@ -224,9 +182,9 @@ class DynamoDbFaultProxy:
             if index is None:
                 return None
             if remaining <= 1:
-                del self._faults[slot]
+                del self._armed[slot]
             else:
-                self._faults[slot] = (fault, remaining - 1)
+                self._armed[slot] = (fault, remaining - 1)
             return fault, index
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -250,6 +208,12 @@ class DynamoDbFaultProxy:
 
     def handle(self, path: str, headers: list[tuple[str, str]], body: bytes) -> Reply:
         target = next((v for k, v in headers if k.lower() == "x-amz-target"), "")
+        injected = self.faults.before(target.rpartition(".")[2])
+        if injected is not None:
+            if injected.kind == "throttle":
+                return 400, [("Content-Type", JSON_10)], error_body("ThrottlingException", "Rate exceeded")
+            failure = error_body("InternalServerError", "injected failure")
+            return injected.status, [("Content-Type", JSON_10)], failure
         if target != TRANSACT_TARGET:
             self._count("forwarded")
             return self.forward(path, headers, body)
@@ -329,24 +293,34 @@ def _transact_items(payload: dict[str, Any]) -> list[dict[str, Any]]:
     return [entry for entry in items if isinstance(entry, dict)] if isinstance(items, list) else []
 
 
-class _Handler(BaseHTTPRequestHandler):
+#: The proxy's answers to requests refused before their body is read, by status: DynamoDB's error names.
+FRAMING_ERRORS = {
+    400: "SerializationException",
+    411: "ValidationException",
+    413: "ValidationException",
+    501: "ValidationException",
+    503: "ServiceUnavailable",
+}
+
+
+class _Handler(LoopbackHandler):
     owner: DynamoDbFaultProxy
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in separate writes; with Nagle on, keep-alive requests wait for a delayed ACK.
-    disable_nagle_algorithm = True
-    timeout = 60
+    max_body = MAX_BODY
+    length_required = True
     server_version = "dynamodb-proxy"
+
+    @classmethod
+    def error_reply(cls, error: RequestError) -> tuple[list[tuple[str, str]], bytes]:
+        name = FRAMING_ERRORS.get(error.status, "SerializationException")
+        return [("Content-Type", JSON_10)], error_body(name, error.message)
 
     def log_message(self, format: str, *args: Any) -> None:
         _log.debug("dynamodb proxy request: %s", format % args)
 
     def do_POST(self) -> None:
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit() or int(length) > MAX_BODY:
-            self._send(413 if length and length.isdigit() else 411, [], b"")
-            self.close_connection = True
+        body = self.read_body()
+        if body is None:
             return
-        body = self.rfile.read(int(length))
         status, headers, data = self.owner.handle(self.path, list(self.headers.items()), body)
         self._send(status, headers, data)
 

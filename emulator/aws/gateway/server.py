@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,9 @@ from emulator.aws.gateway.event import (
     new_request_id,
 )
 from emulator.aws.sigv4 import Principal, SigV4Failure, SigV4Verifier
-from emulator.host.http import LoopbackServer
+from emulator.faults.hooks import FaultHooks
+from emulator.host.http import DEFAULT_LIMITS, ConnectionLimits, LoopbackServer
+from emulator.host.http_handler import LoopbackHandler, RequestError
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 # Powertools adds a filter to the root handler that drops every record whose logger name contains
@@ -80,6 +81,8 @@ class GatewayConfig:
     principals: tuple[Principal, ...] = ()
     function_name: str = "nitro-vault-api"
     memory_mb: int = 256
+    #: Idle timeout and open-connection cap of the HTTP server.
+    limits: ConnectionLimits = DEFAULT_LIMITS
 
 
 class LambdaContext:
@@ -114,6 +117,17 @@ def _gateway_error(status: int, message: str, error_type: str, request_id: str) 
     )
 
 
+#: The gateway's own answers to requests refused before their body is read, by status.
+GATEWAY_ERRORS = {
+    400: ("Bad Request", "BadRequestException"),
+    411: ("Length Required", "LengthRequiredException"),
+    413: ("Request Too Long", "RequestTooLongException"),
+    501: ("Not Implemented", "NotImplementedException"),
+    503: ("Service Unavailable", "ServiceUnavailableException"),
+}
+#: The emulator's own liveness route, outside every stage (API Gateway has none): the
+#: supervisor's health probe gets 200 here without invoking the handler or logging a refusal.
+HEALTH_PATH = "/_emulator/health"
 #: The methods a ``{proxy+}`` resource's ``ANY`` method covers.
 ANY_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
@@ -125,15 +139,26 @@ class ApiGateway:
         self.config = config
         self.handler = handler
         self._invoke_lock = threading.Lock()
+        #: Per-route ("METHOD /stage/path") throttle, latency and failure, answered as API Gateway does.
+        self.faults = FaultHooks()
         self._verifier = SigV4Verifier(config.principals, config.region) if config.principals else None
         self._server = LoopbackServer(
-            _RequestHandler, self, name="gateway", host=config.host, port=config.port
+            _RequestHandler, self, name="gateway", host=config.host, port=config.port, limits=config.limits
         )
 
     # -- dispatch (no sockets; the unit tests drive this directly) ----------------
 
     def dispatch(self, request: HttpRequest) -> HttpResponse:
         request_id = new_request_id()
+        if request.raw_path == HEALTH_PATH and request.method in ("GET", "HEAD"):
+            return HttpResponse(200, [("Content-Type", "application/json")], b'{"status":"ok"}')
+        injected = self.faults.before(f"{request.method} {request.raw_path}")
+        if injected is not None:
+            if injected.kind == "throttle":
+                return _gateway_error(429, "Too Many Requests", "TooManyRequestsException", request_id)
+            return _gateway_error(
+                injected.status, "Internal server error", "InternalServerErrorException", request_id
+            )
         if request.method not in ANY_METHODS:
             # API Gateway's ANY covers the seven methods above only: any other method
             # (TRACE, CONNECT, QUERY, unknown ones) never reaches the integration, so it is
@@ -255,37 +280,24 @@ class ApiGateway:
         self._server.stop()
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
+class _RequestHandler(LoopbackHandler):
     owner: ApiGateway
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in separate writes; with Nagle on, every keep-alive request
-    # after the first waits ~40 ms for the client's delayed ACK before its body is sent.
-    disable_nagle_algorithm = True
     server_version = "vault-emulator-apigw"
     sys_version = ""
 
-    def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                total += size
-                if total > self.owner.config.max_payload_bytes:
-                    return None
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > self.owner.config.max_payload_bytes:
-            return None
-        return self.rfile.read(length) if length > 0 else b""
+    def body_limit(self) -> int:
+        return self.owner.config.max_payload_bytes
+
+    @classmethod
+    def error_reply(cls, error: RequestError) -> tuple[list[tuple[str, str]], bytes]:
+        message, error_type = GATEWAY_ERRORS.get(error.status, ("Bad Request", "BadRequestException"))
+        response = _gateway_error(error.status, message, error_type, new_request_id())
+        return response.headers, response.body
 
     def _handle(self) -> None:
-        body = self._read_body()
+        body = self.read_body()
+        if body is None:
+            return
         target = self.path
         if "://" in target:  # absolute-form request target
             target = "/" + target.split("://", 1)[1].partition("/")[2]
@@ -295,14 +307,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
             raw_path=raw_path,
             raw_query=raw_query,
             headers=list(self.headers.items()),
-            body=b"" if body is None else body,
+            body=body,
             source_ip=self.client_address[0],
         )
-        if body is None:
-            response = _gateway_error(413, "Request Too Long", "RequestTooLongException", new_request_id())
-            self.close_connection = True
-        else:
-            response = self.owner.dispatch(request)
+        response = self.owner.dispatch(request)
         self.send_response(response.status)
         for name, value in response.headers:
             if name.lower() not in ("content-length", "connection", "transfer-encoding"):
@@ -322,7 +330,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+        # Health probes arrive every few seconds; at INFO they would bury the real requests.
+        probe = self.path.partition("?")[0] == HEALTH_PATH
+        log.log(logging.DEBUG if probe else logging.INFO, "%s %s", self.address_string(), format % args)
 
 
 # -- process entry point ---------------------------------------------------------

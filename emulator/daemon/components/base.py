@@ -1,13 +1,26 @@
-"""What the supervisor knows about each part of the emulator."""
+"""What the supervisor knows about each part of the emulator, and what the parts share.
+
+A component gets the components it reads as constructor arguments and reads their
+typed results (``BackendComponent.backend``, ``ImageComponent.built``, ...) once they
+have started; its ``needs`` are exactly those components, so the start order follows
+from what each one reads. ``Context.facts`` is the JSON document published in the state
+file (endpoints, table, key ARN) for clients; components write to it and never read
+each other's values from it.
+"""
 
 from __future__ import annotations
 
 import abc
+import http.client
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from emulator.daemon.config import EmulatorConfig
+from emulator.daemon.config import EmulatorConfig, StateLayout
+from emulator.host.process import StartupError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -18,16 +31,12 @@ class Health:
 
 @dataclass
 class Context:
-    """Shared by the components of one emulator run.
-
-    ``facts`` are JSON values published in the state file (endpoints, table, key
-    ARN); ``objects`` are in-process objects one component hands to another (the
-    backend, the measurements, the PKI).
-    """
+    """Shared by the components of one emulator run: the configuration and the published facts."""
 
     config: EmulatorConfig
+    layout: StateLayout
+    #: JSON values published in the state file; written by components, read by clients.
     facts: dict[str, Any] = field(default_factory=dict)
-    objects: dict[str, Any] = field(default_factory=dict)
 
 
 class Component(abc.ABC):
@@ -35,17 +44,17 @@ class Component(abc.ABC):
 
     #: Short stable name (also the log file's name).
     name: str = ""
-    #: Components that must be up before this one starts.
-    needs: tuple[str, ...] = ()
     #: A step (image assembly, provisioning) runs once and has no process of its own.
     is_step: bool = False
     #: A server thread inside the daemon (its pid is the daemon's).
     runs_in_daemon: bool = False
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, *needs: Component) -> None:
         self.context = context
         self.config = context.config
-        self.layout = context.config.layout
+        self.layout = context.layout
+        #: The components this one reads; they are up before it starts.
+        self.needs: tuple[str, ...] = tuple(component.name for component in needs)
 
     @property
     def log_path(self) -> Path:
@@ -69,3 +78,24 @@ class Component(abc.ABC):
 
     def pids(self) -> list[int]:
         return []
+
+    def require(self, value: T | None) -> T:
+        """``value`` if this component has produced it, else a clear error (read before start)."""
+        if value is None:
+            raise StartupError(f"{self.name} is not running")
+        return value
+
+
+def http_ok(url: str, timeout: float = 0.5, expect: int = 200) -> bool:
+    """True if a GET of ``url`` answers ``expect`` within ``timeout``."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+    try:
+        connection.request("GET", parts.path or "/")
+        response = connection.getresponse()
+        response.read()  # closing before the body is read resets the server's write
+        return response.status == expect
+    except OSError:
+        return False
+    finally:
+        connection.close()

@@ -50,7 +50,7 @@ def expect_error(
 
 def documented(fault: str, status: int, code: str | None) -> None:
     """The answer asserted by a test is the one the catalogue documents for ``fault``."""
-    answers = {(answer.status, answer.code) for answer in CATALOGUE[fault].answers}
+    answers = {(answer.status, answer.code) for answer in CATALOGUE[fault].spec.answers}
     assert (status, code) in answers, f"{fault}: {status} {code} is not in the catalogue: {answers}"
 
 

@@ -155,7 +155,7 @@ def running_stack(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     try:
         yield state
     finally:
-        lifecycle.down(emulator_config.state_dir)
+        lifecycle.down(emulator_config.layout)
 
 
 @pytest.fixture(scope="package")

@@ -8,7 +8,7 @@
   fetch them) cannot ``kms:Decrypt`` a vault's encrypted private key: not directly, not as
   the production canary asks (``DryRun``), and not with a ``Recipient`` whose attestation
   document is self-made with exactly the measured enclave's PCRs, whether its chain is its
-  own or claims the emulator's real root and intermediate.
+  own or claims the emulator's real root and intermediates.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from e2e.security.targets import VaultTarget
 from emulator.aws.imds import CREDENTIALS_PATH, TOKEN_HEADER, TOKEN_PATH, TTL_HEADER
 from emulator.daemon.components import INSTANCE_ID
-from emulator.daemon.supervisor import control_request
+from emulator.daemon.control import control_request
 from emulator.nitro.attestation import AttestationDocument
 from emulator.nitro.measure import measure_image
 from emulator.nitro.nsm import enclave_pcrs
@@ -184,7 +184,7 @@ def test_a_self_made_attestation_document_does_not_release_a_vault_key(
         )
 
     # Signed by the forger's own chain, and by the forger's leaf presented under the
-    # emulator's real root and intermediate (public certificates, as any document shows).
+    # emulator's real root and intermediates (public certificates, as any document shows).
     for cabundle in (forger.cabundle, emulator_pki.cabundle):
         with pytest.raises(ClientError) as refused:
             decrypt(_document(facts, forger, cabundle))

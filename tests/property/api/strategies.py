@@ -152,3 +152,33 @@ def malformed_json(draw: st.DrawFn, document: Any) -> str:
     except ValueError:
         return broken
     return broken + "{"
+
+
+#: Bodies of every route that take one, valid as they stand.
+VALID_BODIES: dict[str, dict[str, Any]] = {
+    "create": {"first_name": "Ann"},
+    "update": {"last_name": "Lee"},
+    "delete": {"fields": ["first_name"]},
+    "decrypt": {"fields": ["first_name"], "reason": "r"},
+}
+
+
+@st.composite
+def hostile_json(draw: st.DrawFn, document: dict[str, Any]) -> tuple[str, str]:
+    """``(rule, text)``: ``document`` with one value nested too deep or turned into a too-long integer.
+
+    The depth counts from the top, so the value sits under the document's own object.
+    """
+    key = draw(st.sampled_from(sorted(document)))
+    text = json.dumps({name: value for name, value in document.items() if name != key})
+    prefix = text[:-1] + (", " if len(text) > 2 else "") + json.dumps(key) + ": "
+    if draw(st.booleans()):
+        levels = draw(st.integers(32, 5_000))  # plus the document itself: 33 and more
+        openers = draw(st.lists(st.sampled_from(["[", '{"k": ']), min_size=levels, max_size=levels))
+        closers = "".join("]" if opener == "[" else "}" for opener in reversed(openers))
+        inner = json.dumps(draw(st.one_of(st.integers(-5, 5), st.text(max_size=5), st.just([]))))
+        return "json_too_deep", prefix + "".join(openers) + inner + closers + "}"
+    digits = draw(st.integers(101, 6_000))
+    sign = draw(st.sampled_from(["", "-"]))
+    number = sign + str(draw(st.integers(1, 9))) + "0" * (digits - 1)
+    return "json_number_too_long", prefix + number + "}"

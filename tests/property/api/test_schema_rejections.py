@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 from unit.api.events import ApiResponse
 from unit.api.harness import ApiHarness, api_harness
 
-from property.api.strategies import broken_vault_body, field_name_spellings, malformed_json
+from property.api.strategies import (
+    VALID_BODIES,
+    broken_vault_body,
+    field_name_spellings,
+    hostile_json,
+    malformed_json,
+)
 from vault.api.headers import SECURITY_HEADERS
 from vault.api.models import SCHEMA_FIELDS
 
@@ -106,7 +112,8 @@ def test_decrypt_refuses_schema_breaking_bodies(api_with_vault: Any, raw: str) -
 
 @st.composite
 def broken_delete_body(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["unknown field", "extra key", "not bool", "not list", "malformed"]))
+    kinds = ["unknown field", "extra key", "not bool", "not list", "names nothing", "malformed"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "unknown field":
         names = [draw(field_name_spellings(name)) for name in draw(st.lists(st.sampled_from(SCHEMA_FIELDS)))]
         names.insert(draw(st.integers(0, len(names))), draw(_NOT_A_FIELD))
@@ -120,6 +127,14 @@ def broken_delete_body(draw: st.DrawFn) -> str:
         )
     if kind == "not list":
         return json.dumps({"fields": draw(st.one_of(st.integers(), st.text(max_size=5), st.booleans()))})
+    if kind == "names nothing":
+        # Upstream answered 200 to these and deleted nothing, with no audit record.
+        body: dict[str, Any] = {}
+        if draw(st.booleans()):
+            body["delete_all"] = draw(st.sampled_from([False, None]))
+        if draw(st.booleans()):
+            body["fields"] = draw(st.sampled_from([[], None]))
+        return json.dumps(body)
     return draw(malformed_json({"delete_all": True}))
 
 
@@ -129,3 +144,22 @@ def test_delete_refuses_schema_breaking_bodies(api_with_vault: Any, raw: str) ->
     api, vault_id = api_with_vault
     before = api.items()
     assert_refused(api, before, api.call("DELETE", f"/vaults/{vault_id}", raw_body=raw))
+
+
+@SHARED
+@given(data=st.data(), route=st.sampled_from(sorted(VALID_BODIES)))
+def test_over_deep_or_over_long_json_is_refused_on_every_route(
+    api_with_vault: Any, data: st.DataObject, route: str
+) -> None:
+    api, vault_id = api_with_vault
+    rule, raw = data.draw(hostile_json(VALID_BODIES[route]))
+    method, path = {
+        "create": ("POST", "/vaults"),
+        "update": ("PATCH", f"/vaults/{vault_id}"),
+        "delete": ("DELETE", f"/vaults/{vault_id}"),
+        "decrypt": ("POST", f"/vaults/{vault_id}/decrypt"),
+    }[route]
+    before = api.items()
+    response = api.call(method, path, raw_body=raw)
+    assert_refused(api, before, response)
+    assert response.json["errors"] == [{"loc": ["body"], "type": rule}]

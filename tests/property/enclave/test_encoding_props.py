@@ -7,12 +7,11 @@ import base64
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.enclave_keys import encode_binary, encode_hex
 from vault.common.suites import VAULT_SUITES
 from vault.enclave.encoding import (
     EncodingError,
     SealedValue,
-    encode_binary,
-    encode_hex,
     parse_field_value,
     split_binary,
 )

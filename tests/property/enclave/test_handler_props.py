@@ -7,10 +7,10 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.enclave_keys import LocalKeyDecryptor
 from vault.common.messages import EnclaveReply
 from vault.common.suites import VAULT_SUITES
 from vault.enclave.handler import RequestHandler
-from vault.enclave.testing import LocalKeyDecryptor
 
 from .strategies import field_names, field_values, malformed_payloads
 

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.enclave_keys import LocalKeyDecryptor
 from vault.common.framing import encode_frame, read_frame, write_frame
 from vault.common.messages import EnclaveReply
 from vault.common.transport import UnixSocketTransport
 from vault.enclave.handler import RequestHandler
 from vault.enclave.server import EnclaveServer, ServerConfig
-from vault.enclave.testing import LocalKeyDecryptor
 
 from .strategies import malformed_payloads
 

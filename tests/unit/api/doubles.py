@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 from requests.adapters import BaseAdapter
 
+from tests.support.enclave_keys import TEST_CREDENTIAL
 from vault.common.messages import Credential, DecryptRequest, EnclaveRequest
 from vault.enclave.handler import RequestHandler
 from vault.enclave.key_decryptor import KeyDecryptError
-from vault.enclave.testing import TEST_CREDENTIAL
 from vault.infra.key_policy import ENCRYPTION_CONTEXT_KEY, KEY_PAIR_SPEC
 
 PARENT_URL = "https://parent.test"

@@ -170,6 +170,18 @@ def test_upstream_parent_global_failure_without_code(api: ApiHarness) -> None:
             canned(404, {"code": 404, "message": "No enclaves found"}), 503, "EnclaveUnavailable", id="none"
         ),
         pytest.param(
+            canned(504, {"code": 504, "message": "enclave 16 did not answer in time"}),
+            504,
+            "EnclaveTimeout",
+            id="enclave-timeout",
+        ),
+        pytest.param(
+            canned(200, {"errors": ["failed to call KMS: KMS did not answer in time"], "code": "KmsTimeout"}),
+            504,
+            "KmsTimeout",
+            id="kms-timeout",
+        ),
+        pytest.param(
             canned(500, {"code": 500, "message": "Internal Server Error"}), 502, "ParentError", id="500"
         ),
         pytest.param(canned(400, {"code": 400, "message": "Validation error"}), 502, "ParentError", id="400"),

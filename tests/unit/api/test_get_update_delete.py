@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from tests.support.enclave_keys import encode_hex
 from unit.api.harness import ApiHarness, open_stored_field
-from vault.enclave.encoding import SealedValue, encode_hex
+from vault.api.errors import ApiError
+from vault.api.models import DeleteBody
+from vault.enclave.encoding import SealedValue
 
 MISSING = "v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL"
 NOT_FOUND = {"statusCode": 404, "code": "VaultNotFound", "message": "Vault not found"}
@@ -113,12 +118,12 @@ def test_patch_vault_deleted_concurrently_is_404(api: ApiHarness, monkeypatch: p
     store = api.service.store
     read = store.get_vault
 
-    def read_then_lose_the_race(vault: str, attributes: list[str]) -> object:
-        item = read(vault, attributes)
+    def read_then_lose_the_race(vault: str, *args: Any, **kwargs: Any) -> object:
+        record = read(vault, *args, **kwargs)
         api.dynamodb.delete_item(
             TableName=store.table_name, Key={"pk": {"S": f"VAULT##{vault}"}, "sk": {"S": "v0"}}
         )
-        return item
+        return record
 
     monkeypatch.setattr(store, "get_vault", read_then_lose_the_race)
     audit_before = api.audit_items(vault_id)
@@ -167,9 +172,7 @@ def test_delete_all_removes_the_vault_and_keeps_its_log(api: ApiHarness) -> None
     assert api.call("GET", f"/vaults/{vault_id}").status == 404
 
 
-@pytest.mark.parametrize(
-    "body", [{"delete_all": True}, {"fields": ["first_name"]}, {}, {"fields": []}, {"delete_all": False}]
-)
+@pytest.mark.parametrize("body", [{"delete_all": True}, {"fields": ["first_name"]}])
 def test_delete_on_missing_vault_is_404_and_writes_nothing(api: ApiHarness, body: dict[str, object]) -> None:
     response = api.call("DELETE", f"/vaults/{MISSING}", body=body)
     assert (response.status, response.json) == (404, NOT_FOUND)
@@ -210,11 +213,41 @@ def test_delete_refuses_non_schema_names(api: ApiHarness, name: str) -> None:
     assert api.items() == before
 
 
-def test_delete_with_nothing_to_do_changes_nothing(api: ApiHarness) -> None:
+NOTHING_TO_DELETE = [
+    {},
+    {"fields": []},
+    {"delete_all": False},
+    {"delete_all": None, "fields": None},
+    {"delete_all": False, "fields": []},
+]
+
+
+@pytest.mark.parametrize("body", NOTHING_TO_DELETE)
+def test_delete_that_names_nothing_is_422_and_writes_nothing(api: ApiHarness, body: dict[str, Any]) -> None:
+    # Upstream answered 200 and wrote no audit record: a client would read it as deleted.
     vault_id = api.create({"first_name": "Ann"})
     before = api.items()
-    for body in ({}, {"fields": []}, {"delete_all": False}, {"delete_all": None, "fields": None}):
-        assert api.call("DELETE", f"/vaults/{vault_id}", body=body).status == 200
+    response = api.call("DELETE", f"/vaults/{vault_id}", body=body)
+    assert response.status == 422, response.text
+    assert response.json["code"] == "ValidationError"
+    assert response.json["errors"] == [{"loc": ["body"], "type": "nothing_to_delete"}]
+    assert api.items() == before
+
+
+@pytest.mark.parametrize("body", NOTHING_TO_DELETE)
+def test_delete_naming_nothing_is_422_on_a_missing_vault(api: ApiHarness, body: dict[str, Any]) -> None:
+    # The body is checked before the vault is looked up, like every other validation error.
+    response = api.call("DELETE", f"/vaults/{MISSING}", body=body)
+    assert (response.status, response.json["code"]) == (422, "ValidationError")
+    assert api.items() == []
+
+
+def test_the_service_refuses_a_delete_that_names_nothing_however_built(api: ApiHarness) -> None:
+    vault_id = api.create({"first_name": "Ann"})
+    before = api.items()
+    with pytest.raises(ApiError) as excinfo:
+        api.service.delete(vault_id, DeleteBody.model_construct(delete_all=None, fields=[]))
+    assert (excinfo.value.status, excinfo.value.code.value) == (422, "ValidationError")
     assert api.items() == before
 
 

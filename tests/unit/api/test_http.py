@@ -149,6 +149,56 @@ def test_body_that_is_not_utf8_is_invalid(api: ApiHarness) -> None:
     assert api.items() == []
 
 
+DEEP = '{"first_name": ' + "[" * 10_000 + "]" * 10_000 + "}"
+LONG_INTEGER = '{"first_name": ' + "7" * 5_000 + "}"
+
+
+def _body_routes(vault_id: str) -> list[tuple[str, str]]:
+    return [
+        ("POST", "/vaults"),
+        ("PATCH", f"/vaults/{vault_id}"),
+        ("DELETE", f"/vaults/{vault_id}"),
+        ("POST", f"/vaults/{vault_id}/decrypt"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("raw_body", "rule"),
+    [
+        (DEEP, "json_too_deep"),
+        # Unclosed brackets would make the parser recurse just as deep.
+        ("[" * 10_000, "json_too_deep"),
+        (LONG_INTEGER, "json_number_too_long"),
+        ('{"delete_all": -' + "1" * 5_000 + "}", "json_number_too_long"),
+    ],
+)
+def test_hostile_json_is_a_422_not_a_500(
+    api: ApiHarness, caplog: pytest.LogCaptureFixture, raw_body: str, rule: str
+) -> None:
+    vault_id = api.create({"first_name": "Ann"})
+    before = api.items()
+    for method, path in _body_routes(vault_id):
+        with caplog.at_level(logging.DEBUG):
+            response = api.call(method, path, raw_body=raw_body)
+        assert_error(response, 422, "ValidationError")
+        assert response.json["errors"] == [{"loc": ["body"], "type": rule}], (method, path)
+    assert api.items() == before
+    assert "Unhandled error" not in caplog.text
+    assert "7" * 200 not in caplog.text and "1" * 200 not in caplog.text
+
+
+def test_json_within_the_limits_is_validated_as_usual(api: ApiHarness) -> None:
+    # 32 levels and 100 digits parse; the schema then refuses the shape, field by field.
+    nested = api.call("POST", "/vaults", raw_body='{"first_name": ' + "[" * 31 + "]" * 31 + "}")
+    assert_error(nested, 422, "ValidationError")
+    assert nested.json["errors"] == [{"loc": ["body", "first_name"], "type": "string_type"}]
+    number = api.call("POST", "/vaults", raw_body='{"first_name": ' + "9" * 100 + "}")
+    assert number.json["errors"] == [{"loc": ["body", "first_name"], "type": "string_type"}]
+    # Brackets inside strings are text.
+    text = api.call("POST", "/vaults", body={"first_name": "[" * 100})
+    assert text.status == 200, text.text
+
+
 def test_unsupported_content_type(api: ApiHarness) -> None:
     response = api.call("POST", "/vaults", raw_body="<x/>", headers={"Content-Type": "application/xml"})
     assert_error(response, 415, "UnsupportedMediaType")
@@ -320,6 +370,15 @@ def test_openapi_document() -> None:
     assert params["vault_id"]["schema"]["title"] == "Vault ID"
     assert params["fields"]["schema"]["title"] == "Fields to get"
     assert document["components"]["schemas"]["VaultFields"]["additionalProperties"] is False
+    delete = document["paths"]["/vaults/{vault_id}"]["delete"]
+    assert "names nothing to delete is refused with 422" in delete["description"]
+    delete_body = document["components"]["schemas"]["DeleteBody"]
+    assert delete_body["anyOf"] == [
+        {"required": ["delete_all"], "properties": {"delete_all": {"const": True}}},
+        {"required": ["fields"], "properties": {"fields": {"type": "array", "minItems": 1}}},
+    ]
+    refused = delete["responses"]["422"]["description"]
+    assert "nested deeper than 32 levels" in refused and "more than 100 digits" in refused
 
 
 @pytest.mark.parametrize("make", [lambda: rest_event("GET", "/swagger", query={"format": "oauth2-redirect"})])

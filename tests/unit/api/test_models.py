@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from vault.api.models import SCHEMA_FIELDS, DecryptBody, DeleteBody, VaultFields
@@ -126,10 +127,50 @@ def test_decrypt_expression_limit_is_in_bytes_and_inclusive() -> None:
 
 
 def test_delete_body() -> None:
-    assert DeleteBody.model_validate({}).delete_all is None
-    assert DeleteBody.model_validate({"delete_all": None, "fields": None}).fields is None
+    assert DeleteBody.model_validate({"delete_all": True}).fields is None
+    assert DeleteBody.model_validate({"delete_all": True, "fields": None}).delete_all is True
+    assert DeleteBody.model_validate({"delete_all": None, "fields": ["email"]}).delete_all is None
     assert DeleteBody.model_validate({"fields": [" SSN9", "ssn9", "Email"]}).fields == ["ssn9", "email"]
     assert _errors(DeleteBody, {"fields": ["_pk"]}) == [(("fields", 0), "vault_field")]
     assert _errors(DeleteBody, {"delete_all": "yes"}) == [(("delete_all",), "bool_type")]
     assert _errors(DeleteBody, {"delete_all": 1}) == [(("delete_all",), "bool_type")]
     assert _errors(DeleteBody, {"everything": True}) == [(("everything",), "extra_forbidden")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"fields": []},
+        {"delete_all": False},
+        {"delete_all": None, "fields": None},
+        {"delete_all": False, "fields": []},
+    ],
+)
+def test_a_delete_body_must_name_something(data: dict[str, Any]) -> None:
+    assert _errors(DeleteBody, data) == [((), "nothing_to_delete")]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"fields": []},
+        {"delete_all": None, "fields": None},
+        {"delete_all": False},
+        {"delete_all": True},
+        {"delete_all": True, "fields": []},
+        {"fields": ["email"]},
+        {"delete_all": False, "fields": ["first_name"]},
+        {"delete_all": None, "fields": ["city", "dob"]},
+    ],
+)
+def test_the_documented_delete_schema_matches_the_model(data: dict[str, Any]) -> None:
+    # Schemathesis generates "valid" bodies from the document: it must say what the model says.
+    schema = DeleteBody.model_json_schema()
+    try:
+        DeleteBody.model_validate(data)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert Draft202012Validator(schema).is_valid(data) is accepted

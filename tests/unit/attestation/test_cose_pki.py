@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from emulator.nitro.cose import CoseError, decode_sign1, sign1, verify_sign1
@@ -121,23 +122,60 @@ def test_interoperates_with_pycose(p384: ec.EllipticCurvePrivateKey) -> None:
 def test_pki_persists_and_reloads(tmp_path: Path) -> None:
     created = TestPki.load_or_create(tmp_path / "pki")
     reloaded = TestPki.load_or_create(tmp_path / "pki")
-    assert reloaded.root.der == created.root.der
-    assert reloaded.intermediate.der == created.intermediate.der
-    assert reloaded.image_signing.der == created.image_signing.der
+    for role in ("root", "regional", "zonal", "image_signing"):
+        assert getattr(reloaded, role).der == getattr(created, role).der, role
     for key_file in (tmp_path / "pki").glob("*.key"):
         assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    leaf = reloaded.issue_leaf("enclave")
-    verify_chain(leaf.certificate, [created.intermediate.certificate], created.root.certificate, NOW)
+    # The instance CA is issued per process, under the persisted zonal certificate.
+    signer = reloaded.issue_enclave_signer("i-0e1a2b3c4d5e6f708-enc0123456789abcdef")
+    assert signer.cabundle[:3] == (created.root.der, created.regional.der, created.zonal.der)
+    intermediates = [x509.load_der_x509_certificate(der) for der in signer.cabundle[1:]]
+    verify_chain(signer.leaf.certificate, intermediates, created.root.certificate, NOW)
+
+
+def test_a_directory_with_the_old_two_level_chain_is_migrated(tmp_path: Path) -> None:
+    directory = tmp_path / "pki"
+    first = TestPki.load_or_create(directory)
+    # The old layout: root, one intermediate, the image signing certificate.
+    (directory / "intermediate.pem").write_bytes(first.zonal.certificate.public_bytes(Encoding.PEM))
+    (directory / "intermediate.key").write_bytes((directory / "zonal.key").read_bytes())
+    for name in ("regional.pem", "regional.key", "zonal.pem", "zonal.key"):
+        (directory / name).unlink()
+    migrated = TestPki.load_or_create(directory)
+    # A new chain, root included; PCR8's certificate stays (the image measurement depends on it).
+    assert migrated.root.der != first.root.der
+    assert migrated.image_signing.der == first.image_signing.der
+    assert not (directory / "intermediate.pem").exists() and not (directory / "intermediate.key").exists()
+    assert TestPki.load_or_create(directory).root.der == migrated.root.der
+
+
+def test_another_region_gets_its_own_regional_and_zonal_certificates(tmp_path: Path) -> None:
+    east = TestPki.load_or_create(tmp_path / "pki")
+    west = TestPki.load_or_create(tmp_path / "pki", region="eu-west-1")
+    assert west.root.der == east.root.der
+    assert west.regional.der != east.regional.der and west.zonal.der != east.zonal.der
+    assert ".eu-west-1.aws.nitro-enclaves" in west.regional.certificate.subject.rfc4514_string()
+    leaf = west.issue_leaf("i-0e1a2b3c4d5e6f708-enc0123456789abcdef").certificate
+    assert leaf.subject.rfc4514_string().startswith(
+        "CN=i-0e1a2b3c4d5e6f708-enc0123456789abcdef.eu-west-1.aws,"
+    )
+    verify_chain(leaf, west.intermediates, east.root.certificate, NOW)
 
 
 def test_chain_verification_refusals(pki: TestPki, other_pki: TestPki) -> None:
     leaf = pki.issue_leaf("enclave").certificate
-    intermediates = [pki.intermediate.certificate]
+    intermediates = pki.intermediates
+    assert len(intermediates) == 3  # regional, zonal, instance
     verify_chain(leaf, intermediates, pki.root.certificate, NOW)
     with pytest.raises(PkiError, match="does not verify"):
         verify_chain(leaf, intermediates, other_pki.root.certificate, NOW)  # wrong root
     with pytest.raises(PkiError, match="does not verify"):
-        verify_chain(leaf, [], pki.root.certificate, NOW)  # missing intermediate
+        verify_chain(leaf, [], pki.root.certificate, NOW)  # no intermediates
+    for missing in range(3):
+        with pytest.raises(PkiError, match="does not verify"):
+            verify_chain(
+                leaf, [c for i, c in enumerate(intermediates) if i != missing], pki.root.certificate, NOW
+            )
     with pytest.raises(PkiError, match="not valid at validation time"):
         verify_chain(leaf, intermediates, pki.root.certificate, NOW + dt.timedelta(hours=4))  # expired
     with pytest.raises(PkiError, match="not valid at validation time"):
@@ -146,20 +184,28 @@ def test_chain_verification_refusals(pki: TestPki, other_pki: TestPki) -> None:
     fake_ca = issue("rogue", issuer=pki.issue_leaf("leaf"), ca=False)
     with pytest.raises(PkiError):
         verify_chain(fake_ca.certificate, [leaf, *intermediates], pki.root.certificate, NOW)
+    # The instance CA has path length 0: a CA below it cannot issue a valid leaf.
+    below_instance = issue("rogue CA", issuer=pki.instance_ca(), ca=True, path_length=0)
+    rogue_leaf = issue("rogue leaf", issuer=below_instance, ca=False)
+    with pytest.raises(PkiError, match="does not verify"):
+        verify_chain(
+            rogue_leaf.certificate, [below_instance.certificate, *intermediates], pki.root.certificate, NOW
+        )
 
 
 def test_chain_requires_p384_and_sha384(pki: TestPki) -> None:
+    issuer = pki.instance_ca()
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "p256 leaf")])
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(pki.intermediate.certificate.subject)
+        .issuer_name(issuer.certificate.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(NOW - dt.timedelta(minutes=1))
         .not_valid_after(NOW + dt.timedelta(hours=1))
-        .sign(pki.intermediate.key, hashes.SHA384())
+        .sign(issuer.key, hashes.SHA384())
     )
     with pytest.raises(PkiError, match="not P-384"):
-        verify_chain(certificate, [pki.intermediate.certificate], pki.root.certificate, NOW)
+        verify_chain(certificate, pki.intermediates, pki.root.certificate, NOW)

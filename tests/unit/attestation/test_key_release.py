@@ -18,11 +18,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
+from emulator.daemon.config import EmulatorConfig
 from emulator.nitro.attestation import AttestationDocument
 from emulator.nitro.cose import decode_sign1
 from emulator.nitro.nsm import enclave_pcrs
 from emulator.nitro.pki import TestPki
 from emulator.nitro.vsock_proxy import VsockProxy, VsockProxyError
+from emulator.tools.cli import build_parser, config_from_args
 from vault.common import hpke
 from vault.common.messages import Credential, EnclaveErrorCode
 from vault.common.suites import P384_SHA384_AES256GCM
@@ -88,6 +90,13 @@ def test_debug_mode_enclaves_are_refused(harness: Harness) -> None:
             release(decryptor, pair["PrivateKeyCiphertextBlob"], "v_debug")
     assert refused.value.code == EnclaveErrorCode.ATTESTATION_FAILED
     assert "AccessDeniedException" in str(refused.value)
+
+
+def test_up_debug_mode_reaches_the_emulator_config(tmp_path: Path) -> None:
+    parser = build_parser()
+    debug = config_from_args(parser.parse_args(["up", "--state-dir", str(tmp_path), "--debug-mode"]))
+    assert debug.debug_mode and EmulatorConfig.from_json(debug.to_json()).debug_mode
+    assert not config_from_args(parser.parse_args(["up", "--state-dir", str(tmp_path)])).debug_mode
 
 
 class CraftedNsm:

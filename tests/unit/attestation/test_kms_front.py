@@ -257,7 +257,7 @@ def test_throttling_and_latency_faults(harness: Harness) -> None:
         api.list_keys()
     assert error_code(throttled) == "ThrottlingException"
     api.list_keys()  # only one request was throttled
-    faults.delay_ms = 150
+    faults.latency(0.15)
     started = time.perf_counter()
     api.list_keys()
     assert time.perf_counter() - started >= 0.15

@@ -8,7 +8,10 @@ import pytest
 
 from emulator.aws.kms.policy import RequestContext, conditions_hold, evaluate
 from vault.infra.key_policy import (
+    ADMIN_SID,
     DECRYPT_SID,
+    DENY_OTHER_DECRYPT_SID,
+    DENY_UNATTESTED_SID,
     EnclaveMeasurements,
     KeyPolicyParams,
     MeasurementsError,
@@ -73,6 +76,17 @@ def test_unattested_and_debug_mode_decrypts_are_refused() -> None:
     ).allowed
     zeros = {k: ("00" * 48 if "Attestation" in k else v) for k, v in ATTESTED.items()}
     assert not evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **zeros)).allowed
+    # Debug mode as hardware has it: the image PCRs (0, 1, 2) and PCR8 zero, PCR3 still the role's.
+    zeroed = ("ImageSha384", "PCR1", "PCR2", "PCR8")
+    debug = {**ATTESTED, **{f"kms:RecipientAttestation:{name}": "00" * 48 for name in zeroed}}
+    assert debug["kms:RecipientAttestation:PCR3"] == PCR3
+    assert not evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **debug)).allowed
+
+
+def with_iam(principal: str, action: str, iam: tuple[str, ...] = ("*",), **keys: Any) -> RequestContext:
+    """A request by a principal whose IAM policies allow ``iam`` (worst case: everything)."""
+    base = context(principal, action, **keys)
+    return RequestContext(principal, action, KEY, base.keys, iam_allowed_actions=iam)
 
 
 def test_the_root_statement_never_grants_decrypt() -> None:
@@ -83,12 +97,98 @@ def test_the_root_statement_never_grants_decrypt() -> None:
     # Roles of the account get the root statement only as far as their IAM policies allow.
     role = f"arn:aws:iam::{ACCOUNT}:role/admin"
     assert not evaluate(policy, context(role, "kms:DescribeKey")).allowed
-    with_iam = RequestContext(
-        role, "kms:DescribeKey", KEY, context(role, "x").keys, iam_allowed_actions=("kms:*",)
-    )
-    assert evaluate(policy, with_iam).allowed
-    with_iam_decrypt = RequestContext(role, "kms:Decrypt", KEY, with_iam.keys, iam_allowed_actions=("kms:*",))
-    assert not evaluate(policy, with_iam_decrypt).allowed
+    assert evaluate(policy, with_iam(role, "kms:DescribeKey", ("kms:*",))).allowed
+    assert not evaluate(policy, with_iam(role, "kms:Decrypt", ("kms:*",))).allowed
+
+
+OTHER_ROLE = f"arn:aws:iam::{ACCOUNT}:role/administrator-of-everything"
+ADMIN_ROLE = f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-us-east-1"
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "kms:CreateGrant",
+        "kms:ReEncryptFrom",
+        "kms:ReEncryptTo",
+        "kms:GenerateDataKey",
+        "kms:GenerateDataKeyPair",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:Encrypt",
+        "kms:PutKeyPolicy",
+        "kms:ReplicateKey",
+        "kms:ScheduleKeyDeletion",
+    ],
+)
+def test_iam_cannot_open_a_path_around_attestation(action: str) -> None:
+    # The issue's attack: an IAM administrator grants itself Decrypt, re-wraps a vault's
+    # encrypted private key under its own key, or rewrites or copies the policy.
+    policy = key_policy(admin_role_arn=ADMIN_ROLE)
+    for principal in (OTHER_ROLE, INSTANCE_ROLE, API_ROLE, f"arn:aws:iam::{ACCOUNT}:root"):
+        decision = evaluate(policy, with_iam(principal, action, **ATTESTED))
+        assert not decision.allowed, (principal, decision.reason)
+        assert decision.reason.startswith("explicitly denied by statement Deny"), decision.reason
+
+
+def test_only_the_administrator_changes_the_policy() -> None:
+    policy = key_policy(admin_role_arn=ADMIN_ROLE)
+    # The administrator needs no IAM permission: the key policy names it (lockout check).
+    for action in ("kms:PutKeyPolicy", "kms:ReplicateKey", "kms:GetKeyPolicy", "kms:ScheduleKeyDeletion"):
+        decision = evaluate(policy, context(ADMIN_ROLE, action))
+        assert decision.allowed and ADMIN_SID in decision.reason, (action, decision.reason)
+    session = f"arn:aws:sts::{ACCOUNT}:assumed-role/{ADMIN_ROLE.rsplit('/', 1)[1]}/AWSCloudFormation"
+    assert evaluate(policy, context(session, "kms:PutKeyPolicy")).allowed
+    # ... but even it gets no key material, no grant and no re-wrapped copy.
+    for action in ("kms:Decrypt", "kms:CreateGrant", "kms:ReEncryptFrom", "kms:GenerateDataKey"):
+        assert not evaluate(policy, with_iam(ADMIN_ROLE, action, **ATTESTED)).allowed, action
+    # Without an administrator, nobody changes the policy.
+    unadministered = key_policy()
+    assert not evaluate(unadministered, with_iam(ADMIN_ROLE, "kms:PutKeyPolicy")).allowed
+    assert not evaluate(unadministered, context(f"arn:aws:iam::{ACCOUNT}:root", "kms:PutKeyPolicy")).allowed
+
+
+def test_decrypt_needs_a_recipient_and_the_instance_role() -> None:
+    policy = key_policy()
+    plain = {"kms:EncryptionContext:vault_id": "v_1"}
+    decision = evaluate(policy, with_iam(INSTANCE_ROLE, "kms:Decrypt", **plain))
+    assert decision.reason == f"explicitly denied by statement {DENY_UNATTESTED_SID}"
+    # Another role with the enclave's very document (a replayed Recipient) is refused too.
+    decision = evaluate(policy, with_iam(OTHER_ROLE, "kms:Decrypt", **ATTESTED))
+    assert decision.reason == f"explicitly denied by statement {DENY_OTHER_DECRYPT_SID}"
+
+
+def test_unsafe_mode_keeps_every_other_guard() -> None:
+    policy = key_policy(None, allow_unattested_decrypt=True)
+    sids = [s["Sid"] for s in policy["Statement"]]
+    assert DENY_UNATTESTED_SID not in sids
+    plain = {"kms:EncryptionContext:vault_id": "v_1"}
+    assert evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **plain)).allowed
+    assert not evaluate(policy, with_iam(OTHER_ROLE, "kms:Decrypt", **plain)).allowed
+    assert not evaluate(policy, with_iam(INSTANCE_ROLE, "kms:CreateGrant", **plain)).allowed
+
+
+def test_principal_keys_come_from_the_caller_when_absent() -> None:
+    statement = {
+        "Effect": "Allow",
+        "Principal": "*",
+        "Action": "kms:DescribeKey",
+        "Resource": "*",
+        "Condition": {
+            "ArnEquals": {"aws:PrincipalArn": INSTANCE_ROLE},
+            "StringEquals": {"aws:PrincipalAccount": ACCOUNT},
+        },
+    }
+    session = f"arn:aws:sts::{ACCOUNT}:assumed-role/nitro-vault-instance/i-0123456789abcdef0"
+    for principal in (INSTANCE_ROLE, session):
+        request = RequestContext(principal, "kms:DescribeKey", KEY)
+        assert evaluate({"Statement": [statement]}, request).allowed, principal
+        # A session ARN given as aws:PrincipalArn is the role's, as in AWS.
+        given = RequestContext(principal, "kms:DescribeKey", KEY, {"aws:PrincipalArn": [session]})
+        assert evaluate({"Statement": [statement]}, given).allowed, principal
+    assert not evaluate({"Statement": [statement]}, RequestContext(API_ROLE, "kms:DescribeKey", KEY)).allowed
+    # Given keys are not overridden.
+    lying = RequestContext(INSTANCE_ROLE, "kms:DescribeKey", KEY, {"aws:PrincipalAccount": ["999999999999"]})
+    assert not evaluate({"Statement": [statement]}, lying).allowed
 
 
 def test_key_pair_generation_by_the_api_role() -> None:
@@ -213,6 +313,11 @@ def test_condition_keys_are_case_insensitive() -> None:
         {"Condition": {"StringEqualsAnyCase": {"k": "1"}}},
         {"Condition": {"ForSomeValues:StringEquals": {"k": "1"}}},
         {"Condition": {"NullIfExists": {"k": "true"}}},
+        {"Condition": {"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}}},
+        {"Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}},
+        {"Condition": {"StringEquals": {"aws:PrincipalArn": {"Fn::Sub": "arn:${AWS::Partition}:iam::1:root"}}}},
+        {"Principal": {"AWS": {"Fn::GetAtt": ["Role", "Arn"]}}},
+        {"NotPrincipal": {"AWS": INSTANCE_ROLE}, "Effect": "Deny"},
         {"Condition": {"StringEquals": {"aws:PrincipalArn": "${aws:username}"}}},
         {"NotPrincipal": {"AWS": INSTANCE_ROLE}},
         {"Effect": "Maybe"},
@@ -269,7 +374,9 @@ def image_keys(image: EnclaveMeasurements) -> dict[str, str]:
 
 def test_one_complete_statement_per_image() -> None:
     policy = key_policy(IMAGE_A, IMAGE_B)
-    decrypting = [s for s in policy["Statement"] if s.get("Action") == "kms:Decrypt"]
+    decrypting = [
+        s for s in policy["Statement"] if s.get("Action") == "kms:Decrypt" and s["Effect"] == "Allow"
+    ]
     assert [s["Sid"] for s in decrypting] == [DECRYPT_SID, f"{DECRYPT_SID}2"]
     for statement, image in zip(decrypting, (IMAGE_A, IMAGE_B), strict=True):
         pinned = statement["Condition"]["StringEqualsIgnoreCase"]

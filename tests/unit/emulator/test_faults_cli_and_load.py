@@ -13,16 +13,17 @@ import pytest
 
 import benchmarks
 from benchmarks import load
-from emulator.faults.catalogue import CATALOGUE, FaultController, FaultError, describe
+from emulator.daemon.config import StateLayout
+from emulator.faults import CATALOGUE, FaultController, FaultError, describe
 from emulator.tools.cli import build_parser, main
 
 
 def test_fault_list_prints_the_catalogue(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["fault", "list"]) == 0
     out = capsys.readouterr().out
-    for name, spec in CATALOGUE.items():
+    for name, fault in CATALOGUE.items():
         assert name in out
-        assert describe(spec).splitlines()[1] in out
+        assert describe(fault.spec).splitlines()[1] in out
 
 
 def test_fault_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,7 +37,7 @@ def test_fault_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def test_controller_refuses_unknown_faults_before_asking_the_daemon(tmp_path: Path) -> None:
     with pytest.raises(FaultError, match="unknown fault"):
-        FaultController(tmp_path).enable("meteor-strike")
+        FaultController(StateLayout(tmp_path)).enable("meteor-strike")
 
 
 # -- load ------------------------------------------------------------------------------------

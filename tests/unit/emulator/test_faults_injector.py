@@ -14,32 +14,32 @@ import pytest
 
 from emulator.aws.dynamodb.proxy import DynamoDbFaultProxy
 from emulator.aws.imds import ImdsServer
-from emulator.aws.kms.front import Faults, KmsError
-from emulator.daemon.components.base import Component, Context
+from emulator.daemon.components.base import Context
+from emulator.daemon.components.credentials import AwsKey
+from emulator.daemon.components.enclave import enclave_program
+from emulator.daemon.components.imds import ImdsComponent
+from emulator.daemon.components.parent import ParentComponent
 from emulator.daemon.config import EmulatorConfig
-from emulator.faults.catalogue import CATALOGUE, FaultError
-from emulator.faults.injector import FAULTS, FaultInjector, KmsFaultHooks, enclave_program, install_kms_hooks
-from emulator.host.process import ManagedProcess
-
-
-class Front:
-    def __init__(self) -> None:
-        self.faults = Faults()
+from emulator.faults.catalogue import CATALOGUE, FaultError, FaultServices
+from emulator.faults.hooks import FaultHooks, Injected
+from emulator.faults.injector import FaultInjector
 
 
 class Host:
     """The parts of the supervisor the injector uses."""
 
     def __init__(self, tmp_path: Path) -> None:
-        self.context = Context(EmulatorConfig(state_dir=tmp_path))
-        self.by_name: dict[str, Component] = {}
+        config = EmulatorConfig(state_dir=tmp_path)
+        self.context = Context(config, config.layout)
         self.relaunched = 0
-        self.context.objects.update(
-            kms_front=Front(),
-            imds=ImdsServer(),
-            dynamodb_proxy=DynamoDbFaultProxy(
-                "http://127.0.0.1:9", region="us-east-1", credentials=("a", "b")
-            ),
+        self.kms_hooks = FaultHooks()
+        self.imds = ImdsServer()
+        self.proxy = DynamoDbFaultProxy("http://127.0.0.1:9", region="us-east-1", credentials=("a", "b"))
+        self.parent: ParentComponent | None = None
+
+    def services(self) -> FaultServices:
+        return FaultServices(
+            kms_hooks=self.kms_hooks, imds=self.imds, dynamodb_proxy=self.proxy, parent=self.parent
         )
 
     def relaunch_enclave(self, overrides: dict[str, str] | None) -> dict[str, Any]:
@@ -64,35 +64,35 @@ def enable(injector: FaultInjector, name: str, **params: Any) -> dict[str, Any]:
     return injector.handle({"action": "enable", "name": name, "params": params})
 
 
-def test_every_catalogued_fault_has_a_switch() -> None:
-    assert set(FAULTS) == set(CATALOGUE)
-    for spec in CATALOGUE.values():
-        assert spec.injection and spec.answers
+def test_every_catalogued_fault_carries_its_spec_and_has_a_switch(injector: FaultInjector) -> None:
+    assert set(injector.faults) == set(CATALOGUE)
+    for name, kind in CATALOGUE.items():
+        assert kind.spec.name == name
+        assert kind.spec.injection and kind.spec.answers
+        assert isinstance(injector.faults[name], kind)
 
 
 def test_kms_throttle_and_latency_switch_independently(injector: FaultInjector, host: Host) -> None:
     enable(injector, "kms-throttle", operation="Decrypt", count=2)
     enable(injector, "kms-latency", ms=20, operation="Decrypt")
-    hooks = host.context.objects["kms_front"].faults
-    assert isinstance(hooks, KmsFaultHooks)
-    hooks.before("GenerateDataKeyPairWithoutPlaintext")  # neither applies to other operations
+    hooks = host.kms_hooks
+    assert hooks.before("GenerateDataKeyPairWithoutPlaintext") is None  # neither applies to other operations
     began = time.monotonic()
-    with pytest.raises(KmsError):
-        hooks.before("Decrypt")
+    assert hooks.before("Decrypt") == Injected("throttle", "Decrypt")
     assert time.monotonic() - began >= 0.02
     injector.handle({"action": "disable", "name": "kms-throttle"})
-    hooks.before("Decrypt")  # the throttle is gone, the latency stays
-    assert hooks.operation_delays == {"Decrypt": 0.02}
+    assert hooks.before("Decrypt") is None  # the throttle is gone, the latency stays
+    assert hooks.state().latency == {"Decrypt": 0.02}
     assert injector.handle({"action": "list"})["active"] == {
         "kms-latency": {"ms": 20, "operation": "Decrypt"}
     }
     assert injector.clear() == ["kms-latency"]
-    assert hooks.operation_delays == {} and hooks.delay_ms == 0
+    assert hooks.state().latency == {} and hooks.state().throttles == ()
 
 
 def test_hooks_count_requests_in_flight() -> None:
-    hooks = KmsFaultHooks()
-    hooks.operation_delays["Decrypt"] = 0.3
+    hooks = FaultHooks()
+    hooks.latency(0.3, "Decrypt")
     assert not hooks.wait_in_flight("Decrypt", 0.01)
     worker = threading.Thread(target=hooks.before, args=("Decrypt",))
     worker.start()
@@ -101,28 +101,40 @@ def test_hooks_count_requests_in_flight() -> None:
     assert not hooks.wait_in_flight("Decrypt", 0.01)
 
 
-def test_installing_hooks_keeps_what_the_front_held() -> None:
-    front = Front()
-    front.faults.delay_ms = 5
-    front.faults.throttle(1, "Decrypt")
-    hooks = install_kms_hooks(front)
-    assert install_kms_hooks(front) is hooks and hooks.delay_ms == 5
-    with pytest.raises(KmsError):
-        hooks.before("Decrypt")
+def test_hooks_use_up_budgets_per_operation_and_clear_by_kind() -> None:
+    hooks = FaultHooks()
+    hooks.fail(2, 503, operation="GetItem")
+    hooks.throttle(1)
+    assert hooks.before("PutItem") == Injected("throttle", "PutItem")  # a throttle of any operation
+    assert hooks.before("PutItem") is None
+    assert hooks.before("GetItem") == Injected("failure", "GetItem", 503)
+    hooks.latency(5)
+    hooks.clear("latency")
+    assert hooks.state().latency == {} and len(hooks.state().failures) == 1
+    assert hooks.before("GetItem") == Injected("failure", "GetItem", 503)
+    assert hooks.before("GetItem") is None
+    for bad in (lambda: hooks.fail(0), lambda: hooks.fail(1, 200), lambda: hooks.latency(-1)):
+        with pytest.raises(ValueError):
+            bad()
+    with pytest.raises(ValueError, match="unknown hook kinds"):
+        hooks.clear("meteor")  # type: ignore[arg-type]
 
 
 def test_imds_faults_restore_the_original_behaviour(injector: FaultInjector, host: Host) -> None:
-    server: ImdsServer = host.context.objects["imds"]
+    server = host.imds
     original = server.credential_lifetime
     enable(injector, "imds-expiry", lifetime=3)
     assert server.credential_lifetime == timedelta(seconds=3)
     enable(injector, "imds-outage", status=503)
-    assert server._injected_failure() == 503
-    enable(injector, "imds-outage", delay=0.5)  # switching again replaces the failures
-    assert server._injected_failure() is None and server.response_delay == 0.5
+    assert server.injected_failure() == 503
+    enable(injector, "imds-outage", delay=0.05)  # switching again replaces the failures
+    began = time.monotonic()
+    assert server.injected_failure() is None and server.response_delay == 0.05
+    assert time.monotonic() - began >= 0.05
     injector.clear()
     assert server.credential_lifetime == original and server.response_delay == 0
-    assert server._injected_failure() is None
+    assert server.injected_failure() is None
+    assert server.count("failed") == 1 and server.count("total") == 3
 
 
 def test_dynamodb_conflict_parameters(injector: FaultInjector, host: Host) -> None:
@@ -130,8 +142,10 @@ def test_dynamodb_conflict_parameters(injector: FaultInjector, host: Host) -> No
     assert armed["actions"] == ["Update", "Delete"] and armed["remaining"] == 3
     with pytest.raises(FaultError, match="mode"):
         enable(injector, "dynamodb-conflict", mode="boom")
+    with pytest.raises(FaultError, match="target"):
+        enable(injector, "dynamodb-conflict", target="everything")
     assert injector.handle({"action": "disable", "name": "dynamodb-conflict"})["active"] == {}
-    assert host.context.objects["dynamodb_proxy"].armed() == {}
+    assert host.proxy.armed() == {}
 
 
 def test_slow_commit_and_conflict_are_armed_side_by_side(injector: FaultInjector, host: Host) -> None:
@@ -140,10 +154,9 @@ def test_slow_commit_and_conflict_are_armed_side_by_side(injector: FaultInjector
     assert (held["mode"], held["delay_ms"]) == ("slow-commit", 2000)
     with pytest.raises(FaultError, match="has no parameter mode"):
         enable(injector, "dynamodb-slow-commit", mode="conflict")
-    proxy = host.context.objects["dynamodb_proxy"]
-    assert set(proxy.armed()) == {"write", "reply"}
+    assert set(host.proxy.armed()) == {"write", "reply"}
     injector.handle({"action": "disable", "name": "dynamodb-conflict"})
-    assert set(proxy.armed()) == {"reply"}
+    assert set(host.proxy.armed()) == {"reply"}
 
 
 @pytest.mark.parametrize(
@@ -196,28 +209,14 @@ def test_the_enclave_program_is_the_leaf_running_the_module() -> None:
         sandbox.wait(timeout=10)
 
 
-class StandInParent:
-    """A process in its own group, stopped and resumed like the parent component."""
+class StandInParent(ParentComponent):
+    """The parent component, running ``sleep`` instead of the parent service."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = 1
-        self.tmp_path = tmp_path
-        self.process: Any = None
-        self.resume()
+    def command(self) -> list[str]:
+        return ["sleep", "30"]
 
-    def resume(self) -> None:
-        self.process = ManagedProcess(
-            "parent", ["sleep", "30"], {"PATH": "/usr/bin:/bin"}, self.tmp_path / "p.log"
-        )
-        self.process.start()
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None:
-            process.stop()
-
-    def pids(self) -> list[int]:
-        return [self.process.pid] if self.process is not None else []
+    def wait_ready(self, process: Any) -> None:
+        pass
 
 
 def process_state(pid: int) -> str:
@@ -225,8 +224,10 @@ def process_state(pid: int) -> str:
 
 
 def test_parent_down_takes_over_from_a_freeze(injector: FaultInjector, host: Host, tmp_path: Path) -> None:
-    parent = StandInParent(tmp_path)
-    host.by_name["parent"] = parent  # type: ignore[assignment]
+    imds = ImdsComponent(host.context, instance=AwsKey("ASIAX", "secret", "token"))
+    parent = StandInParent(host.context, imds)
+    parent.start()
+    host.parent = parent
     try:
         frozen = enable(injector, "parent-freeze")["result"]["frozen_pid"]
         deadline = time.monotonic() + 5

@@ -14,9 +14,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from emulator.aws.dynamodb.proxy import DynamoDbFaultProxy, IdempotencyCache, WriteFault
+from vault.api.audit import AuditEventType, AuditRecord
 from vault.api.errors import ApiError
 from vault.api.store import VaultStore
-from vault.infra.table import log_partition, vault_key
+from vault.infra.table import vault_key
 
 TABLE = "vault"
 
@@ -87,14 +88,14 @@ def store(proxy: DynamoDbFaultProxy) -> VaultStore:
 
 def update_transaction(store: VaultStore, vault_id: str = "v_a") -> Any:
     txn = store.transaction()
-    txn.update_vault(vault_id, {"_mt": {"N": "1"}})
-    txn.put_audit({"pk": {"S": log_partition(vault_id)}, "sk": {"S": "1"}})
+    txn.update_vault(vault_id, modified_micros=1)
+    txn.put_audit(AuditRecord(AuditEventType.UPDATE, vault_id, 1))
     return txn
 
 
 def audit_only(store: VaultStore) -> Any:
     txn = store.transaction()
-    txn.put_audit({"pk": {"S": log_partition("v_a")}, "sk": {"S": "2"}})
+    txn.put_audit(AuditRecord(AuditEventType.UPDATE, "v_a", 2))
     return txn
 
 
@@ -102,7 +103,7 @@ def test_unarmed_proxy_forwards_everything(
     store: VaultStore, upstream: Upstream, proxy: DynamoDbFaultProxy
 ) -> None:
     store.commit(update_transaction(store))
-    assert store.get_vault("v_a", ["_id"]) is None
+    assert store.get_vault("v_a") is None
     assert upstream.targets == ["DynamoDB_20120810.TransactWriteItems", "DynamoDB_20120810.GetItem"]
     assert proxy.counters == {"forwarded": 2, "conflicts": 0, "races": 0, "held": 0, "replayed": 0}
 

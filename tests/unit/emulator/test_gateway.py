@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from emulator.aws.gateway.event import HttpRequest
-from emulator.aws.gateway.server import ApiGateway, GatewayConfig
+from emulator.aws.gateway.server import HEALTH_PATH, ApiGateway, GatewayConfig
 from emulator.aws.sigv4 import Principal
 
 
@@ -277,6 +277,27 @@ def test_the_http_server_serves_on_loopback() -> None:
         assert reply.status == 403 and json.loads(reply.read()) == {"message": "Missing Authentication Token"}
         connection.close()
         assert handler.events[0]["headers"]["Host"] == f"127.0.0.1:{gateway.port}"
+    finally:
+        gateway.stop()
+
+
+def test_the_health_route_answers_200_and_logs_at_debug_only(caplog: pytest.LogCaptureFixture) -> None:
+    handler = Recorder()
+    gateway = ApiGateway(GatewayConfig(), handler)
+    gateway.start()
+    try:
+        with caplog.at_level(logging.DEBUG, logger="emulator.aws.gateway.server"):
+            connection = http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=5)
+            connection.request("GET", HEALTH_PATH)
+            reply = connection.getresponse()
+            assert reply.status == 200 and json.loads(reply.read()) == {"status": "ok"}
+            connection.request("GET", "/v1")
+            assert connection.getresponse().read()
+            connection.close()
+        probe_lines = [r for r in caplog.records if HEALTH_PATH in r.getMessage()]
+        assert probe_lines and {r.levelno for r in probe_lines} == {logging.DEBUG}
+        assert any(r.levelno == logging.INFO and "GET /v1 " in r.getMessage() for r in caplog.records)
+        assert not handler.events  # the handler is never invoked for the probe
     finally:
         gateway.stop()
 

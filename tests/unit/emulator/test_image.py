@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from emulator.nitro.image import (
+    IMAGE_SOURCES,
     MANIFEST_NAME,
     ImageError,
     assemble_image,
@@ -17,14 +18,20 @@ from emulator.nitro.image import (
     load_image,
 )
 
+#: A file for each entry the enclave tier lists: the file itself, or a package's ``__init__.py``.
+TIER_FILES = sorted(entry if entry.endswith(".py") else f"{entry}/__init__.py" for entry in IMAGE_SOURCES)
+
 
 def make_source(root: Path) -> Path:
-    (root / "vault" / "common").mkdir(parents=True)
+    for entry in TIER_FILES:
+        (root / entry).parent.mkdir(parents=True, exist_ok=True)
+        (root / entry).write_text(f"# {entry}\n")
     (root / "vault" / "enclave" / "__pycache__").mkdir(parents=True)
     (root / "vault" / "api").mkdir(parents=True)
-    (root / "vault" / "infra").mkdir(parents=True)
     (root / "vault" / "infra" / "key_policy.py").write_text("KEY = 'vault_id'\n")
-    (root / "vault" / "__init__.py").write_text("")
+    # Beside the enclave's files but not among them: the image must leave these out.
+    (root / "vault" / "infra" / "table.py").write_text("TABLE = 'api only'\n")
+    (root / "vault" / "enclave" / "unused.py").write_text("UNUSED = 1\n")
     (root / "vault" / "common" / "framing.py").write_text("FRAMING = 1\n")
     (root / "vault" / "enclave" / "__main__.py").write_text("print('enclave')\n")
     (root / "vault" / "enclave" / "Dockerfile").write_text("FROM scratch\n")
@@ -39,13 +46,8 @@ def test_the_image_holds_only_the_enclave_code(tmp_path: Path) -> None:
     files = sorted(
         p.relative_to(image.directory).as_posix() for p in image.directory.rglob("*") if p.is_file()
     )
-    assert files == [
-        MANIFEST_NAME,
-        "vault/__init__.py",
-        "vault/common/framing.py",
-        "vault/enclave/__main__.py",
-        "vault/infra/key_policy.py",
-    ]
+    assert files == sorted([MANIFEST_NAME, "vault/common/framing.py", *TIER_FILES])
+    assert "vault/enclave/__main__.py" in files and "vault/infra/key_policy.py" in files
     manifest = json.loads((image.directory / MANIFEST_NAME).read_text())
     assert manifest["name"] == "enclave-vault" and manifest["version"] == "1.0"
     assert manifest["entrypoint"] == ["python3", "-m", "vault.enclave"]

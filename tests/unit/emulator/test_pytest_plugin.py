@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
+from pathlib import Path
+
 import pytest
 
 pytest_plugins = ["pytester"]
@@ -50,3 +54,14 @@ def test_an_external_api_url_replaces_the_emulator(pytester: pytest.Pytester) ->
         "-p", "no:cacheprovider", "--vault-api-url", "http://127.0.0.1:9/v1/"
     )
     result.assert_outcomes(passed=1)
+
+
+def test_the_pytest_extra_brings_what_the_plugin_needs() -> None:
+    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text(encoding="utf-8"))
+    extra = project["project"]["optional-dependencies"]["pytest"]
+    names = {re.split(r"[<>=\[ ]", requirement, maxsplit=1)[0] for requirement in extra}
+    # pytest to load the plugin; the emulator (with requests, moto, ...) that its fixtures start.
+    assert {"pytest", "nitro-vault"} <= names
+    assert "nitro-vault[emulator]" in extra
+    plugins = project["project"]["entry-points"]["pytest11"]
+    assert plugins == {"vault_emulator": "emulator.tools.pytest_plugin"}

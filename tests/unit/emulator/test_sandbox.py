@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from emulator.host import procfs
 from emulator.nitro.sandbox import NamespaceSandbox, SandboxError, SandboxSpec, enclave_environment
 
 pytestmark = pytest.mark.skipif(
@@ -99,14 +100,16 @@ def test_stop_terminates_the_program_and_reaps_the_namespace(tmp_path: Path) -> 
     marker = tmp_path / "stopped"
     script = (
         "import signal, sys, time, subprocess\n"
-        "subprocess.Popen(['sleep', '300'])\n"  # an orphan-to-be inside the namespace
         f"signal.signal(signal.SIGTERM, lambda *a: (open({str(marker)!r}, 'w').close(), sys.exit(0)))\n"
+        # an orphan-to-be inside the namespace; started after the handler, so once it runs, SIGTERM is caught
+        "subprocess.Popen(['sleep', '300'])\n"
         "time.sleep(300)\n"
     )
     sandbox = run(tmp_path, ["python3", "-c", script])
-    time.sleep(0.5)
-    assert sandbox.running()
     (pid,) = sandbox.pids()
+    # Only this sandbox's own process tree is looked at: a sleep of another run is no concern here.
+    namespace = _wait_for_sleep(pid)
+    assert sandbox.running()
     started = time.monotonic()
     sandbox.stop()
     assert time.monotonic() - started < 5
@@ -114,15 +117,24 @@ def test_stop_terminates_the_program_and_reaps_the_namespace(tmp_path: Path) -> 
     assert not sandbox.running()
     assert not Path(f"/proc/{pid}").exists()
     # nothing from the namespace survives (the sleep would be reparented to the host's init)
-    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p) == "sleep\x00300\x00"]
-    assert not leftovers
+    leftovers = [f"{p} {procfs.cmdline(p)}" for p, began in namespace.items() if _same_process(p, began)]
+    assert leftovers == []
 
 
-def _cmdline(proc: Path) -> str:
-    try:
-        return (proc / "cmdline").read_text()
-    except OSError:
-        return ""
+def _wait_for_sleep(root: int, timeout: float = 10.0) -> dict[int, int]:
+    """The sandbox's processes (pid -> start time) once its ``sleep 300`` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        below = procfs.tree([root])
+        if any(procfs.cmdline(p) == ["sleep", "300"] for p in below):
+            return {p: began for p in below if (began := procfs.start_time(p)) is not None}
+        time.sleep(0.05)
+    raise AssertionError(f"no sleep 300 below the sandbox's pid {root} after {timeout:g} s")
+
+
+def _same_process(pid: int, began: int) -> bool:
+    # A pid the kernel reused for another process since is not a leftover.
+    return procfs.alive(pid) and procfs.start_time(pid) == began
 
 
 def test_image_directory_comes_first_on_the_python_path(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.enclave_keys import LocalKeyDecryptor, VaultKey
 from vault.enclave.handler import RequestHandler
-from vault.enclave.testing import LocalKeyDecryptor, VaultKey
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 
 import vault.enclave.kms_decryptor as kms_module
+from tests.support.enclave_keys import LocalKeyDecryptor
 from vault.common.framing import read_frame, write_frame
+from vault.common.logs import VaultLogHandler
 from vault.common.transport import TransportConfig, UnixSocketTransport
 from vault.enclave.__main__ import main
 from vault.enclave.config import ConfigError, EnclaveConfig
 from vault.enclave.server import ServerConfig
-from vault.enclave.testing import LocalKeyDecryptor
 
 
 def test_defaults():
@@ -70,7 +71,7 @@ def vault_log_handlers():
     yield
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_vault_handler", False):
+        if isinstance(handler, VaultLogHandler):
             root.removeHandler(handler)
 
 

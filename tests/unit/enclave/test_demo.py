@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from vault.enclave import demo
+from tests.support import spec_demo as demo
 
 
 def test_demo_constants_are_the_specification_vector(upstream):

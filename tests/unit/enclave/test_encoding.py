@@ -6,12 +6,11 @@ import base64
 
 import pytest
 
+from tests.support.enclave_keys import encode_binary, encode_hex
 from vault.common.suites import P256_SHA256_AES256GCM, P384_SHA384_AES256GCM, P521_SHA512_AES256GCM
 from vault.enclave.encoding import (
     EncodingError,
     SealedValue,
-    encode_binary,
-    encode_hex,
     parse_binary,
     parse_field_value,
     split_binary,

@@ -11,13 +11,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from tests.support.enclave_keys import TEST_CREDENTIAL, LocalKeyDecryptor, VaultKey, encode_binary
 from vault.common import hpke
 from vault.common.messages import Credential, EnclaveErrorCode, EnclaveReply, EnclaveRequest
 from vault.common.suites import P256_SHA256_AES256GCM
-from vault.enclave.encoding import SealedValue, encode_binary
+from vault.enclave.encoding import SealedValue
 from vault.enclave.handler import RequestHandler
 from vault.enclave.key_decryptor import KeyDecryptError
-from vault.enclave.testing import TEST_CREDENTIAL, LocalKeyDecryptor, VaultKey
 
 SECRET_CREDENTIAL = Credential.model_validate(
     {

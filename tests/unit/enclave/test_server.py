@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import socket
 import struct
 import tempfile
@@ -16,12 +17,19 @@ from typing import Any
 
 import pytest
 
-from vault.common.framing import MAX_MESSAGE_SIZE, FrameTruncated, encode_frame, read_frame, write_frame
+from tests.support.enclave_keys import LocalKeyDecryptor, VaultKey
+from vault.common.framing import (
+    MAX_MESSAGE_SIZE,
+    FrameTruncated,
+    FramingError,
+    encode_frame,
+    read_frame,
+    write_frame,
+)
 from vault.common.messages import EnclaveReply
 from vault.common.transport import UnixSocketTransport
 from vault.enclave.handler import RequestHandler
-from vault.enclave.server import EnclaveServer, ServerConfig, encode_reply
-from vault.enclave.testing import LocalKeyDecryptor, VaultKey
+from vault.enclave.server import EnclaveServer, ServerConfig, encode_reply, is_probe
 
 ENCLAVE_CID = 16
 PORT = 5050
@@ -208,6 +216,39 @@ def test_connect_and_close_without_a_request(make_server, transport, vault_key):
         connect(transport).close()
     wait_for(lambda: server.active_connections == 0)
     assert exchange(transport, request_bytes(vault_key, {}))["errors"] == []
+
+
+def test_a_probe_is_logged_at_debug_level_only(make_server, transport, caplog):
+    server = make_server()
+    with caplog.at_level(logging.DEBUG, logger="vault.enclave.server"):
+        for _ in range(3):
+            connect(transport).close()
+        wait_for(lambda: server.active_connections == 0)
+        wait_for(lambda: len([r for r in caplog.records if "probe" in r.getMessage()]) == 3)
+    records = [
+        r for r in caplog.records if r.name == "vault.enclave.server" and "listening" not in r.getMessage()
+    ]
+    assert {r.levelno for r in records} == {logging.DEBUG}
+    assert {r.getMessage() for r in records} == {"connection closed before a request (probe)"}
+
+
+def test_a_truncated_request_is_still_reported(make_server, transport, caplog):
+    make_server()
+    with caplog.at_level(logging.INFO, logger="vault.enclave.server"):
+        with connect(transport) as sock:
+            sock.sendall(b"\x05\x00")
+            sock.shutdown(socket.SHUT_WR)
+            reply = json.loads(read_frame(sock))
+    assert reply["code"] == "InvalidRequest"
+    assert "after 2 of 8 bytes" in reply["errors"][0]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO][-1] == "request not received"
+
+
+def test_is_probe_only_for_an_empty_header():
+    assert is_probe(FrameTruncated("header", 0, 8))
+    assert not is_probe(FrameTruncated("header", 3, 8))
+    assert not is_probe(FrameTruncated("body", 0, 10))
+    assert not is_probe(FramingError("failed to read message header: timed out"))
 
 
 def test_concurrent_clients_are_all_served(make_server, transport, vault_key):

@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from emulator.aws.imds import ImdsServer
+from tests.support.enclave_keys import LocalKeyDecryptor, VaultKey
 from vault.common.messages import Credential
 from vault.common.transport import ENCLAVE_PORT, PARENT_CID, TransportConfig, UnixSocketTransport
 from vault.enclave.handler import RequestHandler
 from vault.enclave.server import EnclaveServer, ServerConfig
-from vault.enclave.testing import LocalKeyDecryptor, VaultKey
 from vault.parent.config import EnclaveTimeouts, ParentConfig, parse_static_enclaves
 from vault.parent.credentials import CachedCredentials
 from vault.parent.imds import ImdsClient

@@ -1,4 +1,4 @@
-"""The key-path test double used by every tier's tests."""
+"""The key-path test double (tests/support/enclave_keys.py) used by every tier's tests."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
+from tests.support.enclave_keys import TEST_CREDENTIAL, LocalKeyDecryptor
 from vault.common import hpke
 from vault.common.suites import P521_SHA512_AES256GCM
 from vault.enclave.encoding import parse_field_value
 from vault.enclave.key_decryptor import KeyDecryptError
 from vault.enclave.keys import recipient_from_pkcs8
-from vault.enclave.testing import TEST_CREDENTIAL, LocalKeyDecryptor
 
 
 def _decrypt(decryptor: LocalKeyDecryptor, blob: bytes, vault_id: str) -> bytes:

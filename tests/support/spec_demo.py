@@ -1,15 +1,16 @@
-"""``python -m vault.enclave.demo``: the upstream vault's test vector through the real handler.
+"""``python -m tests.support.spec_demo``: the upstream vault's test vector through the real handler.
 
 1. Decrypts the upstream specification's legacy hex vector (section 2.5: vault
    ``v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL``, field ``first_name``, plaintext ``Bob``) with the
    specification's PKCS#8 key, through :class:`~vault.enclave.handler.RequestHandler`.
    The key reaches the handler as KMS would deliver it, via the
-   :class:`~vault.enclave.testing.LocalKeyDecryptor` test double.
+   :class:`~tests.support.enclave_keys.LocalKeyDecryptor` test double.
 2. Seals two more fields (``dob``, ``ssn9``) to the same key with the project's HPKE, in
    the binary encoding the API writes today, and decrypts all three in one request with
    CEL transforms, so a legacy and a current field share a vault (decision D5).
 
-The values are the specification's published test data and invented demo data.
+The values are the specification's published test data and invented demo data. The demo
+runs from a checkout, not from the enclave image: it needs the test double.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import base64
 import sys
 from dataclasses import dataclass
 
+from tests.support.enclave_keys import LocalKeyDecryptor, VaultKey
 from vault.common.messages import EnclaveReply
 from vault.common.suites import P384_SHA384_AES256GCM
 from vault.enclave.encoding import ENCODING_HEX
 from vault.enclave.handler import RequestHandler
-from vault.enclave.testing import LocalKeyDecryptor, VaultKey
 
 VAULT_ID = "v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL"
 PRIVATE_KEY_PKCS8_B64 = (

@@ -1,4 +1,7 @@
-"""Test doubles for the enclave's key path. Never used by the production entry point.
+"""Test doubles for the enclave's key path, shared by the tests of every tier and the benchmarks.
+
+They live outside ``vault/`` so that the measured enclave image holds only what
+production runs.
 
 :class:`LocalKeyDecryptor` stands in for KMS ``Decrypt``: it wraps a vault's DER
 PKCS#8 private key with AES-256-GCM under a master key that lives in the test process,
@@ -7,8 +10,10 @@ with the vault id as associated data. That keeps the property decision D10 asks 
 every tier exercise it. :class:`VaultKey` is what the API would hold for a vault (public
 key, suite, encrypted private key) plus helpers to seal field values and build the
 enclave request, so that API, parent and enclave tests share one source of truth.
+:func:`encode_binary` and :func:`encode_hex` write the two wire forms the enclave's
+:mod:`vault.enclave.encoding` parses (only the API, via DynamoDB, and tests produce them).
 
-Surface: ``LocalKeyDecryptor``, ``VaultKey``, ``TEST_CREDENTIAL``.
+Surface: ``LocalKeyDecryptor``, ``VaultKey``, ``TEST_CREDENTIAL``, ``encode_binary``, ``encode_hex``.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from cryptography.hazmat.primitives.serialization import (
 from vault.common import hpke
 from vault.common.messages import Credential, DecryptRequest, EnclaveRequest
 from vault.common.suites import DEFAULT_SUITE, Suite
-from vault.enclave.encoding import ENCODING_BINARY, SealedValue, encode_binary, encode_hex
+from vault.enclave.encoding import ENCODING_BINARY, SealedValue
 from vault.enclave.key_decryptor import KeyDecryptError
 
 #: Fake instance-role credentials (the test double ignores them).
@@ -42,6 +47,18 @@ TEST_CREDENTIAL = Credential.model_validate(
 
 _BLOB_MAGIC = b"LKD1"
 _NONCE_LEN = 12
+#: Separates ``hex(enc)`` from ``hex(ct)`` in the legacy form (spec 2.3).
+HEX_SEPARATOR = "#"
+
+
+def encode_binary(sealed: SealedValue) -> str:
+    """The binary wire form of ``sealed``: padded base64 of ``enc || ct`` (what the API sends)."""
+    return base64.b64encode(sealed.enc + sealed.ct).decode("ascii")
+
+
+def encode_hex(sealed: SealedValue) -> str:
+    """The legacy hex wire form of ``sealed``: ``hex(enc) + "#" + hex(ct)`` (only old vaults hold it)."""
+    return f"{sealed.enc.hex()}{HEX_SEPARATOR}{sealed.ct.hex()}"
 
 
 class LocalKeyDecryptor:

@@ -1,0 +1,59 @@
+"""Creating the vault table and the KMS key, whose policy names the measured image."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.aws.backends import provision
+from emulator.daemon.components.backend import BackendComponent
+from emulator.daemon.components.base import Component, Context
+from emulator.daemon.components.image import ImageComponent
+from vault.infra.key_policy import KeyPolicyParams, build_key_policy
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    table_name: str
+    key_arn: str
+    #: The policy the KMS front enforces for ``key_arn``.
+    key_policy: Mapping[str, Any]
+
+
+class ProvisionComponent(Component):
+    name = "provision"
+    is_step = True
+
+    def __init__(
+        self, context: Context, backend: BackendComponent, image: ImageComponent, *, pcr3: str
+    ) -> None:
+        super().__init__(context, backend, image)
+        self.backend = backend
+        self.image = image
+        self.pcr3 = pcr3
+        self._provisioned: Provisioned | None = None
+
+    @property
+    def provisioned(self) -> Provisioned:
+        return self.require(self._provisioned)
+
+    def start(self) -> None:
+        policy = build_key_policy(
+            KeyPolicyParams(
+                account_id=self.config.account_id,
+                instance_role_arn=self.config.instance_role_arn,
+                api_role_arn=self.config.api_role_arn,
+                measurements=self.image.built.measurements,
+                pcr3=self.pcr3,
+            )
+        )
+        # The KMS front enforces the policy. It is not attached to the backend's key: moto
+        # refuses DescribeKey under any key policy with a Deny on kms:* (it ignores the
+        # conditions), and neither backend evaluates attestation conditions anyway.
+        result = provision(self.backend.backend, self.config.table_name)
+        self._provisioned = Provisioned(self.config.table_name, result.key_arn, policy)
+        self.context.facts.update(table_name=self.config.table_name, key_arn=result.key_arn)
+
+    def address(self) -> str:
+        return self._provisioned.key_arn if self._provisioned is not None else ""
