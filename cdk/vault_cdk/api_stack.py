@@ -14,17 +14,19 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from vault.infra import table as table_def
+from vault.infra.artifacts import API
 
 from .config import VaultConfig
-from .guardrails import acknowledge, managed_policy_finding
+from .guardrails import acknowledge, cfn_resource, managed_policy_finding, nag_text
 from .naming import Names
 from .network_stack import HTTPS, NetworkStack
-from .packaging import API_HANDLER, RUNTIME, api_code, dependency_layer_code
+from .packaging import RUNTIME, api_code, dependency_layer_code
 from .perimeter import confused_deputy, identity_perimeter, network_perimeter
 
 STAGE = "v1"
@@ -95,7 +97,7 @@ class ApiStack(Stack):
         )
 
         self.function, self.alias = self._function(config, names, network, key_arn, function_arn)
-        self.api = self._rest_api(config, self.alias)
+        self.api = self._rest_api(config, self.alias, network.log_key)
 
         CfnOutput(self, "FunctionArn", value=self.function.function_arn)
         CfnOutput(self, "RoleArn", value=names.api_role_arn)
@@ -125,6 +127,7 @@ class ApiStack(Stack):
             log_group_name=f"/aws/lambda/{names.api_function_name}",
             retention=logs.RetentionDays.THREE_DAYS,
             removal_policy=RemovalPolicy.DESTROY,
+            encryption_key=network.log_key,
         )
         layer = lambda_.LayerVersion(
             self,
@@ -140,7 +143,7 @@ class ApiStack(Stack):
             function_name=names.api_function_name,
             runtime=RUNTIME,
             architecture=lambda_.Architecture.ARM_64,
-            handler=API_HANDLER,
+            handler=API.entry_point.reference,
             code=api_code(),
             layers=[layer],
             memory_size=1024,
@@ -176,8 +179,21 @@ class ApiStack(Stack):
                 resources=[log_group.log_group_arn, f"{log_group.log_group_arn}:*"],
             )
         )
+        # The Describe actions have no resource-level permissions; the others are held to
+        # this account and region (the form Lambda documents for DeleteNetworkInterface).
         function.add_to_role_policy(
-            iam.PolicyStatement(sid="VpcNetworking", actions=ENI_ACTIONS, resources=["*"])
+            iam.PolicyStatement(
+                sid="VpcNetworkingDescribe",
+                actions=[a for a in ENI_ACTIONS if a.startswith("ec2:Describe")],
+                resources=["*"],
+            )
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="VpcNetworking",
+                actions=[a for a in ENI_ACTIONS if not a.startswith("ec2:Describe")],
+                resources=[f"arn:{config.partition}:ec2:{self.region}:{config.account}:*/*"],
+            )
         )
         function.add_to_role_policy(
             iam.PolicyStatement(
@@ -193,10 +209,15 @@ class ApiStack(Stack):
             role,
             {
                 "AwsSolutions-IAM5[Resource::*]": (
-                    "Lambda's VPC networking (ENI) and X-Ray actions have no resource-level permissions; "
+                    "Lambda's ENI Describe actions and X-Ray have no resource-level permissions; "
                     "the function's own code is denied the ENI actions by lambda:SourceFunctionArn."
                 ),
-                f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(log_group.node.default_child)}.Arn>:*]": (
+                f"AwsSolutions-IAM5[Resource::arn:{config.partition}:ec2:{nag_text(self.region)}:"
+                f"{config.account}:*/*]": (
+                    "Lambda's ENIs get ids chosen by the service; the actions are held to this account "
+                    "and region, and the function's own code is denied them by lambda:SourceFunctionArn."
+                ),
+                f"AwsSolutions-IAM5[Resource::<{self.get_logical_id(cfn_resource(log_group))}.Arn>:*]": (
                     "Log streams of the function's own log group."
                 ),
             },
@@ -231,7 +252,7 @@ class ApiStack(Stack):
             environment["AUDIT_RETENTION_DAYS"] = str(config.audit_retention_days)
         return environment
 
-    def _rest_api(self, config: VaultConfig, alias: lambda_.Alias) -> apigw.RestApi:
+    def _rest_api(self, config: VaultConfig, alias: lambda_.Alias, log_key: kms.IKey) -> apigw.RestApi:
         statements = [
             # With IAM authorization, granting the account lets its IAM policies decide who calls.
             iam.PolicyStatement(
@@ -273,6 +294,7 @@ class ApiStack(Stack):
             "ApiAccessLogs",
             retention=logs.RetentionDays.THREE_MONTHS,
             removal_policy=RemovalPolicy.RETAIN,
+            encryption_key=log_key,
         )
         api = apigw.RestApi(
             self,

@@ -4,24 +4,31 @@ Run these once per release on any machine with pip (they download arm64 wheels, 
 build host's own architecture does not matter); ``cdk synth`` afterwards is offline.
 
 * ``lambda-deps``: the API function's libraries for arm64 / Python 3.13, as a layer tree.
-* ``parent-wheels``: the nitro-vault wheel plus the parent's libraries for arm64 /
-  Python 3.11 (Amazon Linux 2023's ``python3.11``), for the instances' artifacts.
+* ``parent-wheels``: a nitro-vault wheel of the parent's file set alone plus the parent's
+  libraries for arm64 / Python 3.11 (Amazon Linux 2023's ``python3.11``), for the
+  instances' artifacts.
 * ``enclave-context``: the Docker build context of the enclave image (``app/``, ``deps/``
   and the Dockerfile), for ``docker build`` then ``nitro-cli build-enclave``.
 
-The requirement lists are read from ``pyproject.toml`` so they never diverge from it.
+What each tier ships comes from :mod:`vault.infra.artifacts`; the requirement lists are read
+from ``pyproject.toml`` so they never diverge from it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+from vault.infra.artifacts import API, ENCLAVE, PARENT, Tier
 
 from .config import CDK_DIR, REPO_ROOT
 from .packaging import copy_sources
@@ -33,19 +40,27 @@ PLATFORMS = (
     *(f"manylinux_2_{minor}_aarch64" for minor in (34, 31, 28, 27, 26, 24, 17)),
     "manylinux2014_aarch64",
 )
-ENCLAVE_SOURCES = ("vault/__init__.py", "vault/common", "vault/enclave")
 _SELF = re.compile(r"^nitro-vault\b", re.IGNORECASE)
+
+
+def _project(pyproject: Path) -> dict[str, Any]:
+    project: dict[str, Any] = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    return project
+
+
+def _without_self(requirements: Sequence[str]) -> list[str]:
+    return [req for req in requirements if not _SELF.match(req)]
 
 
 def requirements(extra: str, pyproject: Path = REPO_ROOT / "pyproject.toml") -> list[str]:
     """The base dependencies plus one optional extra, without references to the project itself."""
-    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    project = _project(pyproject)
     found = list(project.get("dependencies", []))
     extras = project.get("optional-dependencies", {})
     if extra not in extras:
         raise SystemExit(f"pyproject.toml has no optional dependency group {extra!r}")
     found.extend(extras[extra])
-    return [req for req in found if not _SELF.match(req)]
+    return _without_self(found)
 
 
 def _platform_args(python_version: str) -> list[str]:
@@ -70,31 +85,99 @@ def _fresh(directory: Path) -> Path:
     return directory
 
 
+def _find_links(find_links: Sequence[str]) -> list[str]:
+    return [arg for link in find_links for arg in ("--find-links", link)]
+
+
 def lambda_deps(out: Path, find_links: Sequence[str]) -> None:
     target = _fresh(out) / "python"
-    links = [arg for link in find_links for arg in ("--find-links", link)]
-    _pip("install", "--target", str(target), *_platform_args("3.13"), *links, *requirements("api"))
+    _pip(
+        "install",
+        "--target",
+        str(target),
+        *_platform_args(API.python_version),
+        *_find_links(find_links),
+        *requirements(API.extra),
+    )
+
+
+def tier_project(tier: Tier, destination: Path, root: Path = REPO_ROOT) -> Path:
+    """Stage a project holding only ``tier``'s file set, so its wheel ships nothing else.
+
+    It keeps the project's name and version, the base dependencies and the tier's extra
+    (so ``pip install "nitro-vault[<tier>]"`` works as for the full project), and the
+    tier's console script.
+    """
+    project = _project(root / "pyproject.toml")
+    staged = _fresh(destination)
+    copy_sources(root, tier.sources, staged)
+    extras = project.get("optional-dependencies", {})
+    if tier.extra not in extras:
+        raise SystemExit(f"pyproject.toml has no optional dependency group {tier.extra!r}")
+    script = next(
+        (
+            name
+            for name, target in project.get("scripts", {}).items()
+            if target == tier.entry_point.console_script
+        ),
+        f"vault-{tier.name}",
+    )
+    # JSON strings are valid TOML basic strings, so json.dumps quotes every value safely.
+    lines = [
+        "[build-system]",
+        'requires = ["setuptools>=69"]',
+        'build-backend = "setuptools.build_meta"',
+        "",
+        "[project]",
+        f"name = {json.dumps(project['name'])}",
+        f"version = {json.dumps(project['version'])}",
+        f"requires-python = {json.dumps(project.get('requires-python', '>=3.11'))}",
+        f"dependencies = {json.dumps(_without_self(project.get('dependencies', [])))}",
+        "",
+        "[project.optional-dependencies]",
+        f"{tier.extra} = {json.dumps(_without_self(extras[tier.extra]))}",
+        "",
+        "[project.scripts]",
+        f"{script} = {json.dumps(tier.entry_point.console_script)}",
+        "",
+        "[tool.setuptools.packages.find]",
+        'include = ["vault*"]',
+        "",
+    ]
+    (staged / "pyproject.toml").write_text("\n".join(lines), encoding="utf-8")
+    return staged
 
 
 def parent_wheels(out: Path, find_links: Sequence[str]) -> None:
     wheels = _fresh(out)
-    links = [arg for link in find_links for arg in ("--find-links", link)]
-    _pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(REPO_ROOT))
-    _pip("download", "--dest", str(wheels), *_platform_args("3.11"), *links, *requirements("parent"))
+    # Staged outside the artifacts directory, which is uploaded as it is.
+    with tempfile.TemporaryDirectory(prefix="parent-project-") as scratch:
+        staged = tier_project(PARENT, Path(scratch) / "project")
+        _pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(staged))
+    _pip(
+        "download",
+        "--dest",
+        str(wheels),
+        *_platform_args(PARENT.python_version),
+        *_find_links(find_links),
+        *requirements(PARENT.extra),
+    )
 
 
 def enclave_context(out: Path, find_links: Sequence[str]) -> None:
+    image = ENCLAVE.image
+    if image is None:
+        raise SystemExit("the enclave tier defines no image")
     context = _fresh(out)
-    copy_sources(REPO_ROOT, ENCLAVE_SOURCES, context / "app")
-    shutil.copy2(REPO_ROOT / "vault" / "enclave" / "Dockerfile", context / "Dockerfile")
-    links = [arg for link in find_links for arg in ("--find-links", link)]
+    copy_sources(REPO_ROOT, ENCLAVE.sources, context / "app")
+    shutil.copy2(REPO_ROOT / image.dockerfile, context / "Dockerfile")
     _pip(
         "install",
         "--target",
         str(context / "deps"),
-        *_platform_args("3.11"),
-        *links,
-        *requirements("enclave"),
+        *_platform_args(ENCLAVE.python_version),
+        *_find_links(find_links),
+        *requirements(ENCLAVE.extra),
     )
 
 

@@ -65,8 +65,12 @@ class CanaryStack(Stack):
         group.add_egress_rule(ec2.Peer.ipv4(network.vpc_cidr), ec2.Port.tcp(HTTPS), "KMS endpoint")
 
         canaries = {
-            "canary_vpc": self._canary("CanaryVpc", "canary_vpc", key_arn, table, network, group),
-            "canary_no_vpc": self._canary("CanaryNoVpc", "canary_no_vpc", key_arn, table, None, None),
+            "canary_vpc": self._canary(
+                "CanaryVpc", "canary_vpc", key_arn, table, network.log_key, network, group
+            ),
+            "canary_no_vpc": self._canary(
+                "CanaryNoVpc", "canary_no_vpc", key_arn, table, network.log_key, None, None
+            ),
         }
 
         schedule_role = iam.Role(
@@ -160,6 +164,7 @@ class CanaryStack(Stack):
         service: str,
         key_arn: str,
         table: dynamodb.ITableV2,
+        log_key: kms.IKey,
         network: NetworkStack | None,
         group: ec2.SecurityGroup | None,
     ) -> lambda_.Function:
@@ -168,6 +173,7 @@ class CanaryStack(Stack):
             f"{construct_id}Logs",
             retention=logs.RetentionDays.ONE_MONTH,
             removal_policy=RemovalPolicy.DESTROY,
+            encryption_key=log_key,
         )
         function = lambda_.Function(
             self,

@@ -31,6 +31,7 @@ from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticloadbalancingv2 as elbv2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53 as route53
@@ -42,7 +43,7 @@ from constructs import Construct
 from vault.parent.config import DEFAULT_EIF_PATH
 
 from .config import VaultConfig
-from .guardrails import acknowledge, managed_policy_finding, nag_text
+from .guardrails import acknowledge, cfn_resource, managed_policy_finding, nag_text, skip_checkov
 from .naming import ROLE_PATH, Names
 from .network_stack import HTTPS, NetworkStack
 from .packaging import ASSET_EXCLUDES
@@ -182,8 +183,8 @@ class DecryptionStack(Stack):
             target=route53.RecordTarget.from_alias(targets.LoadBalancerTarget(nlb)),
         )
         # Route 53 stops answering with a zone whose targets are all unhealthy.
-        record.node.default_child.add_property_override("AliasTarget.EvaluateTargetHealth", True)  # type: ignore[union-attr]
-        self._scaling(config, asg, nlb, target_group)
+        cfn_resource(record).add_property_override("AliasTarget.EvaluateTargetHealth", True)
+        self._scaling(config, asg, nlb, target_group, network.log_key)
 
         CfnOutput(self, "VaultUrl", value=f"https://{config.domain_name}")
         CfnOutput(self, "AutoScalingGroupName", value=asg.ref)
@@ -360,15 +361,12 @@ class DecryptionStack(Stack):
             ),
         )
         nlb.add_listener("Tls", port=HTTPS, protocol=elbv2.Protocol.TCP, default_target_groups=[target_group])
-        acknowledge(
-            nlb,
-            {
-                "AwsSolutions-ELB2": (
-                    "The listener is TCP passthrough (TLS ends in NGINX with an enclave-held key); NLB "
-                    "access logs exist only for TLS listeners. Flow logs cover the VPC."
-                ),
-            },
+        no_access_logs = (
+            "The listener is TCP passthrough (TLS ends in NGINX with an enclave-held key); NLB "
+            "access logs exist only for TLS listeners. Flow logs cover the VPC."
         )
+        acknowledge(nlb, {"AwsSolutions-ELB2": no_access_logs})
+        skip_checkov(nlb, {"CKV_AWS_91": no_access_logs})
         return nlb, target_group
 
     def _auto_scaling_group(
@@ -457,6 +455,7 @@ class DecryptionStack(Stack):
         asg: autoscaling.CfnAutoScalingGroup,
         nlb: elbv2.NetworkLoadBalancer,
         target_group: elbv2.NetworkTargetGroup,
+        log_key: kms.IKey,
     ) -> None:
         thresholds = config.scaling
         minute = Duration.minutes(1)
@@ -556,14 +555,18 @@ class DecryptionStack(Stack):
                 cloudwatch.AlarmRule.from_alarm(low_cpu, cloudwatch.AlarmState.ALARM),
             ),
         )
-        composite.add_alarm_action(cw_actions.LambdaAction(self._scale_in_function(asg, scale_in)))
+        composite.add_alarm_action(cw_actions.LambdaAction(self._scale_in_function(asg, scale_in, log_key)))
 
     def _scale_in_function(
-        self, asg: autoscaling.CfnAutoScalingGroup, policy: autoscaling.CfnScalingPolicy
+        self, asg: autoscaling.CfnAutoScalingGroup, policy: autoscaling.CfnScalingPolicy, log_key: kms.IKey
     ) -> lambda_.Function:
         # A composite alarm cannot run a scaling policy itself; this function does it for it.
         log_group = logs.LogGroup(
-            self, "ScaleInLogs", retention=logs.RetentionDays.ONE_MONTH, removal_policy=RemovalPolicy.DESTROY
+            self,
+            "ScaleInLogs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=RemovalPolicy.DESTROY,
+            encryption_key=log_key,
         )
         function = lambda_.Function(
             self,
@@ -574,6 +577,8 @@ class DecryptionStack(Stack):
             code=lambda_.Code.from_asset(str(FUNCTIONS / "scale_in"), exclude=ASSET_EXCLUDES),
             timeout=Duration.seconds(30),
             memory_size=128,
+            # One run at a time is all scale-in needs; a flapping alarm cannot run it in parallel.
+            reserved_concurrent_executions=1,
             log_group=log_group,
             environment={"ASG_NAME": asg.ref, "POLICY_NAME": policy.ref},
         )

@@ -39,6 +39,26 @@ def acknowledge(scope: IConstruct, findings: Mapping[str, str]) -> None:
     )
 
 
+def cfn_resource(scope: IConstruct) -> CfnResource:
+    """The CloudFormation resource behind an L2 construct (its ``default_child``)."""
+    resource = scope.node.default_child
+    if not isinstance(resource, CfnResource):
+        raise TypeError(f"{scope.node.path} is not backed by one CloudFormation resource")
+    return resource
+
+
+def skip_checkov(scope: IConstruct, findings: Mapping[str, str]) -> None:
+    """Exempt one resource from checkov checks, each with its reason, in the template's Metadata.
+
+    For an exception that holds for this resource only; checks skipped for the whole
+    deployment are listed, with their reasons, in ``cdk/.checkov.yaml``.
+    """
+    resource = scope if isinstance(scope, CfnResource) else cfn_resource(scope)
+    resource.add_metadata(
+        "checkov", {"skip": [{"id": check, "comment": reason} for check, reason in findings.items()]}
+    )
+
+
 def nag_text(value: str) -> str:
     """How cdk-nag writes a stack's region or account in finding ids: literal, or ``<AWS::...>``."""
     if not Token.is_unresolved(value):

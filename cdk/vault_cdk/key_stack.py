@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Annotations, CfnOutput, RemovalPolicy, Stack
+from aws_cdk import Annotations, CfnOutput, DefaultStackSynthesizer, Fn, RemovalPolicy, Stack
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
@@ -27,7 +27,23 @@ UNSAFE_WARNING = (
 )
 
 
-def key_policy_params(config: VaultConfig, *, region: str, vpc_id: str | None) -> KeyPolicyParams:
+def deployment_role_arn(stack: Stack, partition: str) -> str:
+    """The role CloudFormation deploys ``stack`` with: the key's administrator.
+
+    KMS creates a key only if its policy lets the creating principal call PutKeyPolicy
+    (the lockout safety check), and only the administrator may (decision D17).
+    """
+    synthesizer = stack.synthesizer
+    if not isinstance(synthesizer, DefaultStackSynthesizer):
+        raise TypeError("the key stack needs the default stack synthesizer to name its administrator")
+    arn = synthesizer.cloud_formation_execution_role_arn.replace("${AWS::Partition}", partition)
+    # A region-agnostic stack leaves ${AWS::Region} for CloudFormation to substitute.
+    return Fn.sub(arn) if "${" in arn else arn
+
+
+def key_policy_params(
+    config: VaultConfig, *, region: str, vpc_id: str | None, admin_role_arn: str | None = None
+) -> KeyPolicyParams:
     """The builder's parameters for this deployment (also used by tests to recompute the policy)."""
     names = Names(config)
     return KeyPolicyParams(
@@ -41,6 +57,7 @@ def key_policy_params(config: VaultConfig, *, region: str, vpc_id: str | None) -
             f"arn:{config.partition}:lambda:{region}:{config.account}:function:{names.api_function_name}"
         ),
         vpc_id=vpc_id,
+        admin_role_arn=admin_role_arn,
         allow_unattested_decrypt=config.unsafe_allow_unattested_decrypt,
     )
 
@@ -51,7 +68,10 @@ class KeyStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         # Raises MeasurementsError when measurements are missing outside unsafe mode.
-        policy = build_key_policy(key_policy_params(config, region=self.region, vpc_id=vpc_id))
+        self.admin_role_arn = deployment_role_arn(self, config.partition)
+        policy = build_key_policy(
+            key_policy_params(config, region=self.region, vpc_id=vpc_id, admin_role_arn=self.admin_role_arn)
+        )
 
         if config.primary_key_arn is not None:
             # A second region: replicate the primary key under the same policy.

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import CDK_DIR
+from .node import prefer_wheel_node
 
 
 def _value(text: str) -> Any:
@@ -45,12 +46,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--outdir", help="cloud assembly directory (direct runs only)")
     args = parser.parse_args(argv)
 
-    from .node import prefer_wheel_node
-
     prefer_wheel_node()
+    # Imported only now: importing aws_cdk starts jsii's Node, which must be the one chosen above.
     from aws_cdk import App
 
-    from .application import build
+    from .application import build  # imports aws_cdk too, so the same reason holds
 
     under_cli = "CDK_OUTDIR" in os.environ or "CDK_CONTEXT_JSON" in os.environ
     if under_cli:

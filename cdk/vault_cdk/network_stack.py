@@ -3,7 +3,9 @@
 No internet gateway, no NAT, no public subnet. The subnets are the upstream /24 blocks:
 API subnets 10.0.0.0/24 and 10.0.1.0/24, instance subnets 10.0.4.0/24 and 10.0.5.0/24
 (the two /24 in between are reserved, as upstream leaves them unused). The DNS firewall
-answers only names under AWS's domains and the vault's own endpoint.
+answers only names under AWS's domains and the vault's own endpoint. The stack also holds
+the KMS key every log group of the deployment is encrypted with, as it deploys before any
+other stack with log groups.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_route53resolver as resolver
 from aws_cdk import custom_resources as cr
@@ -54,8 +57,13 @@ class NetworkStack(Stack):
         self.vpc_cidr = config.vpc_cidr
         account_only = {"StringEquals": {"aws:PrincipalAccount": self.account}}
 
+        self.log_key = self._log_key()
         flow_log_group = logs.LogGroup(
-            self, "FlowLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.RETAIN
+            self,
+            "FlowLogs",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.RETAIN,
+            encryption_key=self.log_key,
         )
         self.vpc = ec2.Vpc(
             self,
@@ -122,6 +130,40 @@ class NetworkStack(Stack):
             "InstanceSubnetIds",
             value=",".join(self.vpc.select_subnets(subnet_group_name=INSTANCE_SUBNETS).subnet_ids),
         )
+
+    def _log_key(self) -> kms.Key:
+        """The key every log group of the deployment is encrypted with."""
+        key = kms.Key(
+            self,
+            "LogKey",
+            description="nitro-vault log groups",
+            enable_key_rotation=True,
+            # Retained log groups stay readable only while their key exists.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        # CloudWatch Logs encrypts for log groups of this account and region only.
+        key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="CloudWatchLogsOfThisAccount",
+                principals=[iam.ServicePrincipal(f"logs.{self.region}.amazonaws.com")],
+                actions=[
+                    "kms:Decrypt",
+                    "kms:DescribeKey",
+                    "kms:Encrypt",
+                    "kms:GenerateDataKey*",
+                    "kms:ReEncrypt*",
+                ],
+                resources=["*"],
+                conditions={
+                    "ArnLike": {
+                        "kms:EncryptionContext:aws:logs:arn": (
+                            f"arn:{self.partition}:logs:{self.region}:{self.account}:log-group:*"
+                        )
+                    }
+                },
+            )
+        )
+        return key
 
     def _gateway_endpoints(self) -> None:
         s3 = self.vpc.add_gateway_endpoint(

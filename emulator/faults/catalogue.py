@@ -187,7 +187,8 @@ class EnclaveKill(Fault):
     spec = _spec(
         "enclave-kill",
         "SIGKILL the enclave program inside its sandbox, optionally once a KMS Decrypt of the "
-        "enclave is in flight (held at the KMS front by kms-latency); off: relaunch the measured image",
+        "enclave is in flight (held at the KMS front by kms-latency); off: relaunch the image, measured "
+        "again",
         Answer("decrypt", 503, "EnclaveUnavailable"),
         Answer("create/get/update/delete", 200),
         in_flight="wait for a Decrypt in flight at the KMS front before killing (default false)",
@@ -323,7 +324,7 @@ class KmsThrottle(Fault):
             502,
             "EnclaveDecryptFailed",
         ),
-        Answer("decrypt (enclave's retry back-off outlasts that budget)", 503, "EnclaveUnavailable"),
+        Answer("decrypt (enclave's retry back-off outlasts that budget)", 504, "EnclaveTimeout"),
         operation="Decrypt or GenerateDataKeyPairWithoutPlaintext (default: every operation)",
         count="requests to throttle (default 100000: on until switched off)",
     )

@@ -2,13 +2,20 @@
 
 A Nitro Enclave runs an EIF whose measurements (PCR0/1/2) identify its contents. The
 emulator's equivalent is a directory holding a copy of the enclave's code
-(``vault/__init__.py``, ``vault/common``, ``vault/enclave``, ``vault/infra``) and a deterministic
+(the enclave tier's file set, ``vault.infra.artifacts.ENCLAVE``) and a deterministic
 ``manifest.json`` listing every file with its SHA-256. The measurement is taken over
 this directory and the sandbox runs the enclave from it (``PYTHONPATH`` = image
 directory), so code changed after measuring is code KMS no longer trusts.
 
 ``overrides`` replace or add files in the copy: the demo uses them to launch an image
 whose code differs from the one the key policy was written for.
+
+Every launch runs a private copy, as ``nitro-cli run-enclave`` loads the EIF into the
+enclave's memory: :func:`snapshot_image` copies the image directory as it is at that
+moment (bytecode caches left out, since they are not measured and the interpreter would
+prefer them to the source), the launch measures the copy and the sandbox runs the copy.
+What runs is what was measured, whatever happens to the state directory afterwards; a
+changed byte there shows in the PCRs of the next launch.
 
 For the container runtime, :func:`container_build_context` lays out a Docker build
 context: the ``Dockerfile``, the image as ``app/`` and the enclave's installed Python
@@ -21,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata as metadata
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterable, Mapping
@@ -29,12 +37,13 @@ from pathlib import Path
 
 import vault
 from emulator.nitro.measure import CACHE_DIRS, is_bytecode_cache
+from vault.infra.artifacts import ENCLAVE
 
 IMAGE_NAME = "enclave-vault"
 MANIFEST_NAME = "manifest.json"
-#: What an enclave image contains, relative to the directory holding the ``vault`` package
-#: (``vault/infra`` for the constants the enclave shares with the key policy).
-IMAGE_SOURCES = ("vault/__init__.py", "vault/common", "vault/enclave", "vault/infra")
+#: What an enclave image contains, relative to the directory holding the ``vault`` package:
+#: the enclave tier's file set, the same the production EIF is built from.
+IMAGE_SOURCES = ENCLAVE.sources
 ENTRYPOINT = ("python3", "-m", "vault.enclave")
 DOCKERFILE = Path(vault.__file__).parent / "enclave" / "Dockerfile"
 _SKIP_NAMES = frozenset({"Dockerfile"})
@@ -121,6 +130,40 @@ def assemble_image(
     return EnclaveImage(destination, manifest)
 
 
+def _ignore_bytecode(directory: str, names: list[str]) -> set[str]:
+    return {name for name in names if is_bytecode_cache(Path(name))}
+
+
+def snapshot_image(source: Path, destination: Path) -> EnclaveImage:
+    """(Re)create ``destination`` as a copy of the image in ``source``, as it is now.
+
+    Symbolic links stay links (the measurement records their targets); bytecode caches
+    are not copied. The copy is what a launch measures and runs.
+    """
+    if not (source / MANIFEST_NAME).is_file():
+        raise ImageError(f"{source} is not an enclave image: it has no {MANIFEST_NAME}")
+    remove_snapshot(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source, destination, symlinks=True, ignore=_ignore_bytecode)
+    # Read-only, as a loaded EIF is: neither the enclave nor a careless tool edits what was measured.
+    for current, _, files in os.walk(destination):
+        for name in files:
+            path = Path(current) / name
+            if not path.is_symlink():
+                path.chmod(0o444)
+        Path(current).chmod(0o555)
+    return load_image(destination)
+
+
+def remove_snapshot(directory: Path) -> None:
+    """Delete a copy made by :func:`snapshot_image` (its directories are read-only)."""
+    if not directory.exists():
+        return
+    for current, _, _ in os.walk(directory):
+        Path(current).chmod(0o755)
+    shutil.rmtree(directory)
+
+
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -153,6 +196,7 @@ def enclave_distributions(
 ) -> list[metadata.Distribution]:
     """The installed distributions the enclave needs: the project's base and ``extra``
     requirements and everything they require in turn (the project itself excluded)."""
+    # packaging is no declared dependency of the emulator: only an image build needs it.
     from packaging.requirements import Requirement
 
     seen: dict[str, metadata.Distribution] = {}
@@ -219,7 +263,8 @@ def container_build_context(image: EnclaveImage, context_dir: Path, deps_cache: 
         shutil.rmtree(context_dir)
     context_dir.mkdir(parents=True)
     shutil.copy2(DOCKERFILE, context_dir / "Dockerfile")
-    shutil.copytree(image.directory, context_dir / "app")
+    # The image as it is now, without bytecode caches: what the launch measures in app/.
+    shutil.copytree(image.directory, context_dir / "app", symlinks=True, ignore=_ignore_bytecode)
     # Hard links keep a 100 MB dependency tree from being copied per build.
     shutil.copytree(deps_cache, context_dir / "deps", copy_function=_link_or_copy)
     return context_dir

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import shutil
+import site
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -54,8 +55,6 @@ class SandboxError(RuntimeError):
 
 def interpreter_site_packages() -> list[str]:
     """This interpreter's site-packages directories (virtual environment first)."""
-    import site
-
     return [path for path in site.getsitepackages() if Path(path).is_dir()]
 
 

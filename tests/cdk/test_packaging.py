@@ -8,13 +8,15 @@ import pytest
 from vault_cdk import build as artifacts
 from vault_cdk.config import REPO_ROOT
 from vault_cdk.packaging import (
-    API_HANDLER_FILE,
-    API_SOURCES,
     PackagingError,
     ProductCodeBundling,
     copy_sources,
     dependency_layer_code,
 )
+
+from vault.infra.artifacts import API
+
+API_HANDLER_FILE = API.entry_point.file
 
 
 def source_tree(root: Path, *, handler: bool = True) -> Path:
@@ -39,7 +41,7 @@ def test_bundler_copies_only_the_api_packages(tmp_path: Path) -> None:
     source = source_tree(tmp_path / "src")
     out = tmp_path / "asset"
     out.mkdir()
-    assert ProductCodeBundling(source, API_SOURCES, API_HANDLER_FILE).try_bundle(str(out)) is True
+    assert ProductCodeBundling(source, API).try_bundle(str(out)) is True
     copied = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
     assert copied == [
         "vault/__init__.py",
@@ -53,11 +55,11 @@ def test_bundler_copies_only_the_api_packages(tmp_path: Path) -> None:
 def test_bundler_refuses_a_missing_handler(tmp_path: Path) -> None:
     source = source_tree(tmp_path / "src", handler=False)
     with pytest.raises(PackagingError, match="handler"):
-        ProductCodeBundling(source, API_SOURCES, API_HANDLER_FILE).try_bundle(str(tmp_path))
+        ProductCodeBundling(source, API).try_bundle(str(tmp_path))
 
 
 def test_repository_holds_what_the_api_imports(tmp_path: Path) -> None:
-    copied = copy_sources(REPO_ROOT, API_SOURCES, tmp_path)
+    copied = copy_sources(REPO_ROOT, API.sources, tmp_path)
     assert "vault/infra/key_policy.py" in copied and "vault/infra/table.py" in copied
     assert not any(path.startswith(("vault/enclave/", "vault/parent/")) for path in copied)
 

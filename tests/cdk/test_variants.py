@@ -11,9 +11,9 @@ from cdk_nag import AwsSolutionsChecks
 from vault_cdk.config import UNSAFE_FLAG
 from vault_cdk.key_stack import key_policy_params
 
-from vault.infra.key_policy import DECRYPT_SID, build_key_policy
+from vault.infra.key_policy import ADMIN_SID, DECRYPT_SID, build_key_policy
 
-from .helpers import only, resources, statements
+from .helpers import only, resources, scan_templates, statements
 from .support import ACCOUNT, Synthesized, synthesize
 
 PRIMARY_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/mrk-0123456789abcdef0123456789abcdef"
@@ -68,8 +68,13 @@ def test_unsafe_policy_is_still_the_builders(variant: Synthesized) -> None:
         variant.stacks.config,
         region=stack.region,
         vpc_id=vpc["Condition"]["StringNotEqualsIfExists"]["aws:SourceVpc"],
+        admin_role_arn=stack.admin_role_arn,
     )
     assert policy == stack.resolve(build_key_policy(params))
+    # Region-agnostic: CloudFormation substitutes the region into the administrator's ARN.
+    admin = next(s for s in statements(policy) if s["Sid"] == ADMIN_SID)
+    execution_role = f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-${{AWS::Region}}"
+    assert admin["Principal"] == {"AWS": {"Fn::Sub": execution_role}}
 
 
 def test_private_api_and_audit_retention(variant: Synthesized) -> None:
@@ -107,3 +112,8 @@ def test_alarm_email_subscription(variant: Synthesized) -> None:
 def test_nag_is_clean_in_this_shape_too(variant: Synthesized) -> None:
     report = AwsSolutionsChecks().validate_scope(variant.stacks.identity.node.root)
     assert [v.rule_name for v in report.violations] == []
+
+
+def test_cfn_lint_and_checkov_pass_the_optional_shapes(variant: Synthesized) -> None:
+    # The session scans the production-shaped synth; this covers the resources only options add.
+    scan_templates(variant.outdir)

@@ -284,10 +284,12 @@ class EnclaveServer:
             # Refused from the header alone: the body is never read or allocated.
             return EnclaveReply.failure(EnclaveErrorCode.INVALID_REQUEST, str(exc))
         except FramingError as exc:
-            logger.info("request not received", extra={"fields": {"error": str(exc)}})
-            if isinstance(exc, FrameTruncated) and exc.part == "header" and exc.received == 0:
-                # Connected and closed without a byte (a health probe): nobody to answer.
+            if is_probe(exc):
+                # Connected and closed without a byte: a liveness probe (the emulator's
+                # supervisor, a load balancer's TCP check), not a failed request.
+                logger.debug("connection closed before a request (probe)")
                 return None
+            logger.info("request not received", extra={"fields": {"error": str(exc)}})
             return EnclaveReply.failure(EnclaveErrorCode.INVALID_REQUEST, str(exc))
         return self._handler.handle(raw)
 
@@ -303,6 +305,11 @@ class EnclaveServer:
             write_frame(conn, body)
         except FramingError as exc:
             logger.info("reply not delivered", extra={"fields": {"error": str(exc)}})
+
+
+def is_probe(exc: FramingError) -> bool:
+    """True for a connection that closed before sending a single byte of a request."""
+    return isinstance(exc, FrameTruncated) and exc.part == "header" and exc.received == 0
 
 
 def _skip_request(conn: socket.socket, deadline: float) -> None:

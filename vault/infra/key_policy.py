@@ -9,6 +9,35 @@ To replace the enclave image without an outage, the policy may name several imag
 one decrypt statement per image, each pinning all of that image's PCRs. A single
 statement with a list of values per PCR would instead accept any combination, such as
 the old image's PCR0 with the new image's PCR2.
+
+Nothing but an attested enclave reaches the vault key (decision D17). Upstream's root
+statement allows everything but ``kms:Decrypt`` (``NotAction``), which leaves every
+other path open to IAM: ``CreateGrant`` (a grant for Decrypt), ``ReEncryptFrom`` (the
+vault's encrypted private key re-wrapped under a key the caller controls),
+``PutKeyPolicy`` and ``ReplicateKey`` (a new policy, or a replica with a policy of the
+caller's choosing). Here:
+
+* explicit ``Deny`` statements, which neither IAM nor grants can override, refuse
+  ``Decrypt`` to every principal but the instance role and every request without a
+  Nitro attestation document; ``CreateGrant``, ``ReEncrypt*``, ``Encrypt`` and every
+  ``GenerateDataKey*`` but the API's ``GenerateDataKeyPairWithoutPlaintext`` to
+  everyone; and policy changes, replication and deletion to all but the key
+  administrator;
+* the account root (so IAM) is allowed only the listed management actions
+  (:data:`ROOT_ACTIONS`), none of which reveals or re-wraps key material;
+* the key administrator (the role that deploys the key, so that the creation passes
+  KMS's PutKeyPolicy lockout safety check) is allowed :data:`ADMIN_ACTIONS`. Without an
+  administrator nobody may change the policy, which AWS accepts only with
+  ``BypassPolicyLockoutSafetyCheck``; the emulator does not need one.
+
+Upstream's administrator is the Step Functions role that writes the PCRs after each
+deploy (``kms:ViaService`` = states); with the PCRs in the policy from the first deploy
+(D13) there is no such job, so the administrator is the deploying role. The documented
+unsafe mode drops only the attestation deny; every other guard stays.
+
+The administrator remains able to write a policy that grants it Decrypt: whoever
+deploys the key decides its policy. That is threat T2 of the upstream model, narrowed
+from "any sufficiently privileged IAM principal" to one named role.
 """
 
 from __future__ import annotations
@@ -27,9 +56,59 @@ DECRYPT_SID = "AllowDecryptByEnclave"
 ENCRYPT_SID = "AllowEncryptByLambda"
 ROOT_SID = "EnableIAMUserPermissions"
 ADMIN_SID = "AllowKeyAdministration"
+DENY_OTHER_DECRYPT_SID = "DenyDecryptExceptByTheInstanceRole"
+DENY_UNATTESTED_SID = "DenyDecryptWithoutAttestation"
+DENY_REWRAP_SID = "DenyGrantsReEncryptionAndPlaintextDataKeys"
+DENY_ADMIN_SID = "DenyKeyAdministrationExceptByTheAdministrator"
+#: What the account's IAM policies may allow on the key: management that neither reveals
+#: nor re-wraps key material, and neither changes the policy nor copies the key.
+ROOT_ACTIONS = (
+    "kms:CancelKeyDeletion",
+    "kms:CreateAlias",
+    "kms:DeleteAlias",
+    "kms:DescribeKey",
+    "kms:DisableKey",
+    "kms:EnableKey",
+    "kms:EnableKeyRotation",
+    "kms:GetKeyPolicy",
+    "kms:GetKeyRotationStatus",
+    "kms:ListGrants",
+    "kms:ListKeyPolicies",
+    "kms:ListKeyRotations",
+    "kms:ListResourceTags",
+    "kms:RevokeGrant",
+    "kms:RotateKeyOnDemand",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:UpdateAlias",
+    "kms:UpdateKeyDescription",
+)
+#: Only the key administrator: each of these can hand the key (or a copy with another
+#: policy) to someone, or destroy it.
+ADMIN_ONLY_ACTIONS = (
+    "kms:PutKeyPolicy",
+    "kms:ReplicateKey",
+    "kms:UpdatePrimaryRegion",
+    "kms:ScheduleKeyDeletion",
+    "kms:DisableKeyRotation",
+)
+ADMIN_ACTIONS = ("kms:DescribeKey", "kms:GetKeyPolicy", *ADMIN_ONLY_ACTIONS)
+#: Never allowed to anyone: each yields key material outside an enclave, a re-wrapped copy
+#: of it, a grant (which could carry Decrypt), or a ciphertext under the vault key that
+#: the API did not make.
+NEVER_ALLOWED_ACTIONS = (
+    "kms:CreateGrant",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:Encrypt",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyWithoutPlaintext",
+)
 NETWORK_EXCLUDE_TAG = "dp:exclude:network"
 PCR_NAMES = ("PCR0", "PCR1", "PCR2", "PCR3", "PCR8")
 _PCR_HEX = re.compile(r"^[0-9a-fA-F]{96}$")
+_ZERO_PCR = "0" * 96
 
 
 class MeasurementsError(ValueError):
@@ -96,6 +175,8 @@ class KeyPolicyParams:
     pcr3: str | None = None
     partition: str = "aws"
     api_function_arn: str | None = None
+    #: The key administrator: the only principal that may change the policy, replicate or
+    #: delete the key. It must be the principal that creates the key (KMS's lockout check).
     admin_role_arn: str | None = None
     vpc_id: str | None = None
     allow_unattested_decrypt: bool = False
@@ -112,6 +193,13 @@ class KeyPolicyParams:
         sets = (self.measurements, *self.additional_measurements)
         if len(set(sets)) != len(sets):
             raise MeasurementsError("the same enclave measurements are listed twice")
+        for image in sets:
+            # Debug mode zeroes PCR0, 1, 2 and 8 and keeps PCR3: pinning zeros would let a
+            # debug-mode enclave, whose memory the parent can read, decrypt.
+            if _ZERO_PCR in (image.pcr0, image.pcr1, image.pcr2):
+                raise MeasurementsError(
+                    "PCR0, PCR1 and PCR2 must not be zero (a debug-mode enclave's values)"
+                )
         return sets
 
 
@@ -150,6 +238,54 @@ def _decrypt_statement(
         "Resource": "*",
         "Condition": conditions,
     }
+
+
+def _guard_statements(params: KeyPolicyParams) -> list[dict[str, Any]]:
+    """Explicit denies: they hold whatever IAM policies, grants or other statements allow."""
+    guards: list[dict[str, Any]] = [
+        {
+            "Sid": DENY_OTHER_DECRYPT_SID,
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            # aws:PrincipalArn is the role's ARN for its sessions too; absent, the deny applies.
+            "Condition": {"ArnNotEquals": {"aws:PrincipalArn": params.instance_role_arn}},
+        }
+    ]
+    if not params.allow_unattested_decrypt:
+        guards.append(
+            {
+                "Sid": DENY_UNATTESTED_SID,
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "kms:Decrypt",
+                "Resource": "*",
+                # KMS sets the attestation keys only for a Recipient with a valid Nitro
+                # Enclaves document: without one the answer would carry the plaintext.
+                "Condition": {"Null": {"kms:RecipientAttestation:ImageSha384": "true"}},
+            }
+        )
+    guards.append(
+        {
+            "Sid": DENY_REWRAP_SID,
+            "Effect": "Deny",
+            "Principal": {"AWS": "*"},
+            "Action": list(NEVER_ALLOWED_ACTIONS),
+            "Resource": "*",
+        }
+    )
+    admin_guard: dict[str, Any] = {
+        "Sid": DENY_ADMIN_SID,
+        "Effect": "Deny",
+        "Principal": {"AWS": "*"},
+        "Action": list(ADMIN_ONLY_ACTIONS),
+        "Resource": "*",
+    }
+    if params.admin_role_arn is not None:
+        admin_guard["Condition"] = {"ArnNotEquals": {"aws:PrincipalArn": params.admin_role_arn}}
+    guards.append(admin_guard)
+    return guards
 
 
 def build_key_policy(params: KeyPolicyParams) -> dict[str, Any]:
@@ -201,13 +337,14 @@ def build_key_policy(params: KeyPolicyParams) -> dict[str, Any]:
                 },
             }
         )
-    # No IAM policy can ever grant Decrypt: the account root is allowed everything but it.
+    statements.extend(_guard_statements(params))
+    # IAM policies of the account may allow these, and nothing else.
     statements.append(
         {
             "Sid": ROOT_SID,
             "Effect": "Allow",
             "Principal": {"AWS": root},
-            "NotAction": "kms:Decrypt",
+            "Action": list(ROOT_ACTIONS),
             "Resource": "*",
         }
     )
@@ -217,7 +354,7 @@ def build_key_policy(params: KeyPolicyParams) -> dict[str, Any]:
                 "Sid": ADMIN_SID,
                 "Effect": "Allow",
                 "Principal": {"AWS": params.admin_role_arn},
-                "Action": ["kms:GetKeyPolicy", "kms:PutKeyPolicy", "kms:DescribeKey"],
+                "Action": list(ADMIN_ACTIONS),
                 "Resource": "*",
                 "Condition": {"StringEquals": {"kms:CallerAccount": account}},
             }

@@ -6,9 +6,11 @@ upstream does. The socket calls block, so they run on worker threads, at most
 the reply have deadlines, and the whole exchange (waiting for a worker included) has
 one more, after which the socket is shut down so the worker thread ends too.
 
-Every way the enclave can fail to answer (refused, silent, closed early, cut off
-mid-frame, unreadable reply, busy) becomes :class:`EnclaveUnavailable`, i.e. a 503 the
-API may retry, with a message saying which it was.
+Every way the enclave can fail to answer (refused, closed early, cut off mid-frame,
+unreadable reply, busy) becomes :class:`EnclaveUnavailable`, i.e. a 503 the API may
+retry, with a message saying which it was. An enclave that took the request and then
+stayed silent past the read budget is alive but slow (typically waiting on KMS): that
+is :class:`EnclaveTimeout`, a 504.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from vault.common.framing import FrameTooLarge, FrameTruncated, FramingError, re
 from vault.common.messages import BUSY_MESSAGE, EnclaveErrorCode, EnclaveReply, EnclaveRequest
 from vault.common.transport import ENCLAVE_PORT, VsockTransport
 from vault.parent.config import EnclaveTimeouts
-from vault.parent.errors import EnclaveUnavailable
+from vault.parent.errors import EnclaveTimeout, EnclaveUnavailable
 
 #: Extra time the event loop grants a worker beyond its own deadlines, so that the
 #: worker's precise error (refused, truncated, ...) normally wins over a bare timeout.
@@ -43,6 +45,8 @@ class _Exchange:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._aborted = False
+        #: The whole request reached the enclave's socket: from then on silence means "slow".
+        self.sent = False
 
     def run(self, message: dict[str, Any]) -> Any:
         try:
@@ -65,6 +69,7 @@ class _Exchange:
             write_failure: FramingError | None = None
             try:
                 write_json(sock, message)
+                self.sent = True
             except FramingError as exc:
                 # A busy enclave answers without reading the request and closes, so the
                 # write can fail while its reply is already waiting: read it anyway.
@@ -73,7 +78,12 @@ class _Exchange:
                 return read_json(sock, deadline=deadline)
             except FramingError as exc:
                 reported = exc if write_failure is None or self._aborted else write_failure
-                raise EnclaveUnavailable(_describe_failure(self.cid, reported, self._aborted)) from None
+                message_text, timed_out = _describe_failure(self.cid, reported, self._aborted)
+                raise (
+                    timeout_error(message_text)
+                    if timed_out and self.sent
+                    else EnclaveUnavailable(message_text)
+                ) from None
         except OSError:
             raise EnclaveUnavailable(f"enclave {self.cid} connection failed") from None
         finally:
@@ -92,23 +102,28 @@ class _Exchange:
                     pass
 
 
-def _describe_failure(cid: int, exc: FramingError, aborted: bool) -> str:
+def timeout_error(message: str) -> EnclaveTimeout:
+    return EnclaveTimeout(f"{message} (it accepted the request; it may be waiting on KMS)")
+
+
+def _describe_failure(cid: int, exc: FramingError, aborted: bool) -> tuple[str, bool]:
+    """What went wrong, and whether it was the enclave's silence (a timeout)."""
     # Framing errors never contain payload bytes, but the reply names the case only.
     if aborted:
-        return f"enclave {cid} did not answer in time"
+        return f"enclave {cid} did not answer in time", True
     if isinstance(exc, FrameTruncated):
         if exc.part == "header" and exc.received == 0:
-            return f"enclave {cid} closed the connection without replying"
-        return f"enclave {cid} sent a truncated reply"
+            return f"enclave {cid} closed the connection without replying", False
+        return f"enclave {cid} sent a truncated reply", False
     if isinstance(exc, FrameTooLarge):
-        return f"enclave {cid} sent an oversized reply"
+        return f"enclave {cid} sent an oversized reply", False
     cause = exc.__cause__
     if isinstance(cause, TimeoutError) or str(exc).endswith("timed out"):
-        return f"enclave {cid} did not answer in time"
+        return f"enclave {cid} did not answer in time", True
     if isinstance(cause, OSError):
         # Reset or broken pipe: the enclave closed without reading the whole request.
-        return f"enclave {cid} closed the connection without replying"
-    return f"enclave {cid} sent an unreadable reply"
+        return f"enclave {cid} closed the connection without replying", False
+    return f"enclave {cid} sent an unreadable reply", False
 
 
 def interpret_reply(cid: int, raw: Any) -> EnclaveReply:
@@ -146,7 +161,11 @@ class EnclaveClient:
                 )
         except TimeoutError:
             exchange.abort()
-            raise EnclaveUnavailable(f"enclave {cid} did not answer in time") from None
+            late = f"enclave {cid} did not answer in time"
+            if exchange.sent:
+                raise timeout_error(late) from None
+            # Still waiting for a worker thread or for the connection: the enclave never had it.
+            raise EnclaveUnavailable(late) from None
         except anyio.get_cancelled_exc_class():
             # The HTTP request was abandoned (timeout, shutdown): release the worker too.
             exchange.abort()

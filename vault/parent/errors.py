@@ -25,6 +25,7 @@ DEFAULT_MESSAGES: dict[int, str] = {
     422: "Unprocessable entity",
     500: INTERNAL_SERVER_ERROR,
     503: "Service unavailable",
+    504: "Gateway timeout",
 }
 
 
@@ -76,6 +77,19 @@ class EnclaveUnavailable(ParentError):
 
     status = 503
     default_message = "Enclave unavailable"
+
+
+class EnclaveTimeout(EnclaveUnavailable):
+    """The enclave took the request but did not answer within the read budget.
+
+    It is alive (it accepted the connection and the request), so this is not "no enclave":
+    the usual cause is a slow dependency inside the request, such as a KMS call through the
+    vsock-proxy. Retryable like any unavailability, but answered 504 so a client can tell it
+    from a busy or absent enclave.
+    """
+
+    status = 504
+    default_message = "Enclave did not answer in time"
 
 
 def error_body(status: int, message: str = "") -> dict[str, object]:

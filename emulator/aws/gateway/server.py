@@ -12,9 +12,14 @@ resource with ``ANY``, Lambda proxy integration):
 * binary bodies travel base64-encoded both ways;
 * optionally (decision D15) requests must carry a SigV4 signature of a test principal.
 
-Process model: the handler runs in the gateway's own process, which the supervisor
-starts with exactly the Lambda function's environment (``python -m emulator.aws.gateway.server``),
-so the API's configuration and credentials never leak into the other components.
+Process model: the supervisor starts the gateway (``python -m emulator.aws.gateway.server``)
+with the API tier's artifact (``--artifact``/``--dependencies``, see
+:mod:`emulator.host.artifacts`); the gateway runs the handler in a separate process
+(:mod:`emulator.aws.gateway.runtime`) whose ``sys.path`` holds only the package the ``Api``
+stack bundles and its dependency set, and which alone receives the Lambda function's
+environment, so the API's configuration and credentials never leak into the other
+components and a module the package lacks fails at start. Without ``--artifact`` the
+handler is imported into the gateway's own process (``--handler``).
 Invocations are serialised, as in one Lambda execution environment, because Lambda
 handlers (Powertools resolvers included) keep per-invocation state in module globals.
 A timed-out invocation is abandoned, not killed (as API Gateway abandons a Lambda):
@@ -51,10 +56,13 @@ from emulator.aws.gateway.event import (
     interpret_result,
     new_request_id,
 )
+from emulator.aws.gateway.runtime import LambdaRuntime, RuntimeInitError
 from emulator.aws.sigv4 import Principal, SigV4Failure, SigV4Verifier
 from emulator.faults.hooks import FaultHooks
+from emulator.host.artifacts import TierArtifact
 from emulator.host.http import DEFAULT_LIMITS, ConnectionLimits, LoopbackServer
 from emulator.host.http_handler import LoopbackHandler, RequestError
+from vault.infra.artifacts import API
 
 LambdaHandler = Callable[[dict[str, Any], Any], Any]
 # Powertools adds a filter to the root handler that drops every record whose logger name contains
@@ -215,10 +223,13 @@ class ApiGateway:
         headers.append(("x-amz-apigw-id", request_id[:16]))
         return HttpResponse(response.status, headers, response.body)
 
-    def _report(self, request_id: str, seconds: float, cpu_seconds: float) -> None:
+    def _report(
+        self, request_id: str, seconds: float, cpu_seconds: float, max_memory_mb: int | None = None
+    ) -> None:
         """Lambda's REPORT line for one invocation, and the CPU time the handler's thread used."""
         duration_ms = seconds * 1000
-        max_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        if max_memory_mb is None:
+            max_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
         log.info(
             "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
             "Max Memory Used: %d MB\tCPU Time: %.2f ms",
@@ -243,7 +254,12 @@ class ApiGateway:
                 except BaseException as exc:  # noqa: BLE001 - a Lambda that raises, whatever it raises
                     outcome["error"] = exc
                 finally:
-                    self._report(request_id, time.perf_counter() - began, time.thread_time() - cpu)
+                    usage = self.handler.last_usage if isinstance(self.handler, LambdaRuntime) else None
+                    if usage is not None:
+                        # Measured in the function's process, where the handler ran.
+                        self._report(request_id, usage.seconds, usage.cpu_seconds, usage.max_memory_mb)
+                    else:
+                        self._report(request_id, time.perf_counter() - began, time.thread_time() - cpu)
 
         worker = threading.Thread(target=run, name=f"invoke-{request_id[:8]}", daemon=True)
         worker.start()
@@ -364,7 +380,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m emulator.aws.gateway.server", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--handler", default="vault.api.handler:lambda_handler")
+    parser.add_argument(
+        "--handler",
+        default=API.entry_point.console_script,
+        help="without --artifact: the handler to import into this process",
+    )
+    parser.add_argument("--artifact", type=Path, help="the API tier's artifact directory")
+    parser.add_argument("--dependencies", type=Path, help="the API tier's dependency set (with --artifact)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--stage", default="v1")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
@@ -381,8 +403,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def await_environment(path: Path, timeout: float, stop: threading.Event) -> bool:
-    """Wait for the Lambda environment in ``path``; apply it to this process and remove the file.
+def await_environment(path: Path, timeout: float, stop: threading.Event) -> dict[str, str] | None:
+    """Wait for the Lambda environment in ``path``; return it and remove the file.
 
     Lets the supervisor start this process (and pay the handler's cold start) before
     the values the environment holds, such as the KMS key ARN, exist.
@@ -390,11 +412,23 @@ def await_environment(path: Path, timeout: float, stop: threading.Event) -> bool
     deadline = time.monotonic() + timeout
     while not path.exists():
         if stop.wait(0.01) or time.monotonic() > deadline:
-            return False
+            return None
     values = json.loads(path.read_text(encoding="utf-8"))
     path.unlink()
-    os.environ.update({str(k): str(v) for k, v in values.items()})
-    return True
+    return {str(k): str(v) for k, v in values.items()}
+
+
+def start_handler(args: argparse.Namespace) -> LambdaHandler:
+    """The handler: in its own process from the API artifact, or imported here without one."""
+    if args.artifact is None:
+        return load_handler(args.handler)
+    if args.dependencies is None:
+        raise ValueError("--artifact needs --dependencies")
+    artifact = TierArtifact(API, args.artifact, args.dependencies)
+    # The function's process starts with this (credential-free) environment; its own arrives later.
+    runtime = LambdaRuntime(artifact.command(), dict(os.environ))
+    runtime.start()
+    return runtime
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -403,7 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
     # The Lambda "cold start" happens here, before the gateway reports ready.
-    handler = load_handler(args.handler)
+    try:
+        handler = start_handler(args)
+    except RuntimeInitError as exc:
+        log.error("the API function cannot start: %s", exc)
+        if args.ready_file is not None:
+            write_ready_file(args.ready_file, {"error": str(exc)})
+        return 1
     config = GatewayConfig(
         port=args.port,
         stage=args.stage,
@@ -416,9 +456,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if args.env_file is not None and not await_environment(args.env_file, args.env_timeout, stop):
-        log.error("no environment arrived in %s", args.env_file)
-        return 1
+    try:
+        if args.env_file is not None:
+            environment = await_environment(args.env_file, args.env_timeout, stop)
+            if environment is None:
+                log.error("no environment arrived in %s", args.env_file)
+                return 1
+            if isinstance(handler, LambdaRuntime):
+                handler.configure(environment)
+            else:
+                os.environ.update(environment)
+        return serve(gateway, args, stop)
+    finally:
+        if isinstance(handler, LambdaRuntime):
+            handler.stop()
+
+
+def serve(gateway: ApiGateway, args: argparse.Namespace, stop: threading.Event) -> int:
+    config = gateway.config
     gateway.start()
     log.info(
         "serving %s (handler %s, SigV4 %s)", gateway.url, args.handler, "on" if config.principals else "off"

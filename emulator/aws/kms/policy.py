@@ -23,6 +23,12 @@ Principals: ``"*"``; an ARN; an account id or ``arn:...:iam::<account>:root``. T
 last form delegates to the account's IAM policies (it never grants by itself), which
 the emulator models as the request's ``iam_allowed_actions``. An assumed-role session
 ARN matches its role's ARN.
+
+Global keys KMS always has for an IAM caller are filled in from ``principal_arn`` when
+the request leaves them out: ``aws:PrincipalArn`` (for a role session, the role's ARN,
+as AWS sets it -- also when the caller passes the session's ARN) and
+``aws:PrincipalAccount``. Every other key is only what the request carries, e.g.
+``kms:RecipientAttestation:*`` only for a Recipient with a valid document.
 """
 
 from __future__ import annotations
@@ -220,6 +226,23 @@ def _role_of(principal_arn: str) -> str:
     return f"arn:{match['partition']}:iam::{match['account']}:role/{match['role']}"
 
 
+def _caller_role(request: RequestContext) -> str:
+    """The caller as a principal: a session's role, with the path ``aws:PrincipalArn`` carries.
+
+    A session ARN names its role without the role's path; KMS matches the role itself, so
+    ``arn:...:role/vault/x`` in a policy matches a session of ``x``, whose
+    ``aws:PrincipalArn`` is that full role ARN.
+    """
+    role = _role_of(request.principal_arn)
+    if role == request.principal_arn:
+        return role
+    for claimed in request.values("aws:PrincipalArn"):
+        same_role = claimed.rsplit("/", 1)[-1] == role.rsplit("/", 1)[-1]
+        if ":role/" in claimed and _account_of(claimed) == _account_of(role) and same_role:
+            return claimed
+    return role
+
+
 def _account_of(principal_arn: str) -> str:
     parts = principal_arn.split(":")
     return parts[4] if len(parts) > 4 else ""
@@ -234,7 +257,7 @@ def _principal(statement: Mapping[str, Any], request: RequestContext) -> tuple[b
         return True, False
     if not isinstance(principal, Mapping):
         raise PolicyError("Principal must be '*' or an object")
-    caller = _role_of(request.principal_arn)
+    caller = _caller_role(request)
     account = _account_of(caller)
     delegated = False
     for kind, raw in principal.items():
@@ -279,7 +302,29 @@ def _statements(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return statements
 
 
+def _with_principal_keys(request: RequestContext) -> RequestContext:
+    """``request`` with ``aws:PrincipalArn`` (a role, not a session) and ``aws:PrincipalAccount``."""
+    keys = {name: tuple(values) for name, values in request.keys.items()}
+    given = {name.lower(): name for name in keys}
+    arn_key = given.get("aws:principalarn")
+    if arn_key is not None:
+        keys[arn_key] = tuple(_role_of(value) for value in keys[arn_key])
+    elif request.principal_arn.startswith("arn:"):
+        keys["aws:PrincipalArn"] = (_role_of(request.principal_arn),)
+    account = _account_of(request.principal_arn)
+    if "aws:principalaccount" not in given and _ACCOUNT_ID.match(account):
+        keys["aws:PrincipalAccount"] = (account,)
+    return RequestContext(
+        principal_arn=request.principal_arn,
+        action=request.action,
+        resource=request.resource,
+        keys=keys,
+        iam_allowed_actions=request.iam_allowed_actions,
+    )
+
+
 def _decide(policy: Mapping[str, Any], request: RequestContext) -> Decision:
+    request = _with_principal_keys(request)
     allowed_by: str | None = None
     for index, statement in enumerate(_statements(policy)):
         effect = statement.get("Effect")
@@ -304,6 +349,26 @@ def _decide(policy: Mapping[str, Any], request: RequestContext) -> Decision:
     if allowed_by is not None:
         return Decision(True, f"allowed by statement {allowed_by}")
     return Decision(False, "no statement allows the action")
+
+
+def validate(policy: Mapping[str, Any]) -> None:
+    """Raise :class:`PolicyError` if any statement of ``policy`` uses what :func:`evaluate` cannot.
+
+    For refusing such a policy when it is installed rather than denying every request later.
+    """
+    if not isinstance(policy, Mapping):
+        raise PolicyError("the key policy is not an object")
+    probe = RequestContext(
+        principal_arn="arn:aws:iam::000000000000:root", action="kms:DescribeKey", resource="*"
+    )
+    for statement in _statements(policy):
+        if statement.get("Effect") not in ("Allow", "Deny"):
+            raise PolicyError("Effect must be Allow or Deny")
+        # Each check parses its whole element, whether or not the probe matches it.
+        _principal(statement, probe)
+        _action_matches(statement, probe.action)
+        _resource_matches(statement, probe.resource)
+        conditions_hold(statement.get("Condition"), probe)
 
 
 def evaluate(policy: Mapping[str, Any], request: RequestContext) -> Decision:

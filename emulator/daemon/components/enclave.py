@@ -38,6 +38,7 @@ from emulator.nitro.image import (
     assemble_image,
     container_build_context,
     load_image,
+    remove_snapshot,
     snapshot_image,
 )
 from emulator.nitro.measure import measure_image
@@ -134,7 +135,6 @@ class EnclaveComponent(Component):
         self.pcr3 = pcr3
         self.make_sandbox = make_sandbox
         self.sandbox: Sandbox | None = None
-        self.launched: Launch | None = None
         self.enclave_id = ""
         self.generation = 0
         #: Set when this component started a Docker engine (container runtime).
@@ -172,7 +172,6 @@ class EnclaveComponent(Component):
             enclave_id, measurements, pcr3=self.pcr3, debug_mode=self.config.debug_mode, bind_later=True
         )
         self.enclave_id = enclave_id
-        self.launched = launch
         vsock_dir = self.vsock_proxy.vsock_dir
         spec = SandboxSpec(
             name="enclave",
@@ -286,6 +285,7 @@ class EnclaveComponent(Component):
     def stop(self) -> None:
         self._stop_sandbox()
         self._stop_engine()
+        remove_snapshot(self.layout.work / LAUNCH_DIR)
 
     def _stop_sandbox(self) -> None:
         sandbox, self.sandbox = self.sandbox, None

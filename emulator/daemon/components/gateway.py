@@ -1,4 +1,9 @@
-"""The API gateway process, running the API Lambda handler with the Lambda's environment."""
+"""The API gateway process, running the API Lambda handler with the Lambda's environment.
+
+The handler runs from the API tier's artifact (:mod:`emulator.host.artifacts`): the
+package the ``Api`` stack bundles and the Lambda dependency set, assembled in the state
+directory at every ``up``, in a process that imports nothing else.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,9 @@ from emulator.daemon.components.kms_front import KmsFrontComponent
 from emulator.daemon.components.parent import ParentComponent
 from emulator.daemon.components.provision import ProvisionComponent
 from emulator.daemon.config import STAGE
+from emulator.host.artifacts import ArtifactError, TierArtifact, assemble
 from emulator.host.process import ManagedProcess, StartupError, tail_file, wait_until
+from vault.infra.artifacts import API
 
 #: Generous bound: the wait ends as soon as the gateway reports its port.
 START_TIMEOUT = 60.0
@@ -41,6 +48,7 @@ class GatewayComponent(Component):
         self.dynamodb_proxy = dynamodb_proxy
         self.credentials = credentials
         self.process: ManagedProcess | None = None
+        self.artifact: TierArtifact | None = None
         self.port = 0
 
     def lambda_environment(self) -> dict[str, str]:
@@ -86,6 +94,11 @@ class GatewayComponent(Component):
         self.layout.work.mkdir(parents=True, exist_ok=True)
         self._ready_file.unlink(missing_ok=True)
         self._env_file.unlink(missing_ok=True)
+        try:
+            artifact = assemble(API, self.layout.work / "artifacts" / API.name)
+        except ArtifactError as exc:
+            raise StartupError(f"gateway: {exc}") from exc
+        self.artifact = artifact
         argv = [
             sys.executable,
             "-m",
@@ -102,6 +115,10 @@ class GatewayComponent(Component):
             str(self._ready_file),
             "--env-file",
             str(self._env_file),
+            "--artifact",
+            str(artifact.directory),
+            "--dependencies",
+            str(artifact.dependencies),
         ]
         if self.config.sigv4:
             principals = self.layout.work / "sigv4-principals.json"
@@ -128,6 +145,9 @@ class GatewayComponent(Component):
             on_fail=lambda: tail_file(self.log_path),
         )
         info = json.loads(self._ready_file.read_text())
+        if "error" in info:
+            # The function's process could not import its handler: the message names tier and module.
+            raise StartupError(f"gateway: {info['error']}")
         self.port = int(info["port"])
         self.context.facts["api_url"] = self.url
 

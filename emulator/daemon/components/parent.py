@@ -1,17 +1,23 @@
-"""``vault-parent`` on 127.0.0.1 with IMDS credentials and the static enclave list."""
+"""``vault-parent`` on 127.0.0.1 with IMDS credentials and the static enclave list.
+
+The parent runs from the parent tier's artifact (:mod:`emulator.host.artifacts`): its
+file set, the one the instances' wheel holds, and its dependency set, in an isolated
+interpreter that imports nothing else.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import sys
 
 from emulator.daemon.components.base import Component, Context, Health, http_ok
 from emulator.daemon.components.imds import ImdsComponent
 from emulator.faults.hooks import ProcessError
+from emulator.host.artifacts import ArtifactError, TierArtifact, assemble, missing_module
 from emulator.host.process import ManagedProcess, StartupError, free_port, tail_file, wait_until
 from vault.common.transport import PARENT_CID, TransportConfig
+from vault.infra.artifacts import PARENT
 
 #: Generous bound: the wait ends as soon as the parent answers its health check.
 START_TIMEOUT = 60.0
@@ -25,6 +31,7 @@ class ParentComponent(Component):
         super().__init__(context, imds)
         self.imds = imds
         self.process: ManagedProcess | None = None
+        self.artifact: TierArtifact | None = None
         self.port = 0
 
     @property
@@ -32,6 +39,10 @@ class ParentComponent(Component):
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        try:
+            self.artifact = assemble(PARENT, self.layout.work / "artifacts" / PARENT.name)
+        except ArtifactError as exc:
+            raise StartupError(f"parent: {exc}") from exc
         self.port = free_port()
         self._run()
 
@@ -53,10 +64,10 @@ class ParentComponent(Component):
         }
 
     def command(self) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "vault.parent.cli",
+        artifact = self.artifact
+        if artifact is None:
+            raise StartupError("the parent's artifact was not assembled")
+        return artifact.command(
             "--host",
             "127.0.0.1",
             "--port",
@@ -68,7 +79,7 @@ class ParentComponent(Component):
             "--enclaves",
             str(self.config.enclave_cid),
             "--skip-refresh-enclaves",
-        ]
+        )
 
     def _run(self) -> None:
         process = ManagedProcess("parent", self.command(), self.environment(), self.log_path)
@@ -78,13 +89,20 @@ class ParentComponent(Component):
         self.context.facts["parent_url"] = self.url
 
     def wait_ready(self, process: ManagedProcess) -> None:
-        wait_until(
-            lambda: http_ok(f"{self.url}/health"),
-            timeout=START_TIMEOUT,
-            what="parent",
-            alive=process.running,
-            on_fail=lambda: tail_file(self.log_path),
-        )
+        try:
+            wait_until(
+                lambda: http_ok(f"{self.url}/health"),
+                timeout=START_TIMEOUT,
+                what="parent",
+                alive=process.running,
+                on_fail=lambda: tail_file(self.log_path),
+            )
+        except StartupError as exc:
+            # A module the artifact lacks: say which, rather than only the log's tail.
+            missing = missing_module(tail_file(self.log_path))
+            if missing is not None:
+                raise StartupError(f"parent: {missing}") from exc
+            raise
 
     # -- fault control (emulator.faults.hooks.ParentControl) ------------------------------
 

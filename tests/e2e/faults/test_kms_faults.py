@@ -39,7 +39,7 @@ def test_throttled_decrypt_is_a_clear_5xx_and_audited(
     error = outcome.error
     assert isinstance(error, VaultApiError), outcome
     # Which one depends on the enclave's retry back-off (random) against the parent's read budget.
-    assert (error.status, error.code) in {(502, "EnclaveDecryptFailed"), (503, "EnclaveUnavailable")}, error
+    assert (error.status, error.code) in {(502, "EnclaveDecryptFailed"), (504, "EnclaveTimeout")}, error
     documented("kms-throttle", error.status, error.code)
     if error.code == "EnclaveDecryptFailed":
         assert error.body["enclaveCode"] == "KeyDecryptFailed", error.body

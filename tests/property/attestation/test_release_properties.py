@@ -37,7 +37,8 @@ CREDENTIAL = Credential.model_validate({"AccessKeyId": INSTANCE_KEY, "SecretAcce
 CONFIG = KmsDecryptorConfig(endpoint="http://127.0.0.1:{port}", bridge_port=0, max_attempts=1)
 _enclave_ids = itertools.count()
 
-pcr_values = st.binary(min_size=48, max_size=48).map(bytes.hex)
+# Never all zeros: the key policy refuses to pin a debug-mode enclave's PCRs.
+pcr_values = st.binary(min_size=48, max_size=48).filter(any).map(bytes.hex)
 vault_ids = st.from_regex(r"v_[A-Za-z0-9]{1,27}", fullmatch=True)
 field_sets = st.dictionaries(
     st.from_regex(r"[a-z][a-z0-9_]{0,15}", fullmatch=True), st.text(max_size=40), max_size=5

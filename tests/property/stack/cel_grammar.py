@@ -3,8 +3,9 @@
 A small typed grammar (string, int and bool expressions) over the schema fields, the
 outputs of earlier expressions in the same request (they are in scope, decision D3), the
 vault's function library (spec 6.2: case mapping, digests, hex and base64 in both
-directions, ``date(...).age()``) and standard CEL (``size``, ``+``, comparisons,
-``startsWith``/``contains``, the conditional operator). Expressions stay small and cheap,
+directions, ``date(...).age()``) and standard CEL (``size``, arithmetic, comparisons, also
+of ints with uints and doubles, ``startsWith``/``contains``, the conditional operator).
+Expressions stay small and cheap,
 so the enclave's time and size limits never decide an outcome; many still fail on some
 input (a field the vault lacks, ``hex_decode`` of a non-hex value, ``date`` of a name),
 which is what the oracle must agree on too.
@@ -30,6 +31,7 @@ _DIGESTS = ("sha256", "sha384", "sha512")
 _CASES = ("to_uppercase", "to_lowercase")
 _ENCODERS = ("hex", "base64")
 MAX_DEPTH = 3
+_COMPARISONS = ("<", "<=", ">", ">=", "==", "!=")
 
 
 def _call(function: str, argument: str, method: bool) -> str:
@@ -113,8 +115,20 @@ def int_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[st
         size,
         size,
         st.builds(lambda e: f"int(date({e}).age())", strings),
-        st.builds(lambda a, op, b: f"({a} {op} {b})", inner, st.sampled_from(["+", "-"]), inner),
+        st.builds(lambda a, op, b: f"({a} {op} {b})", inner, st.sampled_from(["+", "-", "*", "/", "%"]), inner),
     )
+
+
+def _numbers(scope: Scope) -> st.SearchStrategy[str]:
+    """Numeric operands of other types than int: uint and double literals, ``age()`` (a uint)."""
+    options = [
+        st.integers(0, 99).map(lambda n: f"{n}u"),
+        st.integers(0, 99).map(lambda n: f"{n}.0"),
+        st.sampled_from(["0.5", "39.5", "-1.0", "dyn(40)", "40u"]),
+    ]
+    if "dob" in scope.strings:
+        options.append(st.just("date(dob).age()"))
+    return st.one_of(options)
 
 
 def bool_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[str]:
@@ -133,6 +147,8 @@ def bool_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[s
         st.builds(
             lambda a, op, b: f"({a} {op} {b})", ints, st.sampled_from(["<", "<=", ">", ">=", "=="]), ints
         ),
+        # Numbers of different types compare by value (upstream's interpreter): int, uint, double.
+        st.builds(lambda a, op, b: f"({a} {op} {b})", ints, st.sampled_from(_COMPARISONS), _numbers(scope)),
         st.builds(
             lambda a, method, b: f"{a}.{method}({b})",
             strings,

@@ -166,9 +166,9 @@ def _without_pcr1() -> dict[int, bytes]:
         ("wrong-root", "(chain)"),
         ("tampered-payload", "(signature)"),
         ("expired-certificate", "(chain)"),
-        ("missing-pcr", "no statement allows"),
-        ("other-image", "no statement allows"),
-        ("other-role", "no statement allows"),
+        ("missing-pcr", "because no resource-based policy allows the kms:Decrypt action"),
+        ("other-image", "because no resource-based policy allows the kms:Decrypt action"),
+        ("other-role", "because no resource-based policy allows the kms:Decrypt action"),
     ],
 )
 def test_bad_documents_are_refused_and_reported_as_attestation_failures(

@@ -188,11 +188,15 @@ def test_callers_are_identified_by_access_key(harness: Harness) -> None:
     assert error_code(forged) == "InvalidSignatureException"
 
 
-def test_everything_else_passes_through(harness: Harness) -> None:
+def test_operations_on_other_keys_pass_through_and_on_the_vault_key_need_its_policy(harness: Harness) -> None:
     api = harness.api_client()
     assert harness.key_arn in [k["KeyArn"] for k in api.list_keys()["Keys"]]
-    encrypted = api.encrypt(KeyId=harness.key_arn, Plaintext=b"data")
-    assert encrypted["KeyId"] == harness.key_arn
+    own_key = api.create_key(Description="not the vault key")["KeyMetadata"]["Arn"]
+    encrypted = api.encrypt(KeyId=own_key, Plaintext=b"data")
+    assert encrypted["KeyId"] == own_key
+    with pytest.raises(ClientError) as not_allowed:  # the vault key policy allows the API no Encrypt
+        api.encrypt(KeyId=harness.key_arn, Plaintext=b"data")
+    assert error_code(not_allowed) == "AccessDeniedException"
     with pytest.raises(ClientError) as refused:
         api.generate_data_key(
             KeyId=harness.key_arn,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import datetime as dt
+import fcntl
 import hashlib
 import logging
 import os
@@ -13,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cbor2
@@ -172,14 +174,14 @@ def test_device_nsm_speaks_the_raw_ioctl(tmp_path: Path, monkeypatch: pytest.Mon
         arg[24:32] = struct.pack("=Q", len(response))
         return 0
 
-    monkeypatch.setattr(client.fcntl, "ioctl", fake_ioctl)
+    monkeypatch.setattr(fcntl, "ioctl", fake_ioctl)
     assert DeviceNsm(str(device)).attestation(public_key=b"spki", nonce=b"n") == b"signed-document"
     assert seen == [{"Attestation": {"user_data": None, "nonce": b"n", "public_key": b"spki"}}]
 
     def failing_ioctl(fd: int, request: int, arg: bytearray, mutate: bool) -> int:
         raise OSError(22, "Invalid argument")
 
-    monkeypatch.setattr(client.fcntl, "ioctl", failing_ioctl)
+    monkeypatch.setattr(fcntl, "ioctl", failing_ioctl)
     with pytest.raises(NsmError, match="ioctl failed"):
         DeviceNsm(str(device)).attestation()
 
@@ -203,7 +205,7 @@ def test_nsm_from_env() -> None:
 
 
 @pytest.fixture
-def service(pki: TestPki, short_dir: Path):
+def service(pki: TestPki, short_dir: Path) -> Iterator[NsmService]:
     with NsmService(pki, short_dir / "nsm") as nsm:
         yield nsm
 

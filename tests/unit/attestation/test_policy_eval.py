@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from emulator.aws.kms.policy import RequestContext, conditions_hold, evaluate
+from emulator.aws.kms.policy import Decision, PolicyError, RequestContext, conditions_hold, evaluate, validate
 from vault.infra.key_policy import (
     ADMIN_SID,
     DECRYPT_SID,
@@ -315,7 +315,11 @@ def test_condition_keys_are_case_insensitive() -> None:
         {"Condition": {"NullIfExists": {"k": "true"}}},
         {"Condition": {"DateGreaterThan": {"aws:CurrentTime": "2020-01-01T00:00:00Z"}}},
         {"Condition": {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}},
-        {"Condition": {"StringEquals": {"aws:PrincipalArn": {"Fn::Sub": "arn:${AWS::Partition}:iam::1:root"}}}},
+        {
+            "Condition": {
+                "StringEquals": {"aws:PrincipalArn": {"Fn::Sub": "arn:${AWS::Partition}:iam::1:root"}}
+            }
+        },
         {"Principal": {"AWS": {"Fn::GetAtt": ["Role", "Arn"]}}},
         {"NotPrincipal": {"AWS": INSTANCE_ROLE}, "Effect": "Deny"},
         {"Condition": {"StringEquals": {"aws:PrincipalArn": "${aws:username}"}}},
@@ -336,6 +340,29 @@ def test_unsupported_constructs_deny_even_on_an_unrelated_statement(statement: d
     decision = evaluate({"Statement": [allow, odd]}, context(INSTANCE_ROLE, "kms:Decrypt"))
     assert not decision.allowed and "cannot be evaluated" in decision.reason
     assert evaluate({"Statement": [allow]}, context(INSTANCE_ROLE, "kms:Decrypt")).allowed
+    with pytest.raises(PolicyError):
+        validate({"Statement": [allow, odd]})
+    validate({"Statement": [allow]})
+
+
+def test_the_vault_policies_are_fully_evaluable() -> None:
+    validate(key_policy())
+    validate(key_policy(admin_role_arn=ADMIN_ROLE, vpc_id="vpc-1"))
+    validate(key_policy(None, allow_unattested_decrypt=True))
+
+
+def test_unknown_operators_name_themselves() -> None:
+    statement = {
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "kms:*",
+        "Resource": "*",
+        "Condition": {"ForAnyValue:StringEqualsSomehow": {"kms:GrantOperations": "Decrypt"}},
+    }
+    decision = evaluate({"Statement": [statement]}, context(INSTANCE_ROLE, "kms:CreateGrant"))
+    assert decision == Decision(
+        False, "the key policy cannot be evaluated: unsupported condition operator 'StringEqualsSomehow'"
+    )
 
 
 def test_explicit_deny_wins_and_not_action() -> None:
@@ -419,6 +446,15 @@ def test_an_image_dropped_from_the_policy_no_longer_decrypts() -> None:
     policy = key_policy(IMAGE_B)
     assert not evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **image_keys(IMAGE_A))).allowed
     assert evaluate(policy, context(INSTANCE_ROLE, "kms:Decrypt", **image_keys(IMAGE_B))).allowed
+
+
+@pytest.mark.parametrize("zeroed", ["pcr0", "pcr1", "pcr2"])
+def test_a_debug_mode_image_is_never_pinned(zeroed: str) -> None:
+    debug = EnclaveMeasurements(**{**vars(IMAGE_B), zeroed: "00" * 48})
+    with pytest.raises(MeasurementsError, match="debug-mode"):
+        key_policy(debug)
+    with pytest.raises(MeasurementsError, match="debug-mode"):
+        key_policy(IMAGE_A, debug)
 
 
 def test_inconsistent_image_lists_are_refused() -> None:

@@ -202,12 +202,15 @@ class TestExpressionLength:
         with pytest.raises(ExpressionTooLong):
             engine.evaluate({"f": "v"}, {"first": "1", "second": too_long})
 
-    def test_lone_surrogates_are_counted_not_rejected(self, engine: CelEngine) -> None:
-        # JSON can carry "\ud800"; it must be measured, and evaluating it must not raise.
+    def test_lone_surrogates_are_counted_then_refused(self, engine: CelEngine) -> None:
+        # JSON can carry "\ud800": it must be measured; as a literal (raw or escaped) it is
+        # not Unicode text, a Compile Error as in upstream; evaluating never raises.
         text = "'\ud800'"
         engine.validate({"x": text})
-        result = engine.evaluate({}, {"x": text, "h": "'\ud800'.sha256()"})
-        assert result.values["x"] == "\ud800"
+        result = engine.evaluate({"f": "\ud800"}, {"x": text, "e": "'\\ud800'", "h": "f.sha256()"})
+        assert result.values["x"] is None
         assert result.errors == [
-            "[h] Execution Error: Error executing function 'sha256': string is not valid Unicode"
+            "[x] Compile Error: invalid string literal: surrogate code point",
+            "[e] Compile Error: invalid string literal: surrogate code point",
+            "[h] Execution Error: Error executing function 'sha256': string is not valid Unicode",
         ]

@@ -252,6 +252,11 @@ class TestMaxMin:
             ("min([4, 2])", 2),
             ("[4, 2].min()", 2),
             ("min(date('2000-01-01'), date('1999-01-01'))", "1999-01-01T00:00:00+00:00"),
+            # Numbers of different types are ordered by value, as by "<"; of equal ones the last wins.
+            ("max(1, 2u)", 2),
+            ("max(1, 2.5, 2u)", 2.5),
+            ("min(3u, -1, 0.5)", -1),
+            ("max([1.0, 1])", 1),
         ],
     )
     def test_values(self, engine: CelEngine, expression: str, expected: object) -> None:
@@ -261,7 +266,7 @@ class TestMaxMin:
         ("expression", "detail"),
         [
             ("max(1, 'a')", "values of type int and string are not comparable"),
-            ("max(1, 2u)", "values of type int and uint are not comparable"),
+            ("max(1, true)", "values of type int and bool are not comparable"),
             ("min([1], [2])", "values of type list and list are not comparable"),
             ("max(double('nan'), 1.0)", "values are not comparable"),
         ],

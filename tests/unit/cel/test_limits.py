@@ -148,3 +148,38 @@ class TestNestingDepth:
         assert error_of(engine, "(" * 400 + "1" + ")" * 400) == (
             "[out] Execution Error: expression nested too deeply"
         )
+
+
+_NINE = "[1, 2, 3, 4, 5, 6, 7, 8, 9]"
+
+
+def test_each_expression_has_its_own_time_budget() -> None:
+    # 6561 elements, each a digest: far beyond half a second of CPU time.
+    heavy = f"{_NINE}.map(a, {_NINE}.map(b, {_NINE}.map(c, {_NINE}.map(d, string(a * b * c * d).sha512()))))"
+    engine = CelEngine(limits=CelLimits(max_expression_seconds=0.2, max_seconds=10, max_steps=10**9))
+    started = time.monotonic()
+    result = engine.evaluate({"f": "v"}, {"heavy": heavy, "later": "f + '!'", "also": "1 + 1"})
+    # It fails alone; the expressions after it still run.
+    assert result.errors == ["[heavy] Execution Error: evaluation time limit exceeded"]
+    assert result.values["later"] == "v!"
+    assert result.values["also"] == 2
+    assert time.monotonic() - started < 5
+
+
+def test_a_729_element_nested_map_fits_the_default_budget(engine: CelEngine) -> None:
+    nested = f"{_NINE}.map(a, {_NINE}.map(b, {_NINE}.map(c, a * b * c)))"
+    result = engine.evaluate({}, {"cube": nested, "later": "1 + 1"})
+    assert result.errors == []
+    assert result.values["cube"][8][8] == [81 * c for c in range(1, 10)]
+    assert result.values["later"] == 2
+
+
+def test_heavy_expressions_together_stop_at_the_request_bound() -> None:
+    heavy = f"{_NINE}.map(a, {_NINE}.map(b, {_NINE}.map(c, {_NINE}.map(d, string(a * b * c * d).sha512()))))"
+    engine = CelEngine(limits=CelLimits(max_expression_seconds=0.2, max_seconds=0.5, max_steps=10**9))
+    started = time.monotonic()
+    result = engine.evaluate({}, {f"h{index}": heavy for index in range(8)})
+    elapsed = time.monotonic() - started
+    assert result.errors == [f"[h{index}] Execution Error: evaluation time limit exceeded" for index in range(8)]
+    # Eight expressions of 0.2 s CPU each would take 1.6 s; the call stops near its 0.5 s.
+    assert elapsed < 1.5

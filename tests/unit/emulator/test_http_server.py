@@ -241,7 +241,10 @@ def test_a_repeated_equal_content_length_is_one_value(service: Service) -> None:
     body = b"{}"
     with connect(service.port) as sock:
         sock.sendall(service.head + b"Content-Length: 2, 2\r\nContent-Length: 2\r\n\r\n" + body)
-        assert read_reply(sock).status not in (400, 411, 413)
+        reply = read_reply(sock)
+        # Not refused as malformed; the KMS front then refuses the unsigned request (400).
+        assert reply.status not in (411, 413)
+        assert reply.status != 400 or service.error_code(reply) != BAD_REQUEST[service.name]
 
 
 MALFORMED_CHUNKS = {

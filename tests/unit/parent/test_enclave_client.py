@@ -25,7 +25,9 @@ from vault.common.messages import BUSY_MESSAGE, DecryptRequest, EnclaveErrorCode
 from vault.common.transport import PARENT_CID, UnixSocketTransport
 from vault.parent.config import EnclaveTimeouts
 from vault.parent.enclave_client import ABORT_MARGIN, EnclaveClient, interpret_reply
-from vault.parent.errors import EnclaveUnavailable
+from vault.parent.errors import EnclaveTimeout, EnclaveUnavailable
+
+ACCEPTED = "(it accepted the request; it may be waiting on KMS)"
 
 pytestmark = pytest.mark.anyio
 
@@ -68,19 +70,42 @@ async def test_requests_waiting_for_a_worker_also_time_out(
     start_enclave(silent_until_closed)
     timeouts = EnclaveTimeouts(0.3, 0.3)
     forwarder = client(uds_dir, timeouts, workers=1)
-    failures: list[str] = []
+    failures: list[tuple[int, str]] = []
 
     async def one() -> None:
         with pytest.raises(EnclaveUnavailable) as refused:
             await forwarder.decrypt(ENCLAVE_CID, REQUEST)
-        failures.append(refused.value.message)
+        failures.append((refused.value.status, refused.value.message))
 
     started = time.monotonic()
     async with anyio.create_task_group() as group:
         for _ in range(3):
             group.start_soon(one)
     assert time.monotonic() - started < timeouts.total + ABORT_MARGIN + 0.5
-    assert failures == [f"enclave {ENCLAVE_CID} did not answer in time"] * 3
+    assert len(failures) == 3
+    for status, message in failures:
+        assert message.startswith(f"enclave {ENCLAVE_CID} did not answer in time")
+        # 504 once the request reached the enclave, 503 while it still waited for a worker.
+        assert status == (504 if "accepted the request" in message else 503)
+    # The first request had the worker: the enclave took it and stayed silent.
+    assert (504, f"enclave {ENCLAVE_CID} did not answer in time {ACCEPTED}") in failures
+
+
+async def test_a_silent_enclave_that_took_the_request_is_a_timeout_not_unavailability(
+    uds_dir: Path, start_enclave: Callable[..., FakeEnclave]
+) -> None:
+    start_enclave(silent_until_closed)
+    with pytest.raises(EnclaveTimeout) as refused:
+        await client(uds_dir, EnclaveTimeouts(0.3, 0.3)).decrypt(ENCLAVE_CID, REQUEST)
+    assert refused.value.status == 504
+    assert refused.value.message == f"enclave {ENCLAVE_CID} did not answer in time {ACCEPTED}"
+
+
+async def test_an_enclave_that_is_not_listening_is_unavailable_not_a_timeout(uds_dir: Path) -> None:
+    with pytest.raises(EnclaveUnavailable) as refused:
+        await client(uds_dir, EnclaveTimeouts(0.3, 0.3)).decrypt(ENCLAVE_CID, REQUEST)
+    assert not isinstance(refused.value, EnclaveTimeout)
+    assert refused.value.status == 503
 
 
 async def test_a_silent_enclave_gets_its_connection_closed_after_the_read_timeout(

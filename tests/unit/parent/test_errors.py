@@ -9,6 +9,7 @@ import pytest
 from vault.parent.errors import (
     CredentialsUnavailable,
     EnclaveNotFound,
+    EnclaveTimeout,
     EnclaveUnavailable,
     MalformedJson,
     ParentError,
@@ -28,6 +29,7 @@ VARIANTS = [
     (EnclaveNotFound, 404),
     (CredentialsUnavailable, 500),
     (EnclaveUnavailable, 503),
+    (EnclaveTimeout, 504),
 ]
 
 
@@ -65,7 +67,7 @@ def test_credential_failures_do_not_tell_the_client_why() -> None:
     }
 
 
-@pytest.mark.parametrize("status", [400, 404, 405, 408, 413, 415, 422, 500, 503, 418])
+@pytest.mark.parametrize("status", [400, 404, 405, 408, 413, 415, 422, 500, 503, 504, 418])
 def test_an_empty_message_gets_a_default(status: int) -> None:
     body = error_body(status)
     assert body["code"] == status

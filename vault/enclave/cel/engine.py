@@ -129,6 +129,7 @@ class CelEngine:
             return None, None, f"{COMPILE_ERROR}: {program.detail}"
         variables = {name: scope[name] for name in program.variables if name in scope}
         try:
+            # The budget holds the expression's own time and what is left of the call's.
             value = run(program, self._activation, variables, Budget(self._limits, deadline))
             return value, converter.convert(value), None
         except Unconvertible as exc:

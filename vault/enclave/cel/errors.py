@@ -115,6 +115,8 @@ _OPERATORS: Final = {
     "unary_neg": "-_",
     "conditionalor": "_||_",
     "conditionaland": "_&&_",
+    "_||_": "_||_",
+    "_&&_": "_&&_",
     "_?_:_": "_?_:_",
     "_[_]": "_[_]",
 }

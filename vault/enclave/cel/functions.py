@@ -25,13 +25,16 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import decimal
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import celpy.celtypes as ct
 from celpy.evaluation import (
     CELFunction,
+    NameContainer,
     Result,
     function_getDate,
     function_getDayOfMonth,
@@ -45,8 +48,10 @@ from celpy.evaluation import (
     function_getSeconds,
 )
 
+from vault.enclave.cel.convert import duration_nanoseconds, rfc3339
 from vault.enclave.cel.dates import DateParseError, parse_iso_date, whole_years
 from vault.enclave.cel.errors import CelFunctionError, type_name
+from vault.enclave.cel.operators import NUMERIC_KINDS, OPERATORS, compare, kind_of
 
 Clock = Callable[[], datetime.datetime]
 
@@ -171,6 +176,85 @@ def _substring(value: object, start: object, end: object | None = None) -> Resul
     return ct.StringType(text[first:last])
 
 
+def _size(value: object) -> Result:
+    """``size``: code points of a string (the CEL spec), bytes, list items or map entries.
+
+    cel-python would also answer 0 for ``null``; CEL and upstream have no such overload.
+    """
+    if isinstance(value, (str, bytes, list)) or (isinstance(value, dict) and not isinstance(value, NameContainer)):
+        return ct.IntType(len(value))
+    raise TypeError("no such overload")
+
+
+def _fraction(value: int, unit: int) -> str:
+    whole, part = divmod(value, unit)
+    digits = f"{part:0{len(str(unit)) - 1}d}".rstrip("0")
+    return f"{whole}.{digits}" if digits else str(whole)
+
+
+def _duration_text(span: datetime.timedelta) -> str:
+    """Go's (and upstream's) duration format: ``1h30m0s``, ``1.5s``, ``1ms``, ``0s``."""
+    nanoseconds = duration_nanoseconds(span)
+    sign = "-" if nanoseconds < 0 else ""
+    nanoseconds = abs(nanoseconds)
+    if nanoseconds == 0:
+        return "0s"
+    if nanoseconds < 1_000:
+        return f"{sign}{nanoseconds}ns"
+    if nanoseconds < 1_000_000:
+        return f"{sign}{_fraction(nanoseconds, 1_000)}µs"
+    if nanoseconds < 1_000_000_000:
+        return f"{sign}{_fraction(nanoseconds, 1_000_000)}ms"
+    hours, rest = divmod(nanoseconds, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    seconds = f"{_fraction(rest, 1_000_000_000)}s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{seconds}"
+    if minutes:
+        return f"{sign}{minutes}m{seconds}"
+    return f"{sign}{seconds}"
+
+
+def _double_text(value: float) -> str:
+    """Rust's ``f64`` display, as upstream formats doubles: shortest round trip, no exponent."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    text = format(decimal.Decimal(float.__repr__(float(value))), "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def _to_string(value: object) -> Result:
+    """CEL's ``string()`` conversion.
+
+    cel-python would turn ``true`` into ``"True"``, ``null`` into ``"None"`` and any
+    other value into its Python text. Here, as upstream: strings as they are, ints and
+    uints in decimal, doubles and durations in upstream's formats, timestamps in RFC 3339
+    (as in JSON output); bools as ``"true"``/``"false"`` (the CEL spec; upstream has no
+    such overload); bytes must be UTF-8 (the CEL spec; upstream substitutes U+FFFD).
+    Anything else (null, lists, maps, types) has no string conversion.
+    """
+    kind = kind_of(value)
+    if kind == "string":
+        return ct.StringType(cast(str, value))
+    if kind == "bool":
+        return ct.StringType("true" if value else "false")
+    if kind in ("int", "uint"):
+        return ct.StringType(str(int(cast(int, value))))
+    if kind == "double":
+        return ct.StringType(_double_text(cast(float, value)))
+    if kind == "bytes":
+        return _text(bytes(cast(bytes, value)))
+    if kind == "timestamp":
+        return ct.StringType(rfc3339(cast(datetime.datetime, value)))
+    if kind == "duration":
+        return ct.StringType(_duration_text(cast(datetime.timedelta, value)))
+    raise TypeError("no such overload")
+
+
 def _index(container: object, key: object) -> Result:
     """CEL's ``_[_]``: lists by non-negative int/uint, maps by key.
 
@@ -189,17 +273,12 @@ def _index(container: object, key: object) -> Result:
     raise TypeError("value does not support indexing")
 
 
-def _comparison_kind(value: object) -> type | None:
-    """The class whose members compare with each other, or ``None`` for unordered values."""
-    kinds = (ct.BoolType, ct.UintType, int, float, str, bytes, datetime.datetime, datetime.timedelta)
-    for kind in kinds:
-        if isinstance(value, kind):
-            return kind
-    return None
+def _extreme(keep_current: Callable[[int], bool]) -> Callable[..., Result]:
+    """cel-interpreter's fold: keep the running value while ``keep_current(compare(best, item))``,
+    else take the next (so of equal values the last wins).
 
-
-def _extreme(keep_current: Callable[[Any, Any], bool]) -> Callable[..., Result]:
-    """cel-interpreter's fold: keep the running value while ``keep_current``, else take the next."""
+    Values are ordered as by the ``<`` operator (numbers across int, uint and double).
+    """
 
     def pick(*args: Result) -> Result:
         items: Sequence[Result] = args
@@ -211,15 +290,16 @@ def _extreme(keep_current: Callable[[Any, Any], bool]) -> Callable[..., Result]:
             return None
         best = items[0]
         for item in items[1:]:
-            kind = _comparison_kind(best)
-            if kind is None or kind is not _comparison_kind(item):
-                raise _Refused(f"values of type {type_name(best)} and {type_name(item)} are not comparable")
-            if keep_current(best, item):
-                continue
-            if not (item == best or keep_current(item, best)):
-                # Unordered pairs such as NaN.
-                raise _Refused("values are not comparable")
-            best = item
+            try:
+                order = compare(best, item)
+            except TypeError:
+                if {kind_of(best), kind_of(item)} <= NUMERIC_KINDS:
+                    raise _Refused("values are not comparable") from None  # NaN
+                raise _Refused(
+                    f"values of type {type_name(best)} and {type_name(item)} are not comparable"
+                ) from None
+            if not keep_current(order):
+                best = item
         return best
 
     return pick
@@ -283,9 +363,14 @@ def vault_functions(clock: Clock) -> Mapping[str, CELFunction]:
         "age": age,
         "substring": _substring,
         "_[_]": _index,
-        "max": _extreme(lambda current, other: bool(current > other)),
-        "min": _extreme(lambda current, other: bool(current < other)),
+        "size": _size,
+        "string": _to_string,
+        "max": _extreme(lambda order: order > 0),
+        "min": _extreme(lambda order: order < 0),
     }
     for name, (field, fallback) in _ACCESSORS.items():
         bodies[name] = _timestamp_accessor(field, fallback)
-    return {name: _function(name, body) for name, body in bodies.items()}
+    table: dict[str, CELFunction] = {name: _function(name, body) for name, body in bodies.items()}
+    # Operators are not wrapped: cel-python reports their TypeErrors as "no such overload".
+    table.update(OPERATORS)
+    return table

@@ -13,9 +13,12 @@ an object, and about a microsecond to convert), with nested values counted in fu
 each time they are referenced (so ``[x, x]`` costs twice ``x``). That is what
 converting the value to JSON, comparing it or turning it into a string costs.
 
-Compiling is bounded by the expression size (10 KiB parse in at most about 0.6 s) and
-by the deadline: once an ``evaluate`` call is past it, later expressions are neither
-compiled nor run.
+Time has two bounds: each expression's evaluation has its own
+(``max_expression_seconds`` of CPU time), so one heavy expression fails alone, and the whole
+``evaluate`` call has one (``max_seconds``, below the parent's read timeout), so many
+heavy expressions cannot hold the enclave either. Compiling is bounded by the
+expression size (10 KiB parse in at most about 0.6 s) and by the call's deadline: once
+an ``evaluate`` call is past it, later expressions are neither compiled nor run.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class CelLimits:
     max_ast_depth: int = 400
     # Tree nodes one expression may evaluate (roughly 10 µs each), macro bodies included.
     max_steps: int = 100_000
+    # CPU seconds (of the evaluating thread) for evaluating one expression, compiling not included.
+    max_expression_seconds: float = 0.5
     # Wall-clock seconds for one evaluate() call, all expressions (compiling included) together.
     max_seconds: float = 2.0
     # Size of any single value an expression produces, in units.
@@ -121,12 +126,19 @@ class ValueMeter:
 
 
 class Budget:
-    """What one expression may still spend: evaluation steps, time and new values."""
+    """What one expression may still spend: evaluation steps, time and new values.
+
+    Two clocks: ``deadline`` is the call's wall-clock bound (``time.monotonic``), and the
+    expression's own bound is CPU time of the evaluating thread (``time.thread_time``),
+    so that a busy host, which slows every thread alike, does not fail a light
+    expression, while a heavy one still fails alone.
+    """
 
     def __init__(self, limits: CelLimits, deadline: float) -> None:
         self._steps_left = limits.max_steps
         self._max_steps = limits.max_steps
         self._deadline = deadline
+        self._cpu_deadline = time.thread_time() + limits.max_expression_seconds
         self.meter = ValueMeter(limits)
 
     def step(self) -> None:
@@ -134,5 +146,8 @@ class Budget:
         self._steps_left -= 1
         if self._steps_left < 0:
             raise LimitExceeded(f"evaluation step limit exceeded ({self._max_steps} steps)")
-        if time.monotonic() > self._deadline:
+        if time.monotonic() > self._deadline or (
+            # Reading the thread's CPU clock costs more; every 16th step is precise enough.
+            not self._steps_left & 15 and time.thread_time() > self._cpu_deadline
+        ):
             raise LimitExceeded("evaluation time limit exceeded")
