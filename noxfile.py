@@ -36,8 +36,11 @@ def tests(session: nox.Session) -> None:
 
 
 def _system_exports(session: nox.Session, *targets: str) -> dict[str, str]:
-    """Install/start machine prerequisites; return the environment they export."""
-    output = session.run("python", "-m", "emulator.host.system", "ensure", *targets, silent=True)
+    """Install/start machine prerequisites; return the environment they export.
+
+    Only stdout (the ``export`` lines) is captured; the progress on stderr shows as it happens.
+    """
+    output = session.run("python", "-m", "emulator.host.system", "ensure", *targets, silent=True, stderr=None)
     exports: dict[str, str] = {}
     for line in str(output or "").splitlines():
         match = re.match(r"^export (\w+)=(.*)$", line.strip())

@@ -27,6 +27,9 @@ _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _PREFIX_NAME = re.compile(r"^[a-z][a-z0-9-]{2,24}$")
 _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 _CIDR = re.compile(r"^\d{1,3}\.\d{1,3}\.0\.0/16$")
+_MULTI_REGION_KEY_ARN = re.compile(
+    r"^arn:(?P<partition>[a-z-]+):kms:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):key/mrk-[0-9a-f]{32}$"
+)
 
 #: The context key that switches on the documented unsafe mode (key policy without PCRs).
 UNSAFE_FLAG = f"{PREFIX}unsafeAllowUnattestedDecrypt"
@@ -49,6 +52,7 @@ CONTEXT_KEYS = (
     "enableRemoteAccess",
     "enableDnsFirewall",
     "primaryKeyArn",
+    "replicaRegions",
     "apiVpcEndpointId",
     "auditRetentionDays",
     "logLevel",
@@ -106,7 +110,12 @@ class VaultConfig:
     vpc_cidr: str = "10.0.0.0/16"
     enable_remote_access: bool = False
     enable_dns_firewall: bool = True
+    #: Set in a replica region: the multi-region key this region's key replicates.
     primary_key_arn: str | None = None
+    #: Every region that holds (or will hold) a replica of the key, the same list in every
+    #: region's deployment. Their CloudFormation execution roles administer every copy of
+    #: the key, so that a replica region's deployment may replicate the primary key.
+    replica_regions: tuple[str, ...] = ()
     api_vpc_endpoint_id: str | None = None
     #: Days an audit item lives (decision D14); 0 keeps audit items forever.
     audit_retention_days: int = 0
@@ -122,6 +131,16 @@ class VaultConfig:
 
     def stack_name(self, tier: str) -> str:
         return f"{self.prefix}-{tier}"
+
+    @property
+    def primary_key_region(self) -> str | None:
+        """The region of :attr:`primary_key_arn`; ``None`` when this deployment holds the primary."""
+        if self.primary_key_arn is None:
+            return None
+        match = _MULTI_REGION_KEY_ARN.match(self.primary_key_arn)
+        if match is None:
+            raise ConfigError(f"{PREFIX}primaryKeyArn is not a multi-region key ARN")
+        return match["region"]
 
 
 def _raw(context: Mapping[str, Any], name: str) -> Any:
@@ -270,6 +289,74 @@ def _measurements(context: Mapping[str, Any], unsafe: bool) -> tuple[EnclaveMeas
     return images
 
 
+def _replica_regions(context: Mapping[str, Any]) -> tuple[str, ...]:
+    """``vault:replicaRegions``: one region, comma-separated regions or a JSON array of them."""
+    value = _raw(context, "replicaRegions")
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{PREFIX}replicaRegions is not a valid JSON array") from None
+        else:
+            value = text.split(",")
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{PREFIX}replicaRegions must be a region, comma-separated regions or a JSON array")
+    regions = tuple(item.strip() for item in value)
+    for region in regions:
+        if not _REGION.match(region):
+            raise ConfigError(f"{PREFIX}replicaRegions: {region!r} is not a region name")
+    if len(set(regions)) != len(regions):
+        raise ConfigError(f"{PREFIX}replicaRegions lists a region twice")
+    return regions
+
+
+def _check_key_regions(
+    *,
+    account: str,
+    partition: str,
+    region: str | None,
+    primary_key_arn: str | None,
+    replicas: tuple[str, ...],
+) -> None:
+    """Refuse a multi-region layout whose key policies would refuse its own deployments.
+
+    The primary key's policy names the execution roles of the regions listed here; a
+    replica deployed in a region it does not name fails at ``ReplicateKey``.
+    """
+    if primary_key_arn is None:
+        if region is not None and region in replicas:
+            raise ConfigError(f"{PREFIX}replicaRegions lists the primary key's region {region}")
+        return
+    match = _MULTI_REGION_KEY_ARN.match(primary_key_arn)
+    if match is None:
+        raise ConfigError(
+            f"{PREFIX}primaryKeyArn must be a multi-region key ARN (arn:<partition>:kms:<region>:"
+            "<account>:key/mrk-...)"
+        )
+    if match["account"] != account or match["partition"] != partition:
+        raise ConfigError(
+            f"{PREFIX}primaryKeyArn must name a key of account {account} in partition {partition}: "
+            "a multi-region key replicates only within its account"
+        )
+    primary = match["region"]
+    if region == primary:
+        raise ConfigError(
+            f"{PREFIX}primaryKeyArn is in {primary}, this deployment's region: a replica needs another"
+        )
+    if primary in replicas:
+        raise ConfigError(f"{PREFIX}replicaRegions lists the primary key's region {primary}")
+    if not replicas or (region is not None and region not in replicas):
+        where = region or "the replica's region"
+        raise ConfigError(
+            f"{PREFIX}replicaRegions must list {where}: the primary key's policy lets only the listed "
+            "regions' execution roles replicate it (deploy the primary with the same list first)"
+        )
+
+
 def load_config(context: Mapping[str, Any]) -> VaultConfig:
     """Read and validate every ``vault:`` setting from a context mapping."""
     account = _required(context, "account", "the instance role ARN (and so PCR3) names the account")
@@ -297,10 +384,20 @@ def load_config(context: Mapping[str, Any]) -> VaultConfig:
         raise ConfigError(f"{PREFIX}logLevel must be DEBUG, INFO, WARNING or ERROR")
     tags = _mapping(context, "tags")
     images = _measurements(context, unsafe)
+    partition = _string(context, "partition", "aws") or "aws"
+    primary_key_arn = _string(context, "primaryKeyArn")
+    replicas = _replica_regions(context)
+    _check_key_regions(
+        account=account,
+        partition=partition,
+        region=region,
+        primary_key_arn=primary_key_arn,
+        replicas=replicas,
+    )
     return VaultConfig(
         account=account,
         region=region,
-        partition=_string(context, "partition", "aws") or "aws",
+        partition=partition,
         prefix=prefix,
         domain_name=domain,
         hosted_zone_id=_required(context, "hostedZoneId", "the certificate is validated by DNS in that zone"),
@@ -313,7 +410,8 @@ def load_config(context: Mapping[str, Any]) -> VaultConfig:
         vpc_cidr=vpc_cidr,
         enable_remote_access=_bool(context, "enableRemoteAccess", False),
         enable_dns_firewall=_bool(context, "enableDnsFirewall", True),
-        primary_key_arn=_string(context, "primaryKeyArn"),
+        primary_key_arn=primary_key_arn,
+        replica_regions=replicas,
         api_vpc_endpoint_id=_string(context, "apiVpcEndpointId"),
         audit_retention_days=_int(context, "auditRetentionDays", 0),
         log_level=log_level,

@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from emulator.aws.backends.config import BACKEND_KINDS as BACKENDS
-from emulator.aws.backends.config import BackendKind
+from emulator.aws.backends.config import BACKEND_KINDS, BackendKind
 from vault.common.transport import DEFAULT_ENCLAVE_CID
 
 EnclaveRuntime = Literal["namespace", "container"]
@@ -60,10 +59,16 @@ class EmulatorConfig:
     sigv4: bool = False
     #: Seconds ``up`` waits for the whole emulator to become healthy.
     startup_timeout: float = 120.0
+    #: Keep vaults, audit and keys across ``down`` and ``up`` (the backend's state under
+    #: ``<state>/backend``; the PKI and the image are kept anyway); ``reset`` clears them.
+    persist: bool = False
+    #: Interpreter for LocalStack's virtualenv (``--localstack-python``); ``None``: the
+    #: backend's default (``$VAULT_LOCALSTACK_PYTHON``, else one found on PATH or pyenv).
+    localstack_python: Path | None = None
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend not in BACKEND_KINDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKEND_KINDS)}, not {self.backend!r}")
         if self.enclave_runtime not in RUNTIMES:
             raise ValueError(f"enclave runtime must be one of {', '.join(RUNTIMES)}")
         if not 0 <= self.port <= 65535:
@@ -71,6 +76,9 @@ class EmulatorConfig:
         if self.enclave_cid < 4:
             raise ValueError("enclave CIDs below 4 are reserved")
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
+        if self.localstack_python is not None:
+            # Absolute: the daemon resolves it from another working directory.
+            object.__setattr__(self, "localstack_python", Path(self.localstack_python).absolute())
 
     @property
     def layout(self) -> StateLayout:
@@ -87,6 +95,7 @@ class EmulatorConfig:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
+        data["localstack_python"] = str(self.localstack_python) if self.localstack_python else None
         return data
 
     @classmethod
@@ -94,6 +103,8 @@ class EmulatorConfig:
         known = {name for name in cls.__dataclass_fields__}
         values = {key: value for key, value in data.items() if key in known}
         values["state_dir"] = Path(values.get("state_dir", DEFAULT_STATE_DIR))
+        python = values.get("localstack_python")
+        values["localstack_python"] = Path(python) if python else None
         return cls(**values)
 
 
@@ -110,6 +121,11 @@ class StateLayout:
     @property
     def config_file(self) -> Path:
         return self.root / "config.json"
+
+    @property
+    def progress_file(self) -> Path:
+        """The daemon's slow steps as they begin and end (JSON lines; ``up`` relays them)."""
+        return self.root / "progress.jsonl"
 
     @property
     def logs(self) -> Path:

@@ -68,6 +68,26 @@ def control_request(layout: StateLayout, request: Request, timeout: float = CONT
     return reply
 
 
+def listen_control(path: Path) -> socket.socket:
+    """The control socket at ``path``, listening (owner-only).
+
+    The daemon opens it before it reports ``running``, so a client that reads that
+    phase never finds the socket missing; requests made earlier wait in the backlog.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        server.bind(str(path))
+        os.chmod(path, 0o600)
+        server.listen(8)
+    except OSError:
+        server.close()
+        raise
+    return server
+
+
 def serve_control(
     path: Path,
     handle: Callable[[Request], Reply],
@@ -75,19 +95,17 @@ def serve_control(
     *,
     tick: Callable[[], None] | None = None,
     tick_interval: float = 2.0,
+    server: socket.socket | None = None,
 ) -> None:
     """Answer control requests on ``path`` with ``handle`` until ``should_stop()``.
 
-    ``tick`` runs about every ``tick_interval`` seconds between requests (the
-    supervisor's liveness check). A request that fails is answered with its error.
+    ``server`` is the socket :func:`listen_control` opened on ``path`` (opened here
+    when not given). ``tick`` runs about every ``tick_interval`` seconds between
+    requests (the supervisor's liveness check). A request that fails is answered
+    with its error.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(str(path))
-    os.chmod(path, 0o600)
-    server.listen(8)
+    if server is None:
+        server = listen_control(path)
     server.settimeout(POLL_INTERVAL)
     next_tick = time.monotonic() + tick_interval
     try:

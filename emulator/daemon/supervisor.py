@@ -29,11 +29,12 @@ from typing import Any
 from emulator.daemon.components import EmulatorParts, build_components
 from emulator.daemon.components.base import Component, Context, Health
 from emulator.daemon.config import EmulatorConfig, StateLayout
-from emulator.daemon.control import Reply, Request, serve_control
+from emulator.daemon.control import Reply, Request, listen_control, serve_control
 from emulator.daemon.graph import LaunchError, Node, launch
 from emulator.daemon.state import ComponentState, EmulatorState, Phase, process_start_time, write_state
 from emulator.faults.catalogue import FaultError, FaultServices
 from emulator.faults.injector import FaultInjector
+from emulator.host.progress import ProgressFile, Sink, StepEvent, set_sink
 
 log = logging.getLogger("emulator.daemon.supervisor")
 ComponentFactory = Callable[[Context], EmulatorParts]
@@ -216,6 +217,20 @@ class Supervisor:
         return {"ok": False, "error": f"unknown operation {op!r}"}
 
 
+def progress_sink(layout: StateLayout) -> Sink:
+    """Slow steps to the progress file (``up`` relays it) and to the supervisor's log."""
+    record = ProgressFile(layout.progress_file)
+
+    def sink(event: StepEvent) -> None:
+        if event.outcome == "begin":
+            log.info("%s ...", event.step)
+        else:
+            log.info("%s: %s in %.1f s", event.step, event.outcome, event.seconds)
+        record(event)
+
+    return sink
+
+
 def run_daemon(
     config: EmulatorConfig, layout: StateLayout, factory: ComponentFactory = build_components
 ) -> int:
@@ -228,9 +243,16 @@ def run_daemon(
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, request_stop)
     supervisor = Supervisor(config, layout, factory)
+    layout.ensure()
+    set_sink(progress_sink(layout))
+    # Listening before start() publishes "running": a client that sees that phase
+    # finds the socket (its request waits in the backlog until serving begins).
+    control = listen_control(layout.control_socket)
     try:
         supervisor.start(cancel=stop)
     except LaunchError:
+        control.close()
+        layout.control_socket.unlink(missing_ok=True)
         return 1
     try:
         serve_control(
@@ -239,6 +261,7 @@ def run_daemon(
             stop.is_set,
             tick=lambda: supervisor.publish(live=True),
             tick_interval=WATCH_INTERVAL,
+            server=control,
         )
     finally:
         supervisor.stop()

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as metadata
-import os
 import platform
 import re
 import shutil
@@ -36,6 +35,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 
 import vault
+from emulator.aws.backends.config import default_cache_dir
 from emulator.host import bootstrap
 from vault.infra.artifacts import MissingSource, Tier, source_files
 
@@ -43,8 +43,8 @@ from vault.infra.artifacts import MissingSource, Tier, source_files
 PROJECT_DISTRIBUTION = "nitro-vault"
 TASK_DIR = "task"
 BOOTSTRAP_NAME = "bootstrap.py"
-#: Overrides the per-machine cache of dependency sets.
-CACHE_ENV = "VAULT_EMULATOR_CACHE_DIR"
+#: Under the emulator's per-machine cache (``$NITRO_VAULT_EMULATOR_CACHE_DIR``, else ``~/.cache/...``).
+CACHE_SUBDIR = "tier-deps"
 _COMPLETE = ".complete"
 _CACHE_PARTS = frozenset({"__pycache__"})
 
@@ -92,11 +92,7 @@ def source_root() -> Path:
 
 
 def default_cache_root() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nitro-vault-emulator"
+    return default_cache_dir() / CACHE_SUBDIR
 
 
 # -- requirements -------------------------------------------------------------------
@@ -192,7 +188,7 @@ def dependency_set(tier: Tier, cache_root: Path | None = None, root: Path | None
     """The directory holding ``tier``'s dependency set (a site-packages layout), copied once per machine."""
     distributions = resolve(tier, tier_requirements(tier, root))
     cache_root = default_cache_root() if cache_root is None else cache_root
-    directory = cache_root / "deps" / f"{tier.name}-{dependency_fingerprint(distributions)[:20]}"
+    directory = cache_root / f"{tier.name}-{dependency_fingerprint(distributions)[:20]}"
     if (directory / _COMPLETE).is_file():
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)

@@ -52,20 +52,25 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def missing_module_line(tier: str, module: str, entry: str) -> str:
-    return f"{MISSING_MODULE_PREFIX} the {tier} tier's artifact lacks module {module!r} (importing {entry})"
+def missing_module_message(tier: str, module: str, entry: str) -> str:
+    return f"the {tier} tier's artifact lacks module {module!r} (importing {entry})"
+
+
+def report(message: str) -> None:
+    """The one line the emulator looks for in the log."""
+    print(f"{MISSING_MODULE_PREFIX} {message}", file=sys.stderr, flush=True)
 
 
 def load_entry(tier: str, entry: str) -> Callable[..., Any] | str:
-    """The entry point's function, or the line naming the module its imports lack."""
+    """The entry point's function, or a message naming the module its imports lack."""
     module_name, _, function = entry.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        return missing_module_line(tier, exc.name or "?", module_name)
+        return missing_module_message(tier, exc.name or "?", module_name)
     target = getattr(module, function, None)
     if not callable(target):
-        return f"{MISSING_MODULE_PREFIX} the {tier} tier's entry point {entry} is not a function"
+        return f"the {tier} tier's entry point {entry} is not a function"
     return target  # type: ignore[no-any-return]
 
 
@@ -162,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = load_entry(args.tier, args.entry)
     channel = socket.socket(fileno=args.channel) if args.channel is not None else None
     if isinstance(target, str):
-        print(target, file=sys.stderr, flush=True)
+        report(target)
         if channel is not None:
             send(channel, {"type": "init_error", "message": target})
         return EXIT_MISSING_MODULE
@@ -171,7 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_invocations(target, channel)
     remaining = args.args[1:] if args.args[:1] == ["--"] else args.args
     sys.argv = [args.entry.partition(":")[0], *remaining]
-    status = target()
+    try:
+        status = target()
+    except ModuleNotFoundError as exc:
+        # An import inside the entry point (done late on purpose) fails the same way.
+        report(missing_module_message(args.tier, exc.name or "?", args.entry))
+        return EXIT_MISSING_MODULE
     return status if isinstance(status, int) else 0
 
 

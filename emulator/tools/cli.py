@@ -1,27 +1,34 @@
 """``vault-emulator``: run the vault on one machine, no AWS account, no Nitro hardware.
 
 vault-emulator up [--backend moto|localstack] [--enclave-runtime namespace|container]
-                  [--state-dir DIR] [--port N]
+                  [--state-dir DIR] [--port N] [--localstack-python PATH] [--persist]
 vault-emulator status [--json]
 vault-emulator logs [COMPONENT] [-f]
 vault-emulator down
+vault-emulator reset      (delete what up --persist keeps)
 vault-emulator demo
 vault-emulator doctor [--backend ...] [--enclave-runtime ...] [--port N]
 vault-emulator fault list | active | clear | NAME on [KEY=VALUE ...] | NAME off
+
+``up`` prints its progress (each component with its seconds, and the slow steps inside
+them) to stderr and the result to stdout. Its exit codes: 0 running (or already
+running), 1 failed to start, 2 a bad option (e.g. an unusable --localstack-python),
+4 the --port is in use (found before anything started).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from emulator.aws.backends.config import BACKEND_KINDS, LOCALSTACK_PYTHON_ENV
 from emulator.daemon import lifecycle
 from emulator.daemon.config import (
-    BACKENDS,
     DEFAULT_GATEWAY_PORT,
     DEFAULT_STATE_DIR,
     RUNTIMES,
@@ -31,6 +38,7 @@ from emulator.daemon.config import (
 from emulator.daemon.state import EmulatorState
 from emulator.faults.catalogue import CATALOGUE, FaultController, FaultError, describe
 from emulator.host.process import tail_file
+from emulator.host.progress import ProgressPrinter
 from emulator.tools.demo import run_demo
 from emulator.tools.doctor import DoctorConfig, exit_code, report, run_checks
 
@@ -38,6 +46,9 @@ from emulator.tools.doctor import DoctorConfig, exit_code, report, run_checks
 LOG_COMPONENTS = ("supervisor", "gateway", "parent", "enclave")
 #: Bounds ``logs -f`` so a forgotten follower does not run forever.
 FOLLOW_LIMIT_SECONDS = 24 * 3600
+#: ``up``'s exit codes besides 0 and 1 (2 is also argparse's for a bad command line).
+EXIT_BAD_OPTION = 2
+EXIT_PORT_IN_USE = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", parents=[common], help="start the emulator in the background")
     _start_options(up)
+    up.add_argument(
+        "--persist",
+        action="store_true",
+        help="keep vaults, audit, keys and the PKI across down and up (clear them with reset)",
+    )
     commands.add_parser("down", parents=[common], help="stop the emulator and everything it started")
     status = commands.add_parser("status", parents=[common], help="show components, addresses, pids, health")
     status.add_argument("--json", action="store_true", help="print the state as JSON")
@@ -84,11 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="check what the runtimes and backends need on this machine (takes up's options)",
     )
     _start_options(doctor)
+    commands.add_parser(
+        "reset",
+        parents=[common],
+        help="delete the state up --persist keeps: vaults, audit, keys, PKI (not while running)",
+    )
     return parser
 
 
 def _start_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=BACKENDS, default="moto", help="AWS backend (default: moto)")
+    parser.add_argument(
+        "--backend", choices=BACKEND_KINDS, default="moto", help="AWS backend (default: moto)"
+    )
     parser.add_argument(
         "--enclave-runtime",
         choices=RUNTIMES,
@@ -109,6 +132,15 @@ def _start_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the enclave as in debug mode: PCR0, 1, 2 and 8 read zero, so the key policy refuses it",
     )
+    from_env = os.environ.get(LOCALSTACK_PYTHON_ENV)
+    parser.add_argument(
+        "--localstack-python",
+        type=Path,
+        default=Path(from_env) if from_env else None,
+        metavar="PATH",
+        help="the Python >= 3.13 that LocalStack's virtualenv is built on (--backend localstack; "
+        f"default: ${LOCALSTACK_PYTHON_ENV}, else the oldest found on PATH, pyenv or uv)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
@@ -119,6 +151,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         port=args.port,
         sigv4=args.sigv4,
         debug_mode=args.debug_mode,
+        persist=getattr(args, "persist", False),
+        localstack_python=args.localstack_python,
     )
 
 
@@ -137,16 +171,25 @@ def format_table(state: EmulatorState) -> str:
 
 def cmd_up(args: argparse.Namespace, layout: StateLayout) -> int:
     config = config_from_args(args)
-    print(f"starting the vault emulator ({config.backend} backend, {config.enclave_runtime} enclave) ...")
-    try:
-        state = lifecycle.up(config, echo=print)
-    except lifecycle.AlreadyRunning as exc:
-        print(str(exc))
-        return 0
-    except lifecycle.EmulatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        print("check this machine's prerequisites: vault-emulator doctor (same options)", file=sys.stderr)
-        return 1
+    with ProgressPrinter(sys.stderr) as progress:
+        progress.line(
+            f"starting the vault emulator ({config.backend} backend, {config.enclave_runtime} enclave) ..."
+        )
+        try:
+            state = lifecycle.up(config, echo=progress.line, on_step=progress)
+        except lifecycle.AlreadyRunning as exc:
+            print(str(exc))
+            return 0
+        except lifecycle.PortInUse as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_PORT_IN_USE
+        except lifecycle.InvalidInterpreter as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_OPTION
+        except lifecycle.EmulatorError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            print("check this machine's prerequisites: vault-emulator doctor (same options)", file=sys.stderr)
+            return 1
     print()
     print(format_table(state))
     print()
@@ -154,6 +197,11 @@ def cmd_up(args: argparse.Namespace, layout: StateLayout) -> int:
     print(f"API:     {state.api_url}")
     print(f"Swagger: {state.api_url}/swagger")
     print(f"stop with: vault-emulator down --state-dir {args.state_dir}")
+    if config.persist:
+        print(
+            "persisting: vaults and keys survive down; "
+            f"clear them with: vault-emulator reset --state-dir {args.state_dir}"
+        )
     return 0
 
 
@@ -231,13 +279,26 @@ def cmd_demo(args: argparse.Namespace, layout: StateLayout) -> int:
     return run_demo(config_from_args(args))
 
 
+def cmd_reset(args: argparse.Namespace, layout: StateLayout) -> int:
+    try:
+        removed = lifecycle.reset(layout)
+    except lifecycle.StillRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if removed:
+        print(f"removed the persisted state in {layout.root}: " + ", ".join(p.name for p in removed))
+    else:
+        print(f"no persisted state in {layout.root}")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace, layout: StateLayout) -> int:
     config = DoctorConfig(
         backend=args.backend,
         enclave_runtime=args.enclave_runtime,
         port=args.port,
         state_dir=layout.root,
-        localstack_python=getattr(args, "localstack_python", None),
+        localstack_python=args.localstack_python,
     )
     results = run_checks(config)
     print(report(config, results))
@@ -283,6 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": cmd_demo,
         "fault": cmd_fault,
         "doctor": cmd_doctor,
+        "reset": cmd_reset,
     }
     return handlers[args.command](args, layout)
 

@@ -32,7 +32,7 @@ import docker
 from docker.errors import DockerException
 
 from emulator.aws.backends.config import AUTH_TOKEN_ENV, LOCALSTACK_MIN_PYTHON, default_cache_dir
-from emulator.aws.backends.interpreters import InterpreterNotFound, find_interpreter
+from emulator.aws.backends.interpreters import InterpreterNotFound, find_interpreter, how_to_get
 from emulator.aws.backends.jdk import MIN_JAVA, JdkNotFound, find_jdk
 from emulator.daemon.config import DEFAULT_GATEWAY_PORT, DEFAULT_STATE_DIR
 from emulator.host.system.base_image import BaseImageSpec
@@ -294,7 +294,6 @@ def check_base_image(config: DoctorConfig, probes: Probes) -> CheckResult:
 def check_localstack_python(config: DoctorConfig, probes: Probes) -> CheckResult:
     name = "python for localstack"
     scope: Scopes = ("localstack",)
-    wanted = ".".join(map(str, LOCALSTACK_MIN_PYTHON))
     try:
         path, version = probes.find_python(LOCALSTACK_MIN_PYTHON, config.localstack_python)
     except InterpreterNotFound as exc:
@@ -303,8 +302,7 @@ def check_localstack_python(config: DoctorConfig, probes: Probes) -> CheckResult
             scope,
             False,
             str(exc).split(";")[0],
-            f"install Python >= {wanted} (e.g. `pyenv install {wanted}`, or apt-get install python{wanted} "
-            "where the distribution has it) and name it with --localstack-python if it is not on PATH",
+            how_to_get(LOCALSTACK_MIN_PYTHON),
         )
     return CheckResult(name, scope, True, f"{path} (Python {'.'.join(map(str, version))})")
 

@@ -110,3 +110,64 @@ def test_artifacts_must_be_complete(tmp_path: Path) -> None:
         )
     )
     assert (config.artifacts.bucket, config.artifacts.key) == ("b", "k.zip")
+
+
+PRIMARY_KEY = "arn:aws:kms:eu-west-1:123456789012:key/mrk-0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    "value", ["us-west-2, ap-south-1", '["us-west-2", "ap-south-1"]', ["us-west-2", "ap-south-1"]]
+)
+def test_replica_regions_are_read_in_every_form(tmp_path: Path, value: Any) -> None:
+    config = load_config(context(tmp_path, **{"vault:replicaRegions": value}))
+    assert config.replica_regions == ("us-west-2", "ap-south-1")
+    assert config.primary_key_region is None
+    assert load_config(context(tmp_path / "none")).replica_regions == ()
+
+
+def test_a_replica_deployment_names_its_primary_and_itself(tmp_path: Path) -> None:
+    config = load_config(
+        context(
+            tmp_path,
+            region="us-west-2",
+            **{"vault:primaryKeyArn": PRIMARY_KEY, "vault:replicaRegions": "us-west-2"},
+        )
+    )
+    assert config.primary_key_region == "eu-west-1"
+    assert config.replica_regions == ("us-west-2",)
+
+
+@pytest.mark.parametrize(
+    ("region", "overrides", "message"),
+    [
+        ("eu-west-1", {"vault:replicaRegions": "Europe"}, "not a region name"),
+        ("eu-west-1", {"vault:replicaRegions": "us-west-2,us-west-2"}, "twice"),
+        ("eu-west-1", {"vault:replicaRegions": '["us-west-2"'}, "JSON array"),
+        ("eu-west-1", {"vault:replicaRegions": "eu-west-1"}, "primary key's region"),
+        # A replica the primary's policy would refuse to replicate to.
+        ("us-west-2", {"vault:primaryKeyArn": PRIMARY_KEY}, "must list us-west-2"),
+        (None, {"vault:primaryKeyArn": PRIMARY_KEY}, "must list the replica's region"),
+        (
+            "us-west-2",
+            {"vault:primaryKeyArn": PRIMARY_KEY, "vault:replicaRegions": "ap-south-1"},
+            "must list us-west-2",
+        ),
+        (
+            "us-west-2",
+            {"vault:primaryKeyArn": PRIMARY_KEY, "vault:replicaRegions": "us-west-2,eu-west-1"},
+            "primary key's region",
+        ),
+        ("eu-west-1", {"vault:primaryKeyArn": PRIMARY_KEY, "vault:replicaRegions": "eu-west-1"}, "another"),
+        ("us-west-2", {"vault:primaryKeyArn": "arn:aws:kms:eu-west-1:123456789012:key/1234"}, "multi-region"),
+        (
+            "us-west-2",
+            {"vault:primaryKeyArn": PRIMARY_KEY.replace("123456789012", "999999999999")},
+            "within its account",
+        ),
+    ],
+)
+def test_inconsistent_key_regions_are_refused(
+    tmp_path: Path, region: str | None, overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(context(tmp_path, region=region, **overrides))

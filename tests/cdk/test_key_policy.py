@@ -4,14 +4,16 @@ The bridge to the emulator: the synthesized policy is exactly what ``build_key_p
 returns for the same measurements and role ARNs, and the emulator's KMS front enforces
 that same builder's output. The synthesized policy also answers every principal x every
 KMS action x every kind of attestation as the table in
-``tests/support/key_policy_matrix.py`` says (decision D17).
+``tests/support/key_policy_matrix.py`` says (decision D17), for a single-region
+deployment and for both copies of a multi-region one (a primary with
+``vault:replicaRegions`` and the replica stack with ``vault:primaryKeyArn``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ import pytest
 from vault_cdk.key_stack import key_policy_params
 from vault_cdk.naming import Names
 
-from tests.support.key_policy_matrix import Deployment, Network, check, matrix
+from tests.support.key_policy_matrix import Call, Deployment, Network, check, matrix
 from vault.infra.key_policy import (
     ADMIN_SID,
     DECRYPT_SID,
@@ -121,6 +123,7 @@ def test_the_deploying_role_administers_the_key(vault: Synthesized, policy: dict
     # policy must let that role call PutKeyPolicy (KMS's lockout check); nobody else may.
     execution_role = f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-{REGION}"
     assert vault.stacks.key.admin_role_arn == execution_role
+    assert vault.stacks.key.admin_role_arns == (execution_role,)
     admin = by_sid(policy, ADMIN_SID)
     assert admin["Principal"] == {"AWS": execution_role}
     assert "kms:PutKeyPolicy" in admin["Action"]
@@ -131,14 +134,17 @@ def test_the_deploying_role_administers_the_key(vault: Synthesized, policy: dict
 
 def deployment_of(synthesized: Synthesized, vpc_id: str) -> Deployment:
     config = synthesized.stacks.config
+    assert config.region is not None
     names = Names(config)
+    key = synthesized.stacks.key
     return Deployment(
         account=config.account,
-        region=REGION,
+        region=config.region,
         instance_role_arn=names.instance_role_arn,
         api_role_arn=names.api_role_arn,
-        api_function_arn=f"arn:aws:lambda:{REGION}:{config.account}:function:{names.api_function_name}",
-        admin_role_arn=synthesized.stacks.key.admin_role_arn,
+        api_function_arn=f"arn:aws:lambda:{config.region}:{config.account}:function:{names.api_function_name}",
+        admin_role_arn=key.admin_role_arn,
+        other_admin_role_arns=tuple(arn for arn in key.admin_role_arns if arn != key.admin_role_arn),
         vpc_id=vpc_id,
         images=tuple(m for m in (config.measurements, *config.additional_measurements) if m is not None),
     )
@@ -175,7 +181,12 @@ def test_the_synthesized_policy_answers_as_the_table(
         for c in matrix(target)
         if check(deployed, target, replace(c, network=Network.OUTSIDE)).allowed
     }
-    assert outside == {"administrator", "network-excluded"}
+    assert outside == {
+        "administrator",
+        "network-excluded",
+        "unlisted-region-exec-role",
+        "other-qualifier-exec-role",
+    }
 
 
 def test_perimeter_denies_come_first(policy: dict[str, Any]) -> None:
@@ -188,7 +199,7 @@ def test_synthesized_policy_equals_the_shared_builder(vault: Synthesized, policy
     # The VPC id is a cross-stack import; the builder places it verbatim, so hand it back.
     vpc_id = by_sid(policy, "NetworkPerimeter")["Condition"]["StringNotEqualsIfExists"]["aws:SourceVpc"]
     params = key_policy_params(
-        vault.stacks.config, region=REGION, vpc_id=vpc_id, admin_role_arn=vault.stacks.key.admin_role_arn
+        vault.stacks.config, region=REGION, vpc_id=vpc_id, admin_role_arns=vault.stacks.key.admin_role_arns
     )
     assert params.instance_role_arn == INSTANCE_ROLE_ARN
     assert params.api_role_arn == API_ROLE_ARN
@@ -229,7 +240,115 @@ def test_the_rolling_policy_equals_the_shared_builder(rolling: tuple[Synthesized
         synthesized.stacks.config,
         region=REGION,
         vpc_id=vpc_id,
-        admin_role_arn=synthesized.stacks.key.admin_role_arn,
+        admin_role_arns=synthesized.stacks.key.admin_role_arns,
     )
     assert params.additional_measurements == (EnclaveMeasurements.from_file(following),)
     assert policy == build_key_policy(params)
+
+
+REPLICA_REGION = "us-west-2"
+PRIMARY_KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/mrk-0123456789abcdef0123456789abcdef"
+VPC_ID = "vpc-0123456789abcdef0"
+
+
+def exec_role(region: str) -> str:
+    return f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-{region}"
+
+
+@dataclass(frozen=True)
+class MultiRegion:
+    primary: Synthesized
+    replica: Synthesized
+
+    def policy(self, copy: str) -> dict[str, Any]:
+        synthesized, kind = (
+            (self.primary, "AWS::KMS::Key") if copy == "primary" else (self.replica, "AWS::KMS::ReplicaKey")
+        )
+        return with_vpc(dict(only(synthesized.raw("key"), kind)["KeyPolicy"]), VPC_ID)
+
+    def deployment(self, copy: str) -> Deployment:
+        return deployment_of(self.primary if copy == "primary" else self.replica, VPC_ID)
+
+
+@pytest.fixture(scope="module")
+def multi_region(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MultiRegion]:
+    # The same list of replica regions in both deployments, as the README says.
+    primary = synthesize(
+        tmp_path_factory.mktemp("primary"), nag=False, **{"vault:replicaRegions": [REPLICA_REGION]}
+    )
+    replica = synthesize(
+        tmp_path_factory.mktemp("replica"),
+        nag=False,
+        region=REPLICA_REGION,
+        **{"vault:primaryKeyArn": PRIMARY_KEY_ARN, "vault:replicaRegions": REPLICA_REGION},
+    )
+    yield MultiRegion(primary, replica)
+
+
+def test_every_copy_names_every_regions_execution_role(multi_region: MultiRegion) -> None:
+    both = [exec_role(REGION), exec_role(REPLICA_REGION)]
+    assert multi_region.primary.stacks.key.admin_role_arn == exec_role(REGION)
+    assert multi_region.replica.stacks.key.admin_role_arn == exec_role(REPLICA_REGION)
+    replica = only(multi_region.replica.raw("key"), "AWS::KMS::ReplicaKey")
+    assert replica["PrimaryKeyArn"] == PRIMARY_KEY_ARN
+    for copy in ("primary", "replica"):
+        policy = multi_region.policy(copy)
+        # Exact ARNs, the primary region's first, in both copies; no pattern anywhere.
+        assert by_sid(policy, ADMIN_SID)["Principal"] == {"AWS": both}, copy
+        guard = by_sid(policy, DENY_ADMIN_SID)
+        assert guard["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": both}}, copy
+        assert "*" not in json.dumps(by_sid(policy, ADMIN_SID)["Principal"])
+
+
+@pytest.mark.parametrize("copy", ["primary", "replica"])
+def test_both_copies_answer_as_the_table(multi_region: MultiRegion, copy: str) -> None:
+    target = multi_region.deployment(copy)
+    policy = multi_region.policy(copy)
+    assert target.other_admin_role_arns == (exec_role(REPLICA_REGION if copy == "primary" else REGION),)
+    allowed = {(c.principal.name, c.action) for c in matrix(target) if check(policy, target, c).allowed}
+    for action in ("kms:PutKeyPolicy", "kms:ReplicateKey", "kms:UpdatePrimaryRegion"):
+        assert {name for name, a in allowed if a == action} == {
+            "administrator",
+            "other-region-administrator",
+        }, action
+    assert {name for name, action in allowed if action == "kms:Decrypt"} == {"instance"}
+
+
+def test_the_replica_regions_role_may_replicate_the_primary(multi_region: MultiRegion) -> None:
+    # What CloudFormation does in the replica region: ReplicateKey on the primary key, as a
+    # session of that region's execution role, authorized by the primary key's policy...
+    primary = multi_region.deployment("primary")
+    policy = multi_region.policy("primary")
+    replicator = next(p for p in primary.principals() if p.name == "other-region-administrator")
+    assert replicator.arn == exec_role(REPLICA_REGION)
+    assert check(policy, primary, Call(replicator, "kms:ReplicateKey", iam=(), session=True)).allowed
+    # ... then the new replica's policy must let its creator put a policy (the lockout check).
+    replica = multi_region.deployment("replica")
+    assert replica.admin_role_arn == replicator.arn
+    creator = next(p for p in replica.principals() if p.name == "administrator")
+    assert check(
+        multi_region.policy("replica"), replica, Call(creator, "kms:PutKeyPolicy", iam=(), session=True)
+    ).allowed
+    # Nobody else replicates the primary, whatever IAM allows.
+    for name in ("unknown", "instance", "api", "unlisted-region-exec-role", "other-qualifier-exec-role"):
+        who = next(p for p in primary.principals() if p.name == name)
+        decision = check(policy, primary, Call(who, "kms:ReplicateKey", iam=("*",)))
+        assert decision.reason == f"explicitly denied by statement {DENY_ADMIN_SID}", name
+
+
+def test_the_multi_region_policies_equal_the_shared_builder(multi_region: MultiRegion) -> None:
+    for synthesized, kind in (
+        (multi_region.primary, "AWS::KMS::Key"),
+        (multi_region.replica, "AWS::KMS::ReplicaKey"),
+    ):
+        policy = only(synthesized.raw("key"), kind)["KeyPolicy"]
+        vpc_id = by_sid(policy, "NetworkPerimeter")["Condition"]["StringNotEqualsIfExists"]["aws:SourceVpc"]
+        config = synthesized.stacks.config
+        assert config.region is not None
+        params = key_policy_params(
+            config,
+            region=config.region,
+            vpc_id=vpc_id,
+            admin_role_arns=synthesized.stacks.key.admin_role_arns,
+        )
+        assert policy == build_key_policy(params)

@@ -1,22 +1,27 @@
 """The optional shapes in one second app: region-agnostic, unsafe mode, private API, remote
-access, replica key, artifacts from a pipeline bucket, audit retention and alarm e-mail."""
+access, replica key, artifacts from a pipeline bucket, audit retention and alarm e-mail; and
+the key administrators of region-agnostic multi-region key stacks."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aws_cdk import App, DefaultStackSynthesizer, Environment
+from aws_cdk.assertions import Template
 from cdk_nag import AwsSolutionsChecks
-from vault_cdk.config import UNSAFE_FLAG
-from vault_cdk.key_stack import key_policy_params
+from vault_cdk.config import UNSAFE_FLAG, load_config
+from vault_cdk.key_stack import KeyStack, key_policy_params
 
-from vault.infra.key_policy import ADMIN_SID, DECRYPT_SID, build_key_policy
+from vault.infra.key_policy import ADMIN_SID, DECRYPT_SID, DENY_ADMIN_SID, build_key_policy
 
 from .helpers import only, resources, scan_templates, statements
-from .support import ACCOUNT, Synthesized, synthesize
+from .support import ACCOUNT, Synthesized, app_context, synthesize
 
 PRIMARY_KEY = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/mrk-0123456789abcdef0123456789abcdef"
+REPLICA_REGIONS = ["eu-west-1", "us-west-2"]
 VPCE = "vpce-0123456789abcdef0"
 
 
@@ -32,6 +37,7 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Synthesized]:
             "vault:apiVpcEndpointId": VPCE,
             "vault:enableRemoteAccess": True,
             "vault:primaryKeyArn": PRIMARY_KEY,
+            "vault:replicaRegions": REPLICA_REGIONS,
             "vault:artifactsDir": "",
             "vault:artifactBucket": "vault-pipeline-artifacts",
             "vault:artifactKey": "release/artifacts.zip",
@@ -68,13 +74,67 @@ def test_unsafe_policy_is_still_the_builders(variant: Synthesized) -> None:
         variant.stacks.config,
         region=stack.region,
         vpc_id=vpc["Condition"]["StringNotEqualsIfExists"]["aws:SourceVpc"],
-        admin_role_arn=stack.admin_role_arn,
+        admin_role_arns=stack.admin_role_arns,
     )
     assert policy == stack.resolve(build_key_policy(params))
-    # Region-agnostic: CloudFormation substitutes the region into the administrator's ARN.
+    # A replica, even region-agnostic, names the primary's region and the listed replica
+    # regions (its own among them) by name: the same administrators as the primary's policy.
     admin = next(s for s in statements(policy) if s["Sid"] == ADMIN_SID)
-    execution_role = f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-${{AWS::Region}}"
-    assert admin["Principal"] == {"AWS": {"Fn::Sub": execution_role}}
+    assert admin["Principal"] == {"AWS": [exec_role("us-east-1"), *map(exec_role, REPLICA_REGIONS)]}
+    guard = next(s for s in statements(policy) if s["Sid"] == DENY_ADMIN_SID)
+    assert guard["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": admin["Principal"]["AWS"]}}
+
+
+def exec_role(region: str) -> str:
+    return f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-{region}"
+
+
+def key_stack(root: Path, synthesizer: DefaultStackSynthesizer | None = None, **overrides: Any) -> KeyStack:
+    """A key stack alone, region-agnostic, from the test context with ``overrides``."""
+    context = app_context(root, region=None, **overrides)
+    config = load_config(context)
+    return KeyStack(
+        App(context=context),
+        "Key",
+        config=config,
+        vpc_id="vpc-0123456789abcdef0",
+        env=Environment(account=config.account),
+        synthesizer=synthesizer,
+    )
+
+
+def test_a_region_agnostic_primary_names_its_own_role_and_the_replicas(tmp_path: Path) -> None:
+    stack = key_stack(tmp_path, **{"vault:replicaRegions": "us-west-2"})
+    own = {"Fn::Sub": f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-${{AWS::Region}}"}
+    assert stack.resolve(list(stack.admin_role_arns)) == [own, exec_role("us-west-2")]
+    policy = only(Template.from_stack(stack).to_json(), "AWS::KMS::Key")["KeyPolicy"]
+    admin = next(s for s in statements(policy) if s["Sid"] == ADMIN_SID)
+    assert admin["Principal"] == {"AWS": [own, exec_role("us-west-2")]}
+
+
+def test_the_bootstrap_qualifier_names_every_regions_role(tmp_path: Path) -> None:
+    stack = key_stack(
+        tmp_path, **{"vault:replicaRegions": "us-west-2", "@aws-cdk/core:bootstrapQualifier": "vault0001"}
+    )
+    assert stack.resolve(list(stack.admin_role_arns))[1] == exec_role("us-west-2").replace(
+        "hnb659fds", "vault0001"
+    )
+
+
+class OneDeployerRole(DefaultStackSynthesizer):
+    """A synthesizer whose execution role is one role for every region."""
+
+    @property
+    def cloud_formation_execution_role_arn(self) -> str:
+        return f"arn:${{AWS::Partition}}:iam::{ACCOUNT}:role/deployer"
+
+
+def test_a_custom_execution_role_cannot_name_other_regions(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="not the default bootstrap"):
+        key_stack(tmp_path, OneDeployerRole(), **{"vault:replicaRegions": "us-west-2"})
+    # Alone in its region it needs no other region's role.
+    alone = key_stack(tmp_path / "alone", OneDeployerRole())
+    assert alone.admin_role_arns == (f"arn:aws:iam::{ACCOUNT}:role/deployer",)
 
 
 def test_private_api_and_audit_retention(variant: Synthesized) -> None:

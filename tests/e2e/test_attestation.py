@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from emulator.daemon.config import StateLayout
-from emulator.daemon.state import EmulatorState
 from emulator.daemon.control import control_request
+from emulator.daemon.state import EmulatorState
 from emulator.tools.client import VaultApiError, VaultClient
 from emulator.tools.demo import CHANGED_CODE
 

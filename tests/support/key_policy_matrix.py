@@ -50,7 +50,7 @@ IAM_MANAGEMENT = frozenset(
         "kms:UpdateKeyDescription",
     }
 )
-#: Only the key administrator, whatever IAM says.
+#: Only the key administrators, whatever IAM says.
 ADMINISTRATOR_ONLY = frozenset(
     {
         "kms:PutKeyPolicy",
@@ -60,7 +60,7 @@ ADMINISTRATOR_ONLY = frozenset(
         "kms:DisableKeyRotation",
     }
 )
-#: The administrator reads the policy and the key without any IAM permission.
+#: The administrators read the policy and the key without any IAM permission.
 ADMINISTRATOR_READS = frozenset({"kms:DescribeKey", "kms:GetKeyPolicy"})
 
 
@@ -121,7 +121,12 @@ class Attestation(Enum):
 
 @dataclass(frozen=True)
 class Deployment:
-    """What the CDK app passes to ``build_key_policy``, and so what the policy names."""
+    """What the CDK app passes to ``build_key_policy``, and so what the policy names.
+
+    ``region`` is the region of this copy of the key, ``admin_role_arn`` the execution role
+    that deploys it there, and ``other_admin_role_arns`` the execution roles of the other
+    regions that hold a copy (the primary's, or the replicas').
+    """
 
     account: str
     region: str
@@ -132,6 +137,11 @@ class Deployment:
     vpc_id: str
     images: tuple[EnclaveMeasurements, ...]
     partition: str = "aws"
+    other_admin_role_arns: tuple[str, ...] = ()
+
+    @property
+    def administrators(self) -> frozenset[str]:
+        return frozenset((self.admin_role_arn, *self.other_admin_role_arns))
 
     @property
     def key_arn(self) -> str:
@@ -143,9 +153,24 @@ class Deployment:
 
     def principals(self) -> tuple[Principal, ...]:
         iam = f"arn:{self.partition}:iam::{self.account}"
+        exec_role = f"{iam}:role/cdk-hnb659fds-cfn-exec-role-{self.account}"
+        # Tagged as the README tells for execution roles, so only the key policy stops them.
+        others = tuple(
+            Principal("other-region-administrator" + (f"-{i + 1}" if i else ""), arn, network_excluded=True)
+            for i, arn in enumerate(self.other_admin_role_arns)
+        )
         return (
             Principal("root", f"{iam}:root"),
             Principal("administrator", self.admin_role_arn, network_excluded=True),
+            *others,
+            # Execution roles that are not this deployment's: a region without a copy of the
+            # key, and another CDK app's bootstrap (another qualifier) in this region.
+            Principal("unlisted-region-exec-role", f"{exec_role}-ap-southeast-7", network_excluded=True),
+            Principal(
+                "other-qualifier-exec-role",
+                f"{iam}:role/cdk-otherapp1-cfn-exec-role-{self.account}-{self.region}",
+                network_excluded=True,
+            ),
             Principal("instance", self.instance_role_arn),
             Principal("api", self.api_role_arn),
             Principal("canary-vpc", f"{iam}:role/vault/nitro-vault-canary-CanaryVpcServiceRole"),
@@ -270,8 +295,8 @@ def expected(deployment: Deployment, call: Call) -> bool:
             and call.key_pair_spec == "ECC_NIST_P384"
         )
     if call.action in ADMINISTRATOR_ONLY:
-        return who.arn == deployment.admin_role_arn
-    if who.arn == deployment.admin_role_arn and call.action in ADMINISTRATOR_READS:
+        return who.arn in deployment.administrators
+    if who.arn in deployment.administrators and call.action in ADMINISTRATOR_READS:
         return True
     if call.action in IAM_MANAGEMENT:
         # The root user holds every IAM permission; a role only what its policies say.

@@ -12,6 +12,7 @@ swagger-ui script and stylesheet it ships: the page works with no internet acces
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -27,20 +28,15 @@ from vault.api.config import ConfigError
 from vault.api.errors import ApiError, ErrorCode, internal_error, validation_error
 from vault.api.observability import logger
 from vault.api.routes import PREFIX, router
+from vault.api.validation import Problem, body_shape, describe, describe_all
 
 TITLE = "Nitro Vault API"
 VERSION = "0.1.0"
 SUMMARY = "API to securely store PII/PHI data"
 DESCRIPTION = "This API implements CRUD operations for the vault application"
 SWAGGER_PATH = "/swagger"
-#: Log lines quote at most this much of a field name (names can be client-chosen keys).
-_MAX_NAME = 64
 #: Innermost frames logged for an unexpected error.
 _STACK_FRAMES = 12
-
-
-def _location(loc: Any) -> list[str | int]:
-    return [part if isinstance(part, int) else str(part)[:_MAX_NAME] for part in loc]
 
 
 def _stack(exc: BaseException) -> list[str]:
@@ -53,16 +49,26 @@ def _on_api_error(error: ApiError) -> Response[dict[str, Any]]:
     return error.response()
 
 
-def _on_validation_error(error: RequestValidationError) -> Response[dict[str, Any]]:
-    # Powertools' error dicts carry the offending input; only location and rule go on.
-    problems = [{"loc": _location(item.get("loc", ())), "type": item.get("type")} for item in error.errors()]
-    logger.info("Request validation failed", extra={"validation_errors": problems})
-    return validation_error(details={"errors": problems}).response()
+def _refused(problems: list[Problem]) -> Response[dict[str, Any]]:
+    # The log keeps location and rule; the messages are for the client.
+    logged = [{"loc": problem.loc, "type": problem.type} for problem in problems]
+    logger.info("Request validation failed", extra={"validation_errors": logged})
+    return validation_error(details={"errors": [problem.as_dict() for problem in problems]}).response()
+
+
+def _validation_handler(app: APIGatewayRestResolver) -> Callable[[RequestValidationError], Response[Any]]:
+    def on_validation_error(error: RequestValidationError) -> Response[dict[str, Any]]:
+        # Powertools' error dicts carry the offending input; describe_all keeps location
+        # and rule and writes a message that quotes no value.
+        event = app.current_event
+        text = error.body if isinstance(error.body, str) else None
+        return _refused(describe_all(error.errors(), body_shape(event.http_method, event.path), text))
+
+    return on_validation_error
 
 
 def _on_undecodable_body(error: UnicodeDecodeError) -> Response[dict[str, Any]]:
-    logger.info("Request body is not UTF-8")
-    return validation_error(details={"errors": [{"loc": ["body"], "type": "utf8_invalid"}]}).response()
+    return _refused([describe({"loc": ("body",), "type": "utf8_invalid"})])
 
 
 def _on_unsupported_media_type(error: RequestUnsupportedContentType) -> Response[dict[str, Any]]:
@@ -93,7 +99,7 @@ def create_app() -> APIGatewayRestResolver:
     app = APIGatewayRestResolver(enable_validation=True, debug=False, json_body_deserializer=parse_json_body)
     app.include_router(router, prefix=PREFIX)
     app.exception_handler(ApiError)(_on_api_error)
-    app.exception_handler(RequestValidationError)(_on_validation_error)
+    app.exception_handler(RequestValidationError)(_validation_handler(app))
     app.exception_handler(UnicodeDecodeError)(_on_undecodable_body)
     app.exception_handler(RequestUnsupportedContentType)(_on_unsupported_media_type)
     app.exception_handler(ConfigError)(_on_config_error)

@@ -7,6 +7,12 @@ ignore: the outcome (``Success``, ``PartialSuccess`` or the error code of a fail
 decrypt); the field names on ``CreateVault`` and on PATCH's ``UpdateVault`` too (which
 fields were written); and an expiry when retention is configured (D14). The item layout
 is the store's (:mod:`vault.api.store`).
+
+A decrypt that reaches the parent is audited *before* the parent is asked (decision D16):
+its record is written ``Pending`` with the caller's principal, the reason, the field and
+expression names and the request id, and then completed with the outcome. When the API
+cannot know what the enclave did (the request went out and no answer came back) the
+outcome is ``Unknown`` and the error the API saw is kept beside it.
 """
 
 from __future__ import annotations
@@ -33,10 +39,23 @@ class AuditEventType(enum.StrEnum):
 
 
 SUCCESS = "Success"
+#: Written before the parent is asked; replaced by the outcome once it is known.
+PENDING = "Pending"
+#: The request went out and no answer came: the enclave may or may not have decrypted.
+UNKNOWN = "Unknown"
 #: A decrypt that answered, but with per-field or per-expression errors.
 PARTIAL_SUCCESS = "PartialSuccess"
 #: Upstream's reason on an UpdateVault record that removed fields.
 REMOVE_FIELDS_REASON = "RemoveFields"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked, from API Gateway's request context (IAM authorization); ``None`` where it says nothing."""
+
+    principal: str | None = None
+    #: API Gateway's ``requestContext.requestId``, to find the request in its access logs.
+    gateway_request_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +68,15 @@ class AuditRecord:
     fields: Sequence[str] = ()
     reason: str | None = None
     outcome: str = SUCCESS
+    #: The caller's principal ARN (decrypts only).
+    principal: str | None = None
+    #: Output names of the CEL expressions asked for (never the expressions' text).
+    expressions: Sequence[str] = ()
+    #: The id the API gave this decrypt; the enclave's authorization carries the same id.
+    request_id: str | None = None
+    gateway_request_id: str | None = None
+    #: With outcome ``Unknown``: the error the API saw (``ParentTimeout``, ``EnclaveTimeout``, ...).
+    error_code: str | None = None
 
 
 def _timestamp(micros: int) -> str:
@@ -65,6 +93,10 @@ class AuditEntry:
     reason: str | None = None
     fields: Sequence[str] = ()
     outcome: str | None = None
+    principal: str | None = None
+    expressions: Sequence[str] = ()
+    request_id: str | None = None
+    error_code: str | None = None
 
     def to_event(self) -> AuditEvent:
         """The API view of the entry."""
@@ -74,6 +106,10 @@ class AuditEntry:
             reason=self.reason,
             fields=list(self.fields),
             outcome=self.outcome,
+            principal=self.principal,
+            expressions=list(self.expressions),
+            request_id=self.request_id,
+            error_code=self.error_code,
         )
 
 

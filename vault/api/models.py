@@ -246,7 +246,18 @@ class AuditEvent(BaseModel):
     timestamp: str = Field(description="When it happened (RFC 3339, UTC, microseconds)")
     reason: str | None = Field(description="The decrypt reason, or RemoveFields for a field removal")
     fields: list[str] = Field(description="Field names involved (never their values)")
-    outcome: str | None = Field(description="Success, PartialSuccess or the error code; null for old records")
+    outcome: str | None = Field(
+        description=(
+            "Success, PartialSuccess, the error code, Pending (the decrypt was asked and its outcome not "
+            "yet recorded) or Unknown (the request went out and no answer came back); null for old records"
+        )
+    )
+    principal: str | None = Field(default=None, description="The caller's principal ARN (decrypts)")
+    expressions: list[str] = Field(
+        default_factory=list, description="Output names of the expressions asked for (decrypts)"
+    )
+    request_id: str | None = Field(default=None, description="The decrypt's request id")
+    error_code: str | None = Field(default=None, description="With outcome Unknown: the error the API saw")
 
 
 class AuditPage(BaseModel):

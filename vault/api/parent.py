@@ -5,6 +5,9 @@ parent's certificate is always verified (against ``PARENT_CA_BUNDLE`` when given
 nothing is taken from the process environment: no proxies, no ``.netrc``, no
 ``REQUESTS_CA_BUNDLE``. Every failure becomes an :class:`ApiError` with its own stable
 code, so a client can tell "the enclave refused" from "the parent is not there".
+A failure after which the enclave may still have acted (the request went out and no
+answer came: a read timeout, a connection lost mid-exchange, the parent's 504) is an
+:class:`OutcomeUnknown`, so that the audit does not record it as a failure.
 
 The reply carries plaintext: it is returned, never logged.
 """
@@ -15,6 +18,7 @@ from typing import Any
 
 import requests
 from pydantic import ValidationError
+from urllib3.exceptions import ProtocolError
 
 from vault.api.errors import ApiError, ErrorCode
 from vault.api.observability import logger
@@ -25,12 +29,16 @@ _JSON = "application/json"
 _MAX_LOGGED_MESSAGE = 200
 
 
+class OutcomeUnknown(ApiError):
+    """The request reached (or may have reached) the parent, and no answer came back."""
+
+
 def enclave_unavailable() -> ApiError:
     return ApiError(503, ErrorCode.ENCLAVE_UNAVAILABLE, "No enclave is available to decrypt; retry later")
 
 
 def enclave_timeout() -> ApiError:
-    return ApiError(
+    return OutcomeUnknown(
         504,
         ErrorCode.ENCLAVE_TIMEOUT,
         "The enclave took the request but did not answer in time (it may be waiting on KMS); retry later",
@@ -74,12 +82,18 @@ class ParentClient:
             )
         except requests.Timeout as exc:
             logger.error("Parent timed out", extra={"error_type": type(exc).__name__})
-            raise ApiError(
+            # A connect timeout never sent the request; a read timeout did.
+            timed_out = ApiError if isinstance(exc, requests.ConnectTimeout) else OutcomeUnknown
+            raise timed_out(
                 504, ErrorCode.PARENT_TIMEOUT, "The decryption service did not answer in time"
             ) from exc
         except requests.ConnectionError as exc:
             logger.error("Parent unreachable", extra={"error_type": type(exc).__name__})
-            raise ApiError(
+            # requests wraps a connection lost after the request went out as a ProtocolError;
+            # a refused connection or a failed handshake never sent it.
+            lost = exc.args and isinstance(exc.args[0], ProtocolError)
+            unreachable = OutcomeUnknown if lost else ApiError
+            raise unreachable(
                 502, ErrorCode.PARENT_UNREACHABLE, "The decryption service is unreachable"
             ) from exc
         except requests.RequestException as exc:

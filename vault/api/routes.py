@@ -15,7 +15,9 @@ from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
+from vault.api.audit import Caller
 from vault.api.body import MAX_JSON_DEPTH, MAX_JSON_INT_DIGITS
 from vault.api.dependencies import get_service
 from vault.api.errors import ApiError, ErrorCode
@@ -78,6 +80,22 @@ def _responses(success: str, *errors: int) -> dict[int, OpenAPIResponse]:
 
 def _annotate(vault_id: str) -> None:
     tracer.put_annotation(key="vault_id", value=vault_id)
+
+
+def _caller() -> Caller:
+    """Who is asking, from the request context API Gateway fills in after IAM authorization.
+
+    ``userArn`` is the caller's principal ARN (an assumed role's session ARN); ``caller``
+    (``AROA…:session``) stands in where a gateway gives no ARN. A request without IAM
+    authorization has neither, and is audited without a principal.
+    """
+    event = router.current_event
+    # The app is an APIGatewayRestResolver, whose events are REST (v1) proxy events.
+    if not isinstance(event, APIGatewayProxyEvent):
+        return Caller()
+    context = event.request_context
+    identity = context.identity
+    return Caller(principal=identity.user_arn or identity.caller, gateway_request_id=context.request_id)
 
 
 @router.post("/", summary="Create a vault", responses=_responses("The new vault's id", 409, 422, 500, 502))
@@ -151,7 +169,7 @@ def decrypt_vault(
     service: Service,
 ) -> DecryptResult:
     _annotate(vault_id)
-    return service.decrypt(vault_id, body)
+    return service.decrypt(vault_id, body, _caller())
 
 
 @router.get(

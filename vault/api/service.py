@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from vault.api.audit import (
     PARTIAL_SUCCESS,
+    PENDING,
     REMOVE_FIELDS_REASON,
     SUCCESS,
+    UNKNOWN,
     AuditEventType,
     AuditRecord,
+    Caller,
     InvalidTokenError,
     decode_token,
     encode_token,
@@ -39,7 +43,7 @@ from vault.api.models import (
     normalize_field_name,
 )
 from vault.api.observability import Metric, count, logger
-from vault.api.parent import ParentClient
+from vault.api.parent import OutcomeUnknown, ParentClient
 from vault.api.store import NewVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
 from vault.common.messages import DecryptRequest
 from vault.common.suites import DEFAULT_SUITE, Suite, SuiteError, suite_from_id
@@ -58,6 +62,20 @@ def field_missing(name: str) -> str:
     return f"[{name}] field not present in vault"
 
 
+def new_request_id() -> str:
+    """A decrypt's own id: unique per attempt (API Gateway's id repeats in replayed test events)."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True)
+class _PreparedDecrypt:
+    """What a decrypt sends the parent (``None``: nothing to send) and what it already knows."""
+
+    request: DecryptRequest | None
+    data: dict[str, Any]
+    errors: list[str]
+
+
 @dataclass
 class VaultService:
     store: VaultStore
@@ -66,6 +84,7 @@ class VaultService:
     region: str
     audit_retention_days: int | None = None
     clock: Callable[[], int] = now_micros
+    request_ids: Callable[[], str] = new_request_id
 
     # -- writes ---------------------------------------------------------------------
 
@@ -163,16 +182,41 @@ class VaultService:
             next_token=encode_token(last) if last is not None else None,
         )
 
-    def decrypt(self, vault_id: str, body: DecryptBody) -> DecryptResult:
+    def decrypt(self, vault_id: str, body: DecryptBody, caller: Caller | None = None) -> DecryptResult:
+        """Decrypt ``body.fields`` of the vault for ``caller``.
+
+        Every attempt past the existence check is audited, failures included (D2). One
+        that asks the parent is audited first (D16): the ``Pending`` record is committed
+        before the request leaves, so a failed audit write means no request at all, and
+        it is completed with the outcome afterwards.
+        """
         names = list(body.fields)
         record = self._require(vault_id, names, parts=_DECRYPT_PARTS)
-        # From here on every attempt is audited with its outcome, failures included (D2).
+        caller = caller or Caller()
+        request_id = self.request_ids()
+        audit = AuditRecord(
+            AuditEventType.DECRYPT,
+            vault_id,
+            self.clock(),
+            fields=names,
+            reason=body.reason,
+            outcome=PENDING,
+            principal=caller.principal,
+            expressions=list(body.expressions),
+            request_id=request_id,
+            gateway_request_id=caller.gateway_request_id,
+        )
         try:
-            result = self._decrypt_record(record, names, body.expressions)
+            prepared = self._prepare_decrypt(record, names, body.expressions)
         except ApiError as exc:
-            self._audit_decrypt(vault_id, body, exc.code.value)
+            self._write_audit(replace(audit, outcome=exc.code.value))
             raise
-        self._audit_decrypt(vault_id, body, PARTIAL_SUCCESS if result.errors else SUCCESS)
+        if prepared.request is None:
+            result = DecryptResult(data=prepared.data, errors=prepared.errors)
+            self._write_audit(replace(audit, outcome=PARTIAL_SUCCESS if result.errors else SUCCESS))
+        else:
+            self._write_audit(audit)
+            result = self._ask_parent(audit, prepared.request, prepared)
         count(Metric.VAULT_DECRYPT)
         logger.info(
             "Vault decrypted",
@@ -182,9 +226,25 @@ class VaultService:
 
     # -- helpers --------------------------------------------------------------------
 
-    def _decrypt_record(
-        self, record: VaultRecord, names: Sequence[str], expressions: dict[str, str]
+    def _ask_parent(
+        self, audit: AuditRecord, request: DecryptRequest, prepared: _PreparedDecrypt
     ) -> DecryptResult:
+        try:
+            reply = self.parent.decrypt(request)
+        except OutcomeUnknown as exc:
+            self._complete_audit(replace(audit, outcome=UNKNOWN, error_code=exc.code.value))
+            raise
+        except ApiError as exc:
+            self._complete_audit(replace(audit, outcome=exc.code.value))
+            raise
+        data = {**prepared.data, **(reply.fields or {})}
+        result = DecryptResult(data=data, errors=[*prepared.errors, *reply.errors])
+        self._complete_audit(replace(audit, outcome=PARTIAL_SUCCESS if result.errors else SUCCESS))
+        return result
+
+    def _prepare_decrypt(
+        self, record: VaultRecord, names: Sequence[str], expressions: dict[str, str]
+    ) -> _PreparedDecrypt:
         vault_id = record.vault_id
         if record.suite_id is None or record.encrypted_private_key is None:
             logger.error("Vault has no key or suite", extra={"vault_id": vault_id})
@@ -203,34 +263,40 @@ class VaultService:
                 wire[name] = value
         data: dict[str, Any] = dict.fromkeys(names)
         if not wire and not expressions:
-            return DecryptResult(data=data, errors=errors)
+            return _PreparedDecrypt(request=None, data=data, errors=errors)
         version = record.encoding_version
-        reply = self.parent.decrypt(
-            DecryptRequest(
-                vault_id=vault_id,
-                region=self.region,
-                fields=wire,
-                suite_id=base64.b64encode(record.suite_id).decode("ascii"),
-                encrypted_private_key=base64.b64encode(record.encrypted_private_key).decode("ascii"),
-                expressions=expressions or None,
-                encoding=str(version) if version is not None else None,
-            )
+        request = DecryptRequest(
+            vault_id=vault_id,
+            region=self.region,
+            fields=wire,
+            suite_id=base64.b64encode(record.suite_id).decode("ascii"),
+            encrypted_private_key=base64.b64encode(record.encrypted_private_key).decode("ascii"),
+            expressions=expressions or None,
+            encoding=str(version) if version is not None else None,
         )
-        data.update(reply.fields or {})
-        return DecryptResult(data=data, errors=[*errors, *reply.errors])
+        return _PreparedDecrypt(request=request, data=data, errors=errors)
 
-    def _audit_decrypt(self, vault_id: str, body: DecryptBody, outcome: str) -> None:
+    def _write_audit(self, record: AuditRecord) -> None:
         txn = self.store.transaction()
-        record = AuditRecord(
-            AuditEventType.DECRYPT,
-            vault_id,
-            self.clock(),
-            fields=list(body.fields),
-            reason=body.reason,
-            outcome=outcome,
-        )
         self._audit(txn, record)
         self.store.commit(txn)
+
+    def _complete_audit(self, record: AuditRecord) -> None:
+        """Record the outcome on the ``Pending`` record; a failure here never hides the outcome.
+
+        The pending record already names the caller and the fields, which is what must
+        exist before a reveal, so a lost completion is logged rather than raised: raising
+        would turn an answered decrypt into an error the client retries (a second reveal).
+        """
+        txn = self.store.transaction()
+        txn.complete_audit(record, pending=PENDING)
+        try:
+            self.store.commit(txn)
+        except ApiError as exc:
+            logger.error(
+                "Audit outcome not recorded",
+                extra={"vault_id": record.vault_id, "request_id": record.request_id, "code": exc.code.value},
+            )
 
     def _audit(self, txn: WriteTransaction, record: AuditRecord) -> None:
         txn.put_audit(record, self.audit_retention_days)

@@ -52,6 +52,11 @@ _EVENT = "_e"
 _REASON = "_r"
 _FIELDS = "_f"
 _OUTCOME = "_o"
+_PRINCIPAL = "_p"
+_EXPRESSIONS = "_x"
+_REQUEST_ID = "_q"
+_GATEWAY_REQUEST_ID = "_g"
+_ERROR_CODE = "_c"
 
 
 class VaultPart(enum.Enum):
@@ -165,9 +170,27 @@ def _audit_item(record: AuditRecord, retention_days: int | None) -> Item:
         item[_REASON] = _string(record.reason)
     if record.fields:
         item[_FIELDS] = {"L": [_string(name) for name in record.fields]}
+    if record.expressions:
+        item[_EXPRESSIONS] = _string_list(record.expressions)
+    for name, value in (
+        (_PRINCIPAL, record.principal),
+        (_REQUEST_ID, record.request_id),
+        (_GATEWAY_REQUEST_ID, record.gateway_request_id),
+        (_ERROR_CODE, record.error_code),
+    ):
+        if value is not None:
+            item[name] = _string(value)
     if retention_days is not None:
         item[TTL_ATTRIBUTE] = _number(record.at_micros // 1_000_000 + retention_days * SECONDS_PER_DAY)
     return item
+
+
+def _string_list(values: Sequence[str]) -> AttributeValue:
+    return {"L": [_string(value) for value in values]}
+
+
+def _strings_of(item: Item, name: str) -> tuple[str, ...]:
+    return tuple(entry["S"] for entry in item.get(name, {}).get("L", []) if "S" in entry)
 
 
 def _audit_entry(item: Item) -> AuditEntry:
@@ -176,8 +199,12 @@ def _audit_entry(item: Item) -> AuditEntry:
         event=item.get(_EVENT, {}).get("S", ""),
         at_micros=int(item.get(_CREATED, {}).get("N") or item[SORT_KEY]["S"]),
         reason=item.get(_REASON, {}).get("S"),
-        fields=tuple(entry["S"] for entry in item.get(_FIELDS, {}).get("L", []) if "S" in entry),
+        fields=_strings_of(item, _FIELDS),
         outcome=item.get(_OUTCOME, {}).get("S"),
+        principal=item.get(_PRINCIPAL, {}).get("S"),
+        expressions=_strings_of(item, _EXPRESSIONS),
+        request_id=item.get(_REQUEST_ID, {}).get("S"),
+        error_code=item.get(_ERROR_CODE, {}).get("S"),
     )
 
 
@@ -282,6 +309,40 @@ class WriteTransaction:
                         # second (409) rather than lose the first.
                         "ConditionExpression": "attribute_not_exists(#sk)",
                         "ExpressionAttributeNames": {"#sk": SORT_KEY},
+                    }
+                },
+                on_condition_failure=None,
+            )
+        )
+
+    def complete_audit(self, record: AuditRecord, *, pending: str) -> None:
+        """Set the outcome (and error code) of ``record``, written earlier with outcome ``pending``.
+
+        The condition makes an outcome final: a record is completed once, and only one
+        that was written (a lost first write can never be "completed" into existence).
+        """
+        values: dict[str, AttributeValue] = {":o": _string(record.outcome), ":pending": _string(pending)}
+        clauses = ["#o = :o"]
+        if record.error_code is not None:
+            clauses.append("#c = :c")
+            values[":c"] = _string(record.error_code)
+        self.actions.append(
+            _Action(
+                {
+                    "Update": {
+                        "TableName": self.table_name,
+                        "Key": {
+                            PARTITION_KEY: _string(log_partition(record.vault_id)),
+                            SORT_KEY: _string(str(record.at_micros)),
+                        },
+                        "UpdateExpression": "SET " + ", ".join(clauses),
+                        "ConditionExpression": "attribute_exists(#sk) and #o = :pending",
+                        "ExpressionAttributeNames": {
+                            "#sk": SORT_KEY,
+                            "#o": _OUTCOME,
+                            **({"#c": _ERROR_CODE} if record.error_code is not None else {}),
+                        },
+                        "ExpressionAttributeValues": values,
                     }
                 },
                 on_condition_failure=None,

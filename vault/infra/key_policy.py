@@ -25,19 +25,42 @@ caller's choosing). Here:
   administrator;
 * the account root (so IAM) is allowed only the listed management actions
   (:data:`ROOT_ACTIONS`), none of which reveals or re-wraps key material;
-* the key administrator (the role that deploys the key, so that the creation passes
-  KMS's PutKeyPolicy lockout safety check) is allowed :data:`ADMIN_ACTIONS`. Without an
-  administrator nobody may change the policy, which AWS accepts only with
+* the key administrators are allowed :data:`ADMIN_ACTIONS`. Without an administrator
+  nobody may change the policy, which AWS accepts only with
   ``BypassPolicyLockoutSafetyCheck``; the emulator does not need one.
 
 Upstream's administrator is the Step Functions role that writes the PCRs after each
 deploy (``kms:ViaService`` = states); with the PCRs in the policy from the first deploy
-(D13) there is no such job, so the administrator is the deploying role. The documented
-unsafe mode drops only the attestation deny; every other guard stays.
+(D13) there is no such job, so the administrators are the deploying roles: the CDK
+bootstrap's CloudFormation execution role of every region that holds a copy of the key
+(the primary's region and each replica region), named one by one. Every copy carries the
+same list, because of what KMS checks:
 
-The administrator remains able to write a policy that grants it Decrypt: whoever
+* creating a key or a replica passes KMS's lockout safety check only if the new policy
+  lets the creating principal call ``PutKeyPolicy``: each region's role must be named in
+  the policy of the copy it creates;
+* ``ReplicateKey`` is authorized by the *primary* key's policy, and CloudFormation in the
+  replica region calls it with that region's role: the primary must name the replica
+  regions' roles;
+* ``UpdatePrimaryRegion`` needs the permission on both the primary and the replica.
+
+Giving each region's role every administrative action on every copy widens nothing: a
+replica shares the key material, so whoever administers one copy (and can write its
+policy) already holds what the administrator of any other copy holds.
+
+The administrators are exact ARNs, in the allow's ``Principal`` (which takes no
+wildcards) and in the deny's ``ArnNotEquals aws:PrincipalArn`` list. A pattern in the
+deny, such as ``role/cdk-<qualifier>-cfn-exec-role-<account>-*``, would buy nothing,
+since the allow must name exact ARNs anyway, and it would leave the deny open to any
+role someone in the account creates under a matching name, or to another region's
+bootstrap that deploys something else. A region added later is first added to the
+list and the primary redeployed, then the replica deployed; KMS refuses a principal
+that does not exist, so every listed region must be bootstrapped first. The
+documented unsafe mode drops only the attestation deny; every other guard stays.
+
+The administrators remain able to write a policy that grants them Decrypt: whoever
 deploys the key decides its policy. That is threat T2 of the upstream model, narrowed
-from "any sufficiently privileged IAM principal" to one named role.
+from "any sufficiently privileged IAM principal" to the named roles.
 """
 
 from __future__ import annotations
@@ -115,6 +138,10 @@ class MeasurementsError(ValueError):
     """Measurements are missing or malformed."""
 
 
+class AdministratorsError(ValueError):
+    """The key administrators are inconsistent (listed twice, a pattern, or without the first)."""
+
+
 def pcr3_for_role_arn(role_arn: str) -> str:
     """PCR3 of an enclave on an instance with ``role_arn``: SHA-384(48 zero bytes || ARN)."""
     return hashlib.sha384(b"\x00" * 48 + role_arn.encode("utf-8")).hexdigest()
@@ -175,14 +202,34 @@ class KeyPolicyParams:
     pcr3: str | None = None
     partition: str = "aws"
     api_function_arn: str | None = None
-    #: The key administrator: the only principal that may change the policy, replicate or
-    #: delete the key. It must be the principal that creates the key (KMS's lockout check).
+    #: The key administrator: with :attr:`additional_admin_role_arns`, the only principals that
+    #: may change the policy, replicate or delete the key. The principal that creates this
+    #: copy of the key must be one of them (KMS's lockout check). An exact ARN, no pattern.
     admin_role_arn: str | None = None
     vpc_id: str | None = None
     allow_unattested_decrypt: bool = False
     #: Other images that may decrypt too, each in a statement of its own: the image being
     #: rolled out or rolled away from while instances are replaced.
     additional_measurements: tuple[EnclaveMeasurements, ...] = ()
+    #: Further administrators: the execution roles of the deployment's other regions, so that
+    #: a replica region's deployment may call ReplicateKey on the primary key.
+    additional_admin_role_arns: tuple[str, ...] = ()
+
+    def admin_role_arns(self) -> tuple[str, ...]:
+        """Every key administrator, :attr:`admin_role_arn` first; refuses inconsistent lists."""
+        if self.admin_role_arn is None:
+            if self.additional_admin_role_arns:
+                raise AdministratorsError("additional administrators need the first administrator")
+            return ()
+        arns = (self.admin_role_arn, *self.additional_admin_role_arns)
+        if len(set(arns)) != len(arns):
+            raise AdministratorsError("the same administrator is listed twice")
+        for arn in arns:
+            # Principal takes no wildcards, and a pattern in the deny would admit roles the
+            # allow does not name.
+            if "*" in arn or "?" in arn:
+                raise AdministratorsError(f"an administrator must be one exact role ARN, not {arn!r}")
+        return arns
 
     def measurement_sets(self) -> tuple[EnclaveMeasurements, ...]:
         """Every image allowed to decrypt, the current one first; refuses inconsistent sets."""
@@ -240,6 +287,10 @@ def _decrypt_statement(
     }
 
 
+def _one_or_list(values: tuple[str, ...]) -> str | list[str]:
+    return values[0] if len(values) == 1 else list(values)
+
+
 def _guard_statements(params: KeyPolicyParams) -> list[dict[str, Any]]:
     """Explicit denies: they hold whatever IAM policies, grants or other statements allow."""
     guards: list[dict[str, Any]] = [
@@ -282,8 +333,10 @@ def _guard_statements(params: KeyPolicyParams) -> list[dict[str, Any]]:
         "Action": list(ADMIN_ONLY_ACTIONS),
         "Resource": "*",
     }
-    if params.admin_role_arn is not None:
-        admin_guard["Condition"] = {"ArnNotEquals": {"aws:PrincipalArn": params.admin_role_arn}}
+    administrators = params.admin_role_arns()
+    if administrators:
+        # Negated with several values: the deny applies unless the caller is one of them.
+        admin_guard["Condition"] = {"ArnNotEquals": {"aws:PrincipalArn": _one_or_list(administrators)}}
     guards.append(admin_guard)
     return guards
 
@@ -348,12 +401,13 @@ def build_key_policy(params: KeyPolicyParams) -> dict[str, Any]:
             "Resource": "*",
         }
     )
-    if params.admin_role_arn is not None:
+    administrators = params.admin_role_arns()
+    if administrators:
         statements.append(
             {
                 "Sid": ADMIN_SID,
                 "Effect": "Allow",
-                "Principal": {"AWS": params.admin_role_arn},
+                "Principal": {"AWS": _one_or_list(administrators)},
                 "Action": list(ADMIN_ACTIONS),
                 "Resource": "*",
                 "Condition": {"StringEquals": {"kms:CallerAccount": account}},

@@ -19,17 +19,25 @@ from emulator.aws.backends.config import (
     default_cache_dir,
 )
 from emulator.aws.backends.factory import create_backend, start_backend
-from emulator.aws.backends.provision import DEFAULT_KEY_ALIAS, ProvisionedResources, provision
+from emulator.aws.backends.provision import (
+    DEFAULT_KEY_ALIAS,
+    KEY_STORE_NAME,
+    KeyMaterialStore,
+    ProvisionedResources,
+    provision,
+)
 
 __all__ = [
     "BACKEND_KINDS",
     "DEFAULT_KEY_ALIAS",
+    "KEY_STORE_NAME",
     "AwsBackend",
     "BackendConfig",
     "BackendError",
     "BackendKind",
     "BackendUnavailable",
     "ContainerSettings",
+    "KeyMaterialStore",
     "LocalStackSettings",
     "ProvisionedResources",
     "create_backend",

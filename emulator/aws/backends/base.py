@@ -41,6 +41,10 @@ class AwsBackend(abc.ABC):
     #: Whether a key policy can be attached to the backend's keys and read back with
     #: GetKeyPolicy without changing what the backend allows.
     stores_key_policies: ClassVar[bool] = True
+    #: Whether CreateKey takes a key's id and material from the tags ``_custom_id_`` and
+    #: ``_custom_key_material_`` (LocalStack's extension): provisioning under ``persist``
+    #: then recreates a key lost in a restart with the same id and material.
+    accepts_custom_key_material: ClassVar[bool] = False
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config

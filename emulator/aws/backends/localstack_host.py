@@ -13,10 +13,11 @@ import http.client
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from emulator.aws.backends.base import AwsBackend, BackendError, BackendUnavailable
-from emulator.aws.backends.config import LOCALSTACK_MIN_PYTHON, BackendConfig
+from emulator.aws.backends.config import LOCALSTACK_MIN_PYTHON, LOCALSTACK_PERSISTENCE_ENV, BackendConfig
 from emulator.aws.backends.dynamodb_local import DynamoDBLocal, ensure_dynamodb_local
 from emulator.aws.backends.jdk import Jdk, JdkNotFound, find_jdk
 from emulator.aws.backends.localstack_layout import LocalStackFilesystem
@@ -29,6 +30,8 @@ _INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 
 
 class LocalStackHostBackend(AwsBackend):
+    accepts_custom_key_material = True
+
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.filesystem = LocalStackFilesystem(config.state_dir / "localstack")
@@ -62,7 +65,8 @@ class LocalStackHostBackend(AwsBackend):
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    def _environment(self, port: int) -> dict[str, str]:
+    def environment(self, port: int) -> dict[str, str]:
+        """The whole environment of the LocalStack process serving on ``port``."""
         env = {name: os.environ[name] for name in _INHERITED_ENV if name in os.environ}
         env.update(
             {
@@ -83,12 +87,28 @@ class LocalStackHostBackend(AwsBackend):
                 "DNS_ADDRESS": "0",
                 "DISABLE_EVENTS": "1",
                 "SKIP_SSL_CERT_DOWNLOAD": "1",
-                "DYNAMODB_IN_MEMORY": "1",
                 "PYTHONUNBUFFERED": "1",
+                **self.persistence_environment(),
             }
         )
         env.update(self.config.localstack.extra_env)
         return env
+
+    def persistence_environment(self) -> dict[str, str]:
+        """LocalStack's settings for ``config.persist`` (on or off)."""
+        if not self.config.persist:
+            return {"DYNAMODB_IN_MEMORY": "1"}
+        # PERSISTENCE=1 moves LocalStack's data directory from its tmp (cleared on every
+        # start) to <root>/var/lib/localstack/state, and without DYNAMODB_IN_MEMORY
+        # LocalStack starts DynamoDB Local with -dbPath <data>/dynamodb instead of -inMemory.
+        # The snapshots of its other services (KMS) are a feature of LocalStack's paid
+        # edition; the emulator's provisioning recreates the vault key there (see provision).
+        return dict(LOCALSTACK_PERSISTENCE_ENV)
+
+    @property
+    def data_dir(self) -> Path:
+        """LocalStack's data directory under ``persist`` (DynamoDB Local's files are in ``dynamodb``)."""
+        return self.filesystem.root / "var" / "lib" / "localstack" / "state"
 
     def _localstack_health(self) -> dict[str, Any] | None:
         """LocalStack's own health document, or ``None`` while its gateway does not answer."""
@@ -121,7 +141,7 @@ class LocalStackHostBackend(AwsBackend):
         self._process = ManagedProcess(
             name="localstack",
             argv=[str(self._venv.python), "-m", "localstack.runtime.main"],
-            env=self._environment(port),
+            env=self.environment(port),
             log_path=self.filesystem.log_file,
             cwd=self.filesystem.directory,
             stop_timeout=self.config.stop_timeout,
@@ -193,4 +213,5 @@ class LocalStackHostBackend(AwsBackend):
             "java_home": str(self._jdk.home) if self._jdk else None,
             "dynamodb_local_jar": str(self._dynamodb.jar) if self._dynamodb else None,
             "services": self._service_states(),
+            "data_dir": str(self.data_dir) if self.config.persist else None,
         }

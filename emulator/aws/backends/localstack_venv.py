@@ -22,6 +22,7 @@ from emulator.aws.backends.base import BackendError, BackendUnavailable
 from emulator.aws.backends.install_lock import install_lock
 from emulator.aws.backends.interpreters import InterpreterNotFound, find_interpreter
 from emulator.host.process import tail_file
+from emulator.host.progress import step
 
 _READY_MARKER = ".nitro-vault-ready.json"
 #: pip/uv resolving and downloading ~150 packages; generous for a slow mirror.
@@ -141,10 +142,14 @@ def ensure_localstack_venv(
         log_file.write_bytes(b"")
         venv = LocalStackVenv(target, version_text, 0.0)
         try:
-            for command in _install_commands(_find_uv(), interpreter, target, requirements):
-                _run_logged(command, log_file)
+            with step(f"LocalStack: installing its virtualenv on Python {version_text} (log: {log_file})"):
+                for command in _install_commands(_find_uv(), interpreter, target, requirements):
+                    _run_logged(command, log_file)
             venv.static_libs.mkdir()
-            with tempfile.TemporaryDirectory(prefix="localstack-fs-") as scratch:
+            with (
+                step("LocalStack: building its service catalog"),
+                tempfile.TemporaryDirectory(prefix="localstack-fs-") as scratch,
+            ):
                 # Host mode with a scratch root: importing LocalStack must not touch /var/lib/localstack.
                 _run_logged(
                     [str(venv.python), "-c", _CATALOG_SCRIPT, str(venv.static_libs)],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from pathlib import Path
 from typing import Any
 
 from moto.core.models import DEFAULT_ACCOUNT_ID
@@ -14,6 +15,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from emulator.aws.backends.base import AwsBackend, BackendError
 from emulator.aws.backends.config import BackendConfig
 from emulator.aws.backends.moto_dispatch import install as install_module_list_cache
+from emulator.aws.backends.moto_state import SNAPSHOT_NAME, SnapshotHeader, restore_snapshot, save_snapshot
 from emulator.aws.backends.moto_transactions import install as install_light_transaction_backups
 from emulator.aws.upstream import Upstream, WsgiUpstream
 
@@ -26,6 +28,11 @@ class MotoBackend(AwsBackend):
     The HTTP server is what the API's and the enclave's SDK clients (through the daemon's
     services) and tests talk to; the daemon's own services call the same WSGI
     application in process (:meth:`upstream`).
+
+    With ``config.persist``, :meth:`start` restores ``<state_dir>/moto-state.pickle`` if
+    there is one, and :meth:`stop` saves it, once nothing is served any more (see
+    :mod:`emulator.aws.backends.moto_state`). A start that failed saves nothing, so a
+    snapshot that did not restore is never overwritten.
     """
 
     # moto evaluates a key policy's Deny statements without their conditions: the vault
@@ -38,6 +45,14 @@ class MotoBackend(AwsBackend):
         self._app: DomainDispatcherApplication | None = None
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
+        #: Set once the backend serves (after a restore): only then does stop() save.
+        self._save_on_stop = False
+        #: The header of the snapshot restored on start, if any.
+        self.restored: SnapshotHeader | None = None
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.config.state_dir / SNAPSHOT_NAME
 
     def _start(self) -> None:
         # moto takes the account from $MOTO_ACCOUNT_ID or its default, not from the access key.
@@ -56,6 +71,8 @@ class MotoBackend(AwsBackend):
         # Audit writes are transactions; moto's backup of a table for each one grows with the table.
         install_light_transaction_backups()
         install_module_list_cache()
+        if self.config.persist and self.snapshot_path.is_file():
+            self.restored = restore_snapshot(self.snapshot_path)
         # What moto's ThreadedMotoServer does, keeping the application to call in process.
         app = DomainDispatcherApplication(create_backend_app)
         server = make_server(
@@ -64,6 +81,7 @@ class MotoBackend(AwsBackend):
         thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
         thread.start()
         self._app, self._server, self._thread = app, server, thread
+        self._save_on_stop = self.config.persist
 
     def stop(self) -> None:
         server, self._server = self._server, None
@@ -75,6 +93,13 @@ class MotoBackend(AwsBackend):
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._save_on_stop:
+            self._save_on_stop = False
+            self.save()
+
+    def save(self) -> SnapshotHeader:
+        """Write moto's state of the emulator's services to :attr:`snapshot_path` now."""
+        return save_snapshot(self.snapshot_path)
 
     def pids(self) -> list[int]:
         return []
@@ -91,4 +116,8 @@ class MotoBackend(AwsBackend):
         return WsgiUpstream(self._app, self.endpoint_url)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "detail": "moto server thread in the emulator process"}
+        described = {**super().describe(), "detail": "moto server thread in the emulator process"}
+        if self.config.persist:
+            described["snapshot"] = str(self.snapshot_path)
+            described["restored_from_moto"] = self.restored.moto_version if self.restored else None
+        return described

@@ -117,7 +117,7 @@ DEFAULT_MAX_DOCUMENT_AGE = dt.timedelta(minutes=5)
 MAX_BODY = 1024 * 1024
 MIN_RSA_BITS = 2048
 _MAX_LIST_PAGES = 100
-_CREDENTIAL = re.compile(r"Credential=(?P<key>[A-Za-z0-9]+)/")
+_CREDENTIAL = re.compile(r"Credential=(?P<key>[A-Za-z0-9]+)/(?:[^/,\s]*/){2}(?P<service>[^/,\s]*)/")
 _KEY_ID = re.compile(
     r"^(mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$", re.I
 )
@@ -340,6 +340,9 @@ class KmsFront:
             identity = self._identities.get(match["key"])
         if identity is None:
             raise KmsError.of(UNRECOGNIZED_CLIENT)
+        if match["service"] != "kms":
+            # Checked even where the signature is not: the backend picks its service by this scope.
+            raise KmsError.of(INVALID_SIGNATURE, "Credential should be scoped to correct service: 'kms'.")
         if identity.secret_access_key is not None:
             verifier = SigV4Verifier(
                 [Principal(match["key"], identity.secret_access_key, identity.principal_arn)],

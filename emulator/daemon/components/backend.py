@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emulator.aws.backends import AwsBackend, BackendConfig, start_backend
+from emulator.aws.backends import AwsBackend, BackendConfig, LocalStackSettings, start_backend
 from emulator.daemon.components.base import Component, Context, Health
 
 
@@ -25,6 +25,10 @@ class BackendComponent(Component):
                 state_dir=self.layout.backend,
                 region=self.config.region,
                 account_id=self.config.account_id,
+                persist=self.config.persist,
+                localstack=LocalStackSettings(python=self.config.localstack_python)
+                if self.config.localstack_python is not None
+                else LocalStackSettings(),
             )
         )
         self._backend = backend
@@ -34,6 +38,7 @@ class BackendComponent(Component):
             dynamodb_endpoint=backend.dynamodb_endpoint_url,
             region=self.config.region,
             account_id=self.config.account_id,
+            persist=self.config.persist,
             # The backend's own test credentials (never checked; they select the account).
             backend_access_key_id=backend.access_key_id,
             backend_secret_access_key=backend.secret_access_key,

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from emulator.aws.backends import provision
+from emulator.aws.backends import KEY_STORE_NAME, KeyMaterialStore, provision
 from emulator.daemon.components.backend import BackendComponent
 from emulator.daemon.components.base import Component, Context
 from emulator.daemon.components.image import ImageComponent
@@ -51,7 +51,10 @@ class ProvisionComponent(Component):
         # The KMS front enforces the policy. It is not attached to the backend's key: moto
         # refuses DescribeKey under any key policy with a Deny on kms:* (it ignores the
         # conditions), and neither backend evaluates attestation conditions anyway.
-        result = provision(self.backend.backend, self.config.table_name)
+        # Under --persist the table and key of the last run are reused (provision is
+        # idempotent); where the backend loses keys on restart, the store recreates them.
+        store = KeyMaterialStore(self.layout.backend / KEY_STORE_NAME) if self.config.persist else None
+        result = provision(self.backend.backend, self.config.table_name, key_store=store)
         self._provisioned = Provisioned(self.config.table_name, result.key_arn, policy)
         self.context.facts.update(table_name=self.config.table_name, key_arn=result.key_arn)
 

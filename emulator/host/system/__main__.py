@@ -1,10 +1,16 @@
 """``python -m emulator.host.system``: install and start what the emulator needs on this machine.
 
-Exports go to stdout, progress and timings to stderr, so CI can run::
+Exports go to stdout, progress and timings to stderr (a line per step with its elapsed
+time; one live line on a terminal), so CI can run::
 
     eval "$(python -m emulator.host.system ensure docker base-image)"
     ...
     python -m emulator.host.system stop dockerd
+
+The Docker engine started here and the base image it holds live in the shared cache
+(``$NITRO_VAULT_EMULATOR_CACHE_DIR``, else ``~/.cache/nitro-vault-emulator``), as the
+emulator's container runtime expects: the image is built once per machine, not once
+per state directory.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from emulator.aws.backends import BackendConfig, BackendError, create_backend
+from emulator.aws.backends.config import default_cache_dir
+from emulator.host.progress import ProgressPrinter, set_sink, step
 from emulator.host.system.apt import AptResult
 from emulator.host.system.base_image import BaseImageSpec, ensure_base_image
 from emulator.host.system.dockerd import (
@@ -51,18 +59,23 @@ def _report_apt(name: str, result: AptResult | None) -> None:
         _say(f"{name}: installed {' '.join(result.installed)} in {result.seconds:.1f} s")
 
 
-def _ensure_docker(state_dir: Path) -> str:
+def _engine_config() -> DockerEngineConfig:
+    """Our dockerd, in the shared cache (where the emulator's enclave component looks too)."""
+    return DockerEngineConfig(state_dir=default_cache_dir())
+
+
+def _ensure_docker() -> str:
     _report_apt("docker", ensure_tool("docker"))
-    status = ensure_engine(DockerEngineConfig(state_dir))
+    status = ensure_engine(_engine_config())
     verb = "started" if status.started else "found running"
     _say(f"docker engine: {verb} at {status.docker_host} in {status.seconds:.1f} s")
     _export(status.environment)
     return status.docker_host
 
 
-def _ensure_base_image(state_dir: Path, docker_host: str, mirror: str | None, rebuild: bool) -> None:
+def _ensure_base_image(docker_host: str, mirror: str | None, rebuild: bool) -> None:
     spec = BaseImageSpec(mirror=mirror)
-    result = ensure_base_image(spec, docker_host, state_dir / "docker" / "build", rebuild=rebuild)
+    result = ensure_base_image(spec, docker_host, default_cache_dir() / "base-image", rebuild=rebuild)
     if result.built:
         _say(f"base image {result.name}: built from {result.mirror} in {result.seconds:.1f} s")
     else:
@@ -75,7 +88,8 @@ def _ensure_localstack(state_dir: Path) -> None:
     _report_apt("node", ensure_tool("node"))
     backend = create_backend(BackendConfig(kind="localstack", state_dir=state_dir / "backend"))
     began = time.monotonic()
-    backend.prepare()
+    with step("localstack: virtualenv and DynamoDB Local in the cache"):
+        backend.prepare()
     _say(f"localstack: installed into {backend.config.cache_dir} in {time.monotonic() - began:.1f} s")
 
 
@@ -83,27 +97,27 @@ def ensure(targets: Sequence[str], state_dir: Path, mirror: str | None, rebuild:
     docker_host: str | None = None
     for target in targets:
         if target == "docker":
-            docker_host = _ensure_docker(state_dir)
+            docker_host = _ensure_docker()
         elif target == "base-image":
             if docker_host is None:
-                docker_host = _ensure_docker(state_dir)
-            _ensure_base_image(state_dir, docker_host, mirror, rebuild)
+                docker_host = _ensure_docker()
+            _ensure_base_image(docker_host, mirror, rebuild)
         elif target == "localstack":
             _ensure_localstack(state_dir)
         else:
             _report_apt(target, ensure_tool(target))
 
 
-def _stop_dockerd(state_dir: Path) -> None:
+def _stop_dockerd() -> None:
     began = time.monotonic()
-    if DockerEngine(DockerEngineConfig(state_dir)).stop():
+    if DockerEngine(_engine_config()).stop():
         _say(f"dockerd: stopped in {time.monotonic() - began:.1f} s")
     else:
         _say("dockerd: not running (no live pid in its pid file)")
 
 
-def _print_env(state_dir: Path) -> None:
-    host = running_engine(DockerEngineConfig(state_dir))
+def _print_env() -> None:
+    host = running_engine(_engine_config())
     if host is None:
         raise SystemSetupError("no Docker engine answers; run `python -m emulator.host.system ensure docker`")
     _export(engine_environment(host))
@@ -118,7 +132,8 @@ def _parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=Path(os.environ.get(STATE_DIR_ENV, ".emulator")),
-        help=f"the emulator's state directory (default: ${STATE_DIR_ENV} or .emulator)",
+        help=f"the emulator's state directory, for LocalStack's install logs (default: ${STATE_DIR_ENV} "
+        "or .emulator); the Docker engine and the base image live in the shared cache",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     ensure_parser = commands.add_parser("ensure", help="install (and start) what is missing")
@@ -147,14 +162,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             arguments.mirror,
             arguments.rebuild,
         ),
-        "stop": lambda: _stop_dockerd(state_dir),
-        "env": lambda: _print_env(state_dir),
+        "stop": _stop_dockerd,
+        "env": _print_env,
     }
-    try:
-        actions[arguments.command]()
-    except (SystemSetupError, BackendError) as exc:
-        _say(f"error: {exc}")
-        return 1
+    with ProgressPrinter(sys.stderr) as printer:
+        previous = set_sink(printer)
+        try:
+            actions[arguments.command]()
+        except (SystemSetupError, BackendError) as exc:
+            _say(f"error: {exc}")
+            return 1
+        finally:
+            set_sink(previous)
     return 0
 
 

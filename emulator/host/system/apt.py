@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from emulator.host.progress import step
 from emulator.host.system.errors import SystemSetupError
 
 #: Another apt-get (a colleague's, unattended upgrades) may hold the dpkg lock for a while.
@@ -55,10 +56,12 @@ def ensure_packages(packages: Sequence[str]) -> AptResult:
             f"installing {' '.join(missing)} needs root: run this as root, or "
             f"`sudo apt-get install {' '.join(missing)}` yourself"
         )
-    update = _apt_get("update", "-q")
+    with step("apt-get update"):
+        update = _apt_get("update", "-q")
     if update.returncode != 0:
         raise SystemSetupError(f"apt-get update failed:\n{update.stderr.strip()}")
-    install = _apt_get("install", "-y", "-q", "--no-install-recommends", *missing)
+    with step(f"apt-get install {' '.join(missing)}"):
+        install = _apt_get("install", "-y", "-q", "--no-install-recommends", *missing)
     if install.returncode != 0:
         raise SystemSetupError(f"apt-get install {' '.join(missing)} failed:\n{install.stderr.strip()}")
     return AptResult(missing, present, time.monotonic() - began)

@@ -19,6 +19,7 @@ import docker
 from docker.errors import DockerException, ImageNotFound
 
 from emulator.host.process import tail_file
+from emulator.host.progress import step
 from emulator.host.system.errors import SystemSetupError
 from emulator.host.system.mirror import debian_codename, debian_mirror
 from emulator.host.system.tools import ensure_tool, find_command
@@ -127,8 +128,10 @@ def ensure_base_image(
         rootfs = work_dir / f"rootfs-{spec.suite}"
         shutil.rmtree(rootfs, ignore_errors=True)
         try:
-            _debootstrap(spec, mirror, rootfs, work_dir / f"debootstrap-{spec.suite}.log")
-            _import(rootfs, spec.name, docker_host)
+            with step(f"base image {spec.name}: debootstrap {spec.suite} from {mirror} (once per machine)"):
+                _debootstrap(spec, mirror, rootfs, work_dir / f"debootstrap-{spec.suite}.log")
+            with step(f"base image {spec.name}: docker import"):
+                _import(rootfs, spec.name, docker_host)
         finally:
             # ~260 MB that the image now holds.
             shutil.rmtree(rootfs, ignore_errors=True)

@@ -24,6 +24,7 @@ from docker.errors import DockerException
 
 from emulator.host.process import tail_file
 from emulator.host.procfs import alive
+from emulator.host.progress import step
 from emulator.host.system.errors import SystemSetupError
 from emulator.host.system.tools import ensure_tool, find_command
 
@@ -136,6 +137,10 @@ class DockerEngine:
         return _read_pid(self.config.pidfile)
 
     def start(self) -> None:
+        with step(f"starting dockerd (data in {self.config.data_root})"):
+            self._start()
+
+    def _start(self) -> None:
         if os.geteuid() != 0:
             raise SystemSetupError(
                 "starting dockerd needs root; or start a Docker engine and set DOCKER_HOST"

@@ -53,7 +53,17 @@ def test_audit_never_shows_values(api: ApiHarness) -> None:
     page = json.loads(api.call("GET", f"/vaults/{vault_id}/audit").text)
     # Timestamps are digits too (microseconds can read 6789), so compare everything else.
     for event in page["events"]:
-        assert set(event) == {"event", "timestamp", "reason", "fields", "outcome"}
+        assert set(event) == {
+            "event",
+            "timestamp",
+            "reason",
+            "fields",
+            "outcome",
+            "principal",
+            "expressions",
+            "request_id",
+            "error_code",
+        }
         shown = json.dumps({k: v for k, v in event.items() if k != "timestamp"})
         for value in ("Ann", "123456789", "6789", "ann@example.com"):
             assert value not in shown
@@ -159,4 +169,8 @@ def test_upstream_records_without_outcome_are_shown(api: ApiHarness) -> None:
         "reason": "legacy",
         "fields": ["ssn9"],
         "outcome": None,
+        "principal": None,
+        "expressions": [],
+        "request_id": None,
+        "error_code": None,
     }

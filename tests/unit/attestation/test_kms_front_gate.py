@@ -18,6 +18,9 @@ from typing import Any
 
 import botocore.session
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 from emulator.aws.kms import errors
@@ -521,3 +524,23 @@ def test_a_policy_the_administrator_puts_is_the_one_enforced_afterwards(
     )
     admin_client(harness).put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(ALLOW_ALL))
     assert instance.encrypt(KeyId=key, Plaintext=b"x")["KeyId"] == key
+
+
+def test_a_request_scoped_to_another_service_is_refused(harness: Harness) -> None:
+    # moto picks the service by the signature's scope: a DynamoDB-scoped request must not pass,
+    # even for a caller whose secret the front does not hold.
+    signed = AWSRequest(
+        method="POST",
+        url=harness.front_url + "/",
+        data=b"{}",
+        headers={"X-Amz-Target": "TrentService.ListKeys", "Content-Type": "application/x-amz-json-1.1"},
+    )
+    SigV4Auth(Credentials("ASIAINSTANCE00000001", "s"), "dynamodb", "us-east-1").add_auth(signed)
+    connection = http.client.HTTPConnection("127.0.0.1", harness.stack.front.port, timeout=5)
+    try:
+        connection.request("POST", "/", body=b"{}", headers=dict(signed.headers.items()))
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    assert (response.status, answer["__type"]) == (400, "InvalidSignatureException")

@@ -10,8 +10,10 @@ from emulator.aws.kms.policy import Decision, PolicyError, RequestContext, condi
 from vault.infra.key_policy import (
     ADMIN_SID,
     DECRYPT_SID,
+    DENY_ADMIN_SID,
     DENY_OTHER_DECRYPT_SID,
     DENY_UNATTESTED_SID,
+    AdministratorsError,
     EnclaveMeasurements,
     KeyPolicyParams,
     MeasurementsError,
@@ -145,6 +147,52 @@ def test_only_the_administrator_changes_the_policy() -> None:
     unadministered = key_policy()
     assert not evaluate(unadministered, with_iam(ADMIN_ROLE, "kms:PutKeyPolicy")).allowed
     assert not evaluate(unadministered, context(f"arn:aws:iam::{ACCOUNT}:root", "kms:PutKeyPolicy")).allowed
+
+
+REPLICA_ADMIN_ROLE = f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-{ACCOUNT}-eu-central-1"
+
+
+def test_the_execution_role_of_every_key_region_administers_and_no_other() -> None:
+    # A multi-region key: the replica region's execution role calls ReplicateKey on the
+    # primary, so the primary's policy names both regions' roles, exactly.
+    policy = key_policy(admin_role_arn=ADMIN_ROLE, additional_admin_role_arns=(REPLICA_ADMIN_ROLE,))
+    allow = next(s for s in policy["Statement"] if s["Sid"] == ADMIN_SID)
+    deny = next(s for s in policy["Statement"] if s["Sid"] == DENY_ADMIN_SID)
+    assert allow["Principal"] == {"AWS": [ADMIN_ROLE, REPLICA_ADMIN_ROLE]}
+    assert deny["Condition"] == {"ArnNotEquals": {"aws:PrincipalArn": [ADMIN_ROLE, REPLICA_ADMIN_ROLE]}}
+    for role in (ADMIN_ROLE, REPLICA_ADMIN_ROLE):
+        session = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role.rsplit('/', 1)[1]}/AWSCloudFormation"
+        for action in ("kms:ReplicateKey", "kms:UpdatePrimaryRegion", "kms:PutKeyPolicy"):
+            decision = evaluate(policy, context(session, action))
+            assert decision.allowed and ADMIN_SID in decision.reason, (role, action, decision.reason)
+    # Another region's execution role, another qualifier's, the vault's roles: refused by the
+    # deny, whatever their IAM policies allow.
+    for stranger in (
+        ADMIN_ROLE.replace("us-east-1", "ap-south-1"),
+        ADMIN_ROLE.replace("hnb659fds", "otherapp1"),
+        INSTANCE_ROLE,
+        API_ROLE,
+        OTHER_ROLE,
+    ):
+        decision = evaluate(policy, with_iam(stranger, "kms:ReplicateKey"))
+        assert decision.reason == f"explicitly denied by statement {DENY_ADMIN_SID}", stranger
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"additional_admin_role_arns": (REPLICA_ADMIN_ROLE,)}, "first administrator"),
+        ({"admin_role_arn": ADMIN_ROLE, "additional_admin_role_arns": (ADMIN_ROLE,)}, "listed twice"),
+        ({"admin_role_arn": f"arn:aws:iam::{ACCOUNT}:role/cdk-hnb659fds-cfn-exec-role-*"}, "exact role ARN"),
+        (
+            {"admin_role_arn": ADMIN_ROLE, "additional_admin_role_arns": (f"arn:aws:iam::{ACCOUNT}:role/*",)},
+            "exact role ARN",
+        ),
+    ],
+)
+def test_inconsistent_administrators_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(AdministratorsError, match=message):
+        key_policy(**options)
 
 
 def test_decrypt_needs_a_recipient_and_the_instance_role() -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from emulator.aws.backends import interpreters
 from emulator.aws.backends.dynamodb_local import LAUNCHER_CLASS, DynamoDBLocal
-from emulator.aws.backends.interpreters import InterpreterNotFound, find_interpreter
+from emulator.aws.backends.interpreters import InterpreterNotFound, candidates, find_interpreter
 from emulator.aws.backends.jdk import Jdk, JdkNotFound, find_jdk
 from emulator.aws.backends.localstack_layout import LocalStackFilesystem, java_wrapper_script
 
@@ -110,5 +111,22 @@ def test_find_interpreter_checks_the_version() -> None:
     path, version = find_interpreter(current, Path(sys.executable))
     assert path == Path(sys.executable)
     assert version[:2] == current
-    with pytest.raises(InterpreterNotFound):
+    with pytest.raises(InterpreterNotFound, match=r"is not a working Python >= 3\.99: it is Python 3\."):
         find_interpreter((sys.version_info.major, 99), Path(sys.executable))
+
+
+def test_interpreters_installed_by_uv_are_candidates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uv_python = tmp_path / "cpython-3.13.1-linux-x86_64-gnu" / "bin" / "python3"
+    uv_python.parent.mkdir(parents=True)
+    uv_python.write_text("", encoding="utf-8")
+    monkeypatch.setenv("UV_PYTHON_INSTALL_DIR", str(tmp_path))
+    assert uv_python in candidates((3, 13))
+
+
+def test_none_found_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(interpreters, "candidates", lambda minimum: [])
+    with pytest.raises(InterpreterNotFound) as caught:
+        find_interpreter((3, 13))
+    message = str(caught.value)
+    for hint in ("uv python install 3.13", "pyenv install 3.13", "deadsnakes", "--localstack-python"):
+        assert hint in message

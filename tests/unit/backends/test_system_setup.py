@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from emulator.host.system.dockerd import DockerEngineConfig, engine_environment
+from emulator.aws.backends.config import CACHE_DIR_ENV
+from emulator.host.progress import step
+from emulator.host.system.base_image import BaseImageResult, BaseImageSpec
+from emulator.host.system.dockerd import DockerEngineConfig, EngineStatus, engine_environment
 from emulator.host.system.errors import SystemSetupError
 from emulator.host.system.mirror import apt_sources, debian_codename, debian_mirror
 from emulator.host.system.tools import TOOLS, ensure_tool
@@ -107,11 +110,55 @@ def test_tool_table_and_unknown_tools() -> None:
         ensure_tool("emacs")
 
 
-def test_cli_stop_without_an_engine_is_harmless(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_stop_without_an_engine_is_harmless(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from emulator.host.system.__main__ import main
 
+    # The engine lives in the shared cache: point it here, away from this machine's.
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
     assert main(["--state-dir", str(tmp_path), "stop", "dockerd"]) == 0
     assert "not running" in capsys.readouterr().err
+
+
+def test_cli_keeps_the_engine_and_base_image_in_the_cache_and_progress_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emulator.host.system import __main__ as cli
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_DIR_ENV, str(cache))
+    engines: list[DockerEngineConfig] = []
+    work_dirs: list[Path] = []
+
+    def fake_engine(config: DockerEngineConfig) -> EngineStatus:
+        engines.append(config)
+        with step("starting dockerd"):
+            pass
+        return EngineStatus(config.docker_host, True, 0.1)
+
+    def fake_image(
+        spec: BaseImageSpec, docker_host: str, work_dir: Path, *, rebuild: bool
+    ) -> BaseImageResult:
+        work_dirs.append(work_dir)
+        with step("base image: debootstrap"):
+            pass
+        return BaseImageResult(spec.name, "sha256:0", True, 0.2, "http://mirror.example/debian")
+
+    monkeypatch.setattr(cli, "ensure_tool", lambda name: None)
+    monkeypatch.setattr(cli, "ensure_engine", fake_engine)
+    monkeypatch.setattr(cli, "ensure_base_image", fake_image)
+    state_a, state_b = tmp_path / "a", tmp_path / "b"
+    assert cli.main(["--state-dir", str(state_a), "ensure", "base-image"]) == 0
+    assert cli.main(["--state-dir", str(state_b), "ensure", "base-image"]) == 0
+    # One engine and one build directory for every state directory: the image is built once.
+    assert [config.state_dir for config in engines] == [cache, cache]
+    assert work_dirs == [cache / "base-image", cache / "base-image"]
+    captured = capsys.readouterr()
+    assert all(line.startswith("export ") for line in captured.out.splitlines())
+    assert "export NITRO_VAULT_BASE_IMAGE=" in captured.out
+    assert "  ✓ starting dockerd (" in captured.err
+    assert "  ✓ base image: debootstrap (" in captured.err
 
 
 def test_cli_env_without_an_engine_fails_clearly(

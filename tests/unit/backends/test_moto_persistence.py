@@ -1,0 +1,182 @@
+"""moto's state saved on stop and restored on start (``persist``), with real moto."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+from moto.core.base_backend import BackendDict
+
+from emulator.aws.backends import BackendConfig, BackendError, provision, start_backend
+from emulator.aws.backends.moto_server import MotoBackend
+from emulator.aws.backends.moto_state import SNAPSHOT_NAME, SnapshotError, read_header, save_snapshot
+from vault.infra.table import PARTITION_KEY, SORT_KEY
+
+TABLE = "vault-persist-unit"
+ITEM = {PARTITION_KEY: {"S": "VAULT##p"}, SORT_KEY: {"S": "v0"}, "value": {"S": "kept"}}
+MESSAGE = b"audit digest"
+SIGNING = "RSASSA_PSS_SHA_256"
+
+
+@pytest.fixture(autouse=True)
+def fresh_moto() -> Iterator[None]:
+    """Each test starts, and leaves, moto empty: as a new emulator process finds it."""
+    BackendDict.reset()
+    yield
+    BackendDict.reset()
+
+
+def _config(state_dir: Path, persist: bool = True) -> BackendConfig:
+    return BackendConfig(kind="moto", state_dir=state_dir, persist=persist)
+
+
+def _not_found(call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except ClientError as exc:
+        return exc.response["Error"]["Code"] in {"NotFoundException", "ResourceNotFoundException"}
+    return False
+
+
+def test_tables_and_keys_survive_a_restart(tmp_path: Path) -> None:
+    with start_backend(_config(tmp_path)) as backend:
+        first = provision(backend, TABLE)
+        kms = backend.client("kms")
+        backend.client("dynamodb").put_item(TableName=TABLE, Item=ITEM)
+        blob = kms.encrypt(KeyId=first.key_id, Plaintext=b"secret", EncryptionContext={"v": "p"})
+        signer = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+        ec_signer = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+        signature = kms.sign(KeyId=signer, Message=MESSAGE, SigningAlgorithm=SIGNING)["Signature"]
+        public_key = kms.get_public_key(KeyId=ec_signer)["PublicKey"]
+        policy = kms.get_key_policy(KeyId=first.key_id, PolicyName="default")["Policy"]
+    assert (tmp_path / SNAPSHOT_NAME).is_file()
+
+    BackendDict.reset()  # what a new process starts from
+    with start_backend(_config(tmp_path, persist=False)) as empty:
+        assert _not_found(lambda: empty.client("kms").describe_key(KeyId=first.key_alias))
+
+    with start_backend(_config(tmp_path)) as backend:
+        # Provisioning finds the table and the alias, so the key id stays the same.
+        assert provision(backend, TABLE) == first
+        kms = backend.client("kms")
+        plain = kms.decrypt(CiphertextBlob=blob["CiphertextBlob"], EncryptionContext={"v": "p"})
+        assert plain["Plaintext"] == b"secret" and plain["KeyId"] == first.key_arn
+        verified = kms.verify(KeyId=signer, Message=MESSAGE, Signature=signature, SigningAlgorithm=SIGNING)
+        assert verified["SignatureValid"] is True
+        assert kms.get_public_key(KeyId=ec_signer)["PublicKey"] == public_key
+        assert kms.get_key_policy(KeyId=first.key_id, PolicyName="default")["Policy"] == policy
+        item = backend.client("dynamodb").get_item(
+            TableName=TABLE, Key={k: ITEM[k] for k in (PARTITION_KEY, SORT_KEY)}
+        )
+        assert item["Item"] == ITEM
+        # Writes after the restore are kept by the next stop as well.
+        backend.client("dynamodb").put_item(TableName=TABLE, Item={**ITEM, "value": {"S": "changed"}})
+
+    BackendDict.reset()
+    with start_backend(_config(tmp_path)) as backend:
+        item = backend.client("dynamodb").get_item(
+            TableName=TABLE, Key={k: ITEM[k] for k in (PARTITION_KEY, SORT_KEY)}
+        )
+        assert item["Item"]["value"] == {"S": "changed"}
+
+
+def test_a_new_process_restores_the_snapshot(tmp_path: Path) -> None:
+    with start_backend(_config(tmp_path)) as backend:
+        key = provision(backend, TABLE)
+        blob = backend.client("kms").encrypt(KeyId=key.key_id, Plaintext=b"across processes")[
+            "CiphertextBlob"
+        ]
+    (tmp_path / "blob").write_bytes(blob)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from emulator.aws.backends import BackendConfig, start_backend\n"
+        "state = Path(sys.argv[1])\n"
+        "with start_backend(BackendConfig(kind='moto', state_dir=state, persist=True)) as backend:\n"
+        "    kms = backend.client('kms')\n"
+        "    answer = kms.decrypt(CiphertextBlob=(state / 'blob').read_bytes())\n"
+        "    alias = kms.describe_key(KeyId='alias/nitro-vault')['KeyMetadata']['KeyId']\n"
+        "    print(answer['Plaintext'].decode(), alias)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["across", "processes", key.key_id]
+
+
+def test_without_persist_nothing_is_saved(tmp_path: Path) -> None:
+    with start_backend(_config(tmp_path, persist=False)) as backend:
+        provision(backend, TABLE)
+    assert not (tmp_path / SNAPSHOT_NAME).exists()
+
+
+def test_the_snapshot_is_written_whole_and_private(tmp_path: Path) -> None:
+    with start_backend(_config(tmp_path)) as backend:
+        provision(backend, TABLE)
+        assert isinstance(backend, MotoBackend)
+        header = backend.save()
+    path = tmp_path / SNAPSHOT_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert header.services == ("dynamodb", "kms", "sts", "iam")
+    read, payload = read_header(path)
+    assert read.payload_bytes == len(payload)
+
+
+def _rewrite_header(path: Path, **changes: object) -> None:
+    magic, header, payload = path.read_bytes().split(b"\n", 2)
+    document = {**json.loads(header), **changes}
+    path.write_bytes(magic + b"\n" + json.dumps(document).encode() + b"\n" + payload)
+
+
+def test_another_moto_major_is_refused_and_the_snapshot_kept(tmp_path: Path) -> None:
+    with start_backend(_config(tmp_path)) as backend:
+        provision(backend, TABLE)
+    path = tmp_path / SNAPSHOT_NAME
+    _rewrite_header(path, moto_version="4.2.14")
+    saved = path.read_bytes()
+    BackendDict.reset()
+    with pytest.raises(BackendError, match=r"saved by moto 4\.2\.14.*vault-emulator reset"):
+        start_backend(_config(tmp_path))
+    # The failed start saved nothing over it.
+    assert path.read_bytes() == saved
+
+
+def test_a_damaged_snapshot_is_refused(tmp_path: Path) -> None:
+    with start_backend(_config(tmp_path)) as backend:
+        provision(backend, TABLE)
+    path = tmp_path / SNAPSHOT_NAME
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(SnapshotError, match="damaged"):
+        start_backend(_config(tmp_path))
+
+
+def test_a_snapshot_that_does_not_unpickle_names_the_versions(tmp_path: Path) -> None:
+    save_snapshot(tmp_path / SNAPSHOT_NAME)
+    path = tmp_path / SNAPSHOT_NAME
+    magic, header, _ = path.read_bytes().split(b"\n", 2)
+    junk = b"\x80\x05not a pickle"
+    document = json.loads(header)
+    document.update(payload_bytes=len(junk), payload_sha256=hashlib.sha256(junk).hexdigest())
+    path.write_bytes(magic + b"\n" + json.dumps(document).encode() + b"\n" + junk)
+    with pytest.raises(SnapshotError, match=r"does not load under moto .*vault-emulator reset"):
+        start_backend(_config(tmp_path))
+
+
+def test_another_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / SNAPSHOT_NAME).write_bytes(os.urandom(64))
+    with pytest.raises(SnapshotError, match="not a moto state snapshot"):
+        start_backend(_config(tmp_path))
