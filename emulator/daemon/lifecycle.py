@@ -174,6 +174,12 @@ def up(config: EmulatorConfig, echo: Echo | None = None, on_step: Sink | None = 
             _wait_child(layout.root, timeout=30)
             state = read_state(layout.state_file)
             reason = state.error if state is not None and state.error else "the daemon exited"
+            if config.port != 0 and "Address already in use" in reason and not port_free(config.port):
+                # Taken between the check and the gateway's bind.
+                raise PortInUse(config.port)
+            if "\n" in reason:
+                # The reason carries the failed component's log already; the supervisor's repeats it.
+                raise StartupFailed(f"{reason}\nsee {log_path}")
             raise StartupFailed(f"{reason}\n--- {log_path} ---\n{_tail(log_path)}")
         if time.monotonic() > deadline:
             down(layout)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from emulator.host.process import ManagedProcess
+from emulator.host.progress import step
 
 #: Environment names that must never reach an enclave: it gets credentials per request over vsock.
 _FORBIDDEN_PREFIXES = (
@@ -190,14 +191,15 @@ class ContainerSandbox:
     def build(self) -> str:
         client = self._docker()
         try:
-            image, _ = client.images.build(
-                path=str(self.image.context_dir),
-                tag=self.image.tag,
-                buildargs={"BASE_IMAGE": self.image.base_image},
-                rm=True,
-                forcerm=True,
-                network_mode="none",
-            )
+            with step(f"docker build {self.image.tag} FROM {self.image.base_image}"):
+                image, _ = client.images.build(
+                    path=str(self.image.context_dir),
+                    tag=self.image.tag,
+                    buildargs={"BASE_IMAGE": self.image.base_image},
+                    rm=True,
+                    forcerm=True,
+                    network_mode="none",
+                )
         except Exception as exc:
             raise SandboxError(f"building the enclave image {self.image.tag} failed: {exc}") from exc
         return str(image.id)

@@ -121,6 +121,7 @@ PROVIDERS = {
     "pydantic_core": {"pydantic"},
     "requests": {"requests"},
     "starlette": {"starlette"},
+    "urllib3": {"urllib3", "requests", "botocore", "boto3"},
     "uvicorn": {"uvicorn"},
 }
 

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from vault.common import hpke
+from vault.common.authorization import AuthorizationWire
 from vault.common.messages import Credential, DecryptRequest, EnclaveRequest
 from vault.common.suites import DEFAULT_SUITE, Suite
 from vault.enclave.encoding import ENCODING_BINARY, SealedValue
@@ -76,13 +77,23 @@ class LocalKeyDecryptor:
     def __repr__(self) -> str:
         return f"LocalKeyDecryptor(calls={self.calls})"
 
-    def encrypt_private_key(self, der: bytes, vault_id: str) -> bytes:
-        """Wrap ``der`` for ``vault_id`` (what KMS would return as the key's ciphertext)."""
+    def encrypt_private_key(self, der: bytes, vault_id: str, authorizer: str | None = None) -> bytes:
+        """Wrap ``der`` for ``vault_id`` (what KMS would return as the key's ciphertext).
+
+        With ``authorizer`` (an authorizer key digest) the blob opens only for that
+        authorizer too, as KMS does with both in the encryption context (decision D16).
+        """
         nonce = os.urandom(_NONCE_LEN)
-        return _BLOB_MAGIC + nonce + self._aead.encrypt(nonce, der, vault_id.encode("utf-8"))
+        return _BLOB_MAGIC + nonce + self._aead.encrypt(nonce, der, _context(vault_id, authorizer))
 
     def decrypt_private_key(
-        self, *, ciphertext: bytes, vault_id: str, region: str, credential: Credential
+        self,
+        *,
+        ciphertext: bytes,
+        vault_id: str,
+        region: str,
+        credential: Credential,
+        authorizer: str | None = None,
     ) -> bytes:
         with self._lock:
             self.calls += 1
@@ -91,19 +102,27 @@ class LocalKeyDecryptor:
         nonce = ciphertext[len(_BLOB_MAGIC) : len(_BLOB_MAGIC) + _NONCE_LEN]
         body = ciphertext[len(_BLOB_MAGIC) + _NONCE_LEN :]
         try:
-            return self._aead.decrypt(nonce, body, vault_id.encode("utf-8"))
+            return self._aead.decrypt(nonce, body, _context(vault_id, authorizer))
         except InvalidTag:
             raise KeyDecryptError(
                 "InvalidCiphertextException: the key ciphertext or its vault id (encryption context) "
                 "does not match"
             ) from None
 
-    def create_vault_key(self, vault_id: str, suite: Suite = DEFAULT_SUITE) -> VaultKey:
-        """A fresh key pair for ``vault_id``; only its encrypted form is kept."""
+    def create_vault_key(
+        self, vault_id: str, suite: Suite = DEFAULT_SUITE, authorizer: str | None = None
+    ) -> VaultKey:
+        """A fresh key pair for ``vault_id`` (and ``authorizer``); only its encrypted form is kept."""
         private = ec.generate_private_key(suite.kem_params.curve())
         der = private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
         public = private.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        return VaultKey(vault_id, suite, public, self.encrypt_private_key(der, vault_id))
+        return VaultKey(vault_id, suite, public, self.encrypt_private_key(der, vault_id, authorizer))
+
+
+def _context(vault_id: str, authorizer: str | None) -> bytes:
+    # NUL cannot occur in a vault id, so the two parts cannot be confused.
+    text = vault_id if authorizer is None else f"{vault_id}\x00{authorizer}"
+    return text.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,7 @@ class VaultKey:
         encoding: str | None = ENCODING_BINARY,
         region: str = "us-east-1",
         credential: Credential = TEST_CREDENTIAL,
+        authorization: AuthorizationWire | None = None,
     ) -> EnclaveRequest:
         """An enclave request for already-sealed ``fields`` (wire form values)."""
         return EnclaveRequest(
@@ -148,5 +168,6 @@ class VaultKey:
                 encrypted_private_key=base64.b64encode(self.encrypted_private_key).decode("ascii"),
                 expressions=dict(expressions) if expressions is not None else None,
                 encoding=encoding,
+                authorization=authorization,
             ),
         )

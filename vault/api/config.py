@@ -32,6 +32,10 @@ class ApiConfig:
     kms_endpoint_url: str | None = None
     #: Decision D14: when set, audit items expire this many days after they were written.
     audit_retention_days: int | None = None
+    #: Decision D16: the asymmetric KMS key that signs each decrypt's authorization and
+    #: whose public key new vaults are bound to. Without it the API signs nothing, and an
+    #: enclave that checks authorizations refuses its decrypts.
+    authorizer_key_arn: str | None = None
 
     @property
     def decrypt_url(self) -> str:
@@ -58,6 +62,7 @@ class ApiConfig:
             ),
             kms_endpoint_url=_optional_url("KMS_ENDPOINT_URL", env.get("KMS_ENDPOINT_URL", "")),
             audit_retention_days=_retention(env.get("AUDIT_RETENTION_DAYS", "")),
+            authorizer_key_arn=env.get("AUTHORIZER_KEY_ARN", "").strip() or None,
         )
 
 

@@ -13,7 +13,7 @@ import requests
 
 from vault.api.clients import dynamodb_client, kms_client
 from vault.api.config import ApiConfig
-from vault.api.kms import KmsKeyPairGenerator
+from vault.api.kms import KmsAuthorizationSigner, KmsKeyPairGenerator
 from vault.api.parent import ParentClient
 from vault.api.service import VaultService
 from vault.api.store import VaultStore
@@ -31,9 +31,15 @@ def build_service(
         dynamodb if dynamodb is not None else dynamodb_client(config.region, config.dynamodb_endpoint_url)
     )
     kms = kms if kms is not None else kms_client(config.region, config.kms_endpoint_url)
+    authorizer = (
+        KmsAuthorizationSigner(kms, config.authorizer_key_arn)
+        if config.authorizer_key_arn is not None
+        else None
+    )
     return VaultService(
         store=VaultStore(dynamodb, config.table_name),
-        key_pairs=KmsKeyPairGenerator(kms, config.key_arn),
+        key_pairs=KmsKeyPairGenerator(kms, config.key_arn, authorizer),
+        authorizer=authorizer,
         parent=ParentClient(
             config.decrypt_url,
             timeout=config.parent_timeout_seconds,

@@ -33,6 +33,8 @@ class ErrorCode(enum.StrEnum):
     PARENT_UNREACHABLE = "ParentUnreachable"
     PARENT_TIMEOUT = "ParentTimeout"
     PARENT_ERROR = "ParentError"
+    #: The API could not sign the decrypt's authorization (decision D16).
+    AUTHORIZATION_FAILED = "AuthorizationFailed"
 
 
 class ApiError(Exception):

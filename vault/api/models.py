@@ -273,7 +273,10 @@ class ErrorBody(BaseModel):
     message: str = Field(description="Human-readable explanation")
     errors: list[Any] | None = Field(
         default=None,
-        description="422: the refused inputs (location and rule); EnclaveDecryptFailed: the enclave's errors",
+        description=(
+            "422: the refused inputs as `loc` (where), `type` (the stable rule) and `msg` (a readable "
+            "explanation, never the value sent); EnclaveDecryptFailed: the enclave's errors"
+        ),
     )
     enclaveCode: str | None = Field(default=None, description="EnclaveDecryptFailed: the enclave's own code")
 

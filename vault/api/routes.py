@@ -28,6 +28,7 @@ from vault.api.models import (
     EXAMPLE_DELETE,
     EXAMPLE_UPDATE,
     MAX_FIELDS_QUERY_LENGTH,
+    SCHEMA_FIELDS,
     AuditPage,
     DecryptBody,
     DecryptResult,
@@ -55,7 +56,8 @@ _ERROR_DESCRIPTIONS = {
     409: "Transaction cancelled by a concurrent change; retry",
     422: (
         "Invalid request data: a body or parameter the schema refuses, or a JSON body nested deeper "
-        f"than {MAX_JSON_DEPTH} levels or holding an integer of more than {MAX_JSON_INT_DIGITS} digits"
+        f"than {MAX_JSON_DEPTH} levels or holding an integer of more than {MAX_JSON_INT_DIGITS} digits; "
+        "each entry of `errors` has `loc`, `type` (stable) and `msg` (readable, never the value sent)"
     ),
     500: "Internal error",
     502: "The enclave or the decryption service failed",
@@ -106,10 +108,23 @@ def create_vault(
     return VaultCreated(id=service.create(body))
 
 
+#: Every field named: the whole presence map.
+ALL_FIELDS_QUERY = ",".join(SCHEMA_FIELDS)
+
+
 @router.get(
     "/<vault_id>",
     summary="Get a vault",
-    responses=_responses("Which of the requested fields the vault holds", 404, 422, 500),
+    description=(
+        "Which of the fields named in `fields` the vault holds, as `{field: true|false}` in request order; "
+        "never a value. Names are matched stripped and lower-cased; names that are not vault fields are "
+        "left out. Without `fields` (or with none that is a vault field) the answer is `{}`: an existence "
+        "check (404 if the vault does not exist), as upstream answers it. For the whole presence map, "
+        f"name every field: `?fields={ALL_FIELDS_QUERY}`."
+    ),
+    responses=_responses(
+        "Which of the requested fields the vault holds; `{}` without `fields`", 404, 422, 500
+    ),
 )
 def get_vault(
     vault_id: VaultId,
@@ -118,7 +133,10 @@ def get_vault(
         str | None,
         Query(
             title="Fields to get",
-            description="Comma-separated field names; the answer says which of them the vault holds",
+            description=(
+                "Comma-separated field names; the answer says which of them the vault holds. "
+                "Omitted: the answer is `{}` (the vault exists)"
+            ),
             max_length=MAX_FIELDS_QUERY_LENGTH,
             examples=["first_name,last_name,dob"],
         ),

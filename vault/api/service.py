@@ -32,7 +32,7 @@ from vault.api.audit import (
 from vault.api.crypto import SSN4, SSN9, seal_fields
 from vault.api.errors import ApiError, ErrorCode, internal_error, validation_error, vault_not_found
 from vault.api.ids import new_vault_id
-from vault.api.kms import KeyGenerationError, KeyPairGenerator
+from vault.api.kms import KeyGenerationError, KeyPairGenerator, SigningError
 from vault.api.models import (
     SCHEMA_FIELDS,
     AuditPage,
@@ -45,6 +45,7 @@ from vault.api.models import (
 from vault.api.observability import Metric, count, logger
 from vault.api.parent import OutcomeUnknown, ParentClient
 from vault.api.store import NewVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
+from vault.common.authorization import DEFAULT_LIFETIME_SECONDS, Grant, Signer, sign
 from vault.common.messages import DecryptRequest
 from vault.common.suites import DEFAULT_SUITE, Suite, SuiteError, suite_from_id
 
@@ -85,6 +86,9 @@ class VaultService:
     audit_retention_days: int | None = None
     clock: Callable[[], int] = now_micros
     request_ids: Callable[[], str] = new_request_id
+    #: Signs each decrypt's authorization (decision D16); ``None``: decrypts go unsigned.
+    authorizer: Signer | None = None
+    authorization_lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS
 
     # -- writes ---------------------------------------------------------------------
 
@@ -226,11 +230,34 @@ class VaultService:
 
     # -- helpers --------------------------------------------------------------------
 
+    def _authorize(self, audit: AuditRecord, request: DecryptRequest) -> DecryptRequest:
+        """``request`` with the API's signed authorization of exactly it, under the audit's request id."""
+        if self.authorizer is None:
+            return request
+        grant = Grant.for_request(
+            vault_id=request.vault_id,
+            fields=request.fields,
+            expressions=request.expressions or {},
+            request_id=audit.request_id or "",
+            issued_at=self.clock() // 1_000_000,
+            lifetime_seconds=self.authorization_lifetime_seconds,
+        )
+        try:
+            signed = sign(grant, self.authorizer)
+        except SigningError as exc:
+            logger.error("Authorization signing failed", extra={"error_code": str(exc)})
+            raise ApiError(
+                502, ErrorCode.AUTHORIZATION_FAILED, "Unable to authorize the decrypt request"
+            ) from exc
+        return request.model_copy(update={"authorization": signed.to_wire()})
+
     def _ask_parent(
         self, audit: AuditRecord, request: DecryptRequest, prepared: _PreparedDecrypt
     ) -> DecryptResult:
         try:
-            reply = self.parent.decrypt(request)
+            # Signed only now, after the pending record is committed: no authorization
+            # exists for a decrypt that has no record.
+            reply = self.parent.decrypt(self._authorize(audit, request))
         except OutcomeUnknown as exc:
             self._complete_audit(replace(audit, outcome=UNKNOWN, error_code=exc.code.value))
             raise

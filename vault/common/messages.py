@@ -16,6 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from vault.common.authorization import AuthorizationWire
+
 MAX_ENCLAVE_FIELDS = 1000
 MAX_EXPRESSION_LENGTH = 10 * 1024  # bytes, per expression
 
@@ -32,6 +34,9 @@ class EnclaveErrorCode(enum.StrEnum):
     KMS_TIMEOUT = "KmsTimeout"
     ATTESTATION_FAILED = "AttestationFailed"
     EXPRESSION_TOO_LONG = "ExpressionTooLong"
+    #: No fresh authorization from the API covers exactly this request (decision D16);
+    #: the message names the check that failed (see ``vault.common.authorization``).
+    UNAUTHORIZED = "Unauthorized"
     BUSY = "EnclaveBusy"
     INTERNAL = "InternalError"
 
@@ -73,13 +78,17 @@ class DecryptRequest(BaseModel):
     encrypted_private_key: str
     expressions: dict[str, str] | None = None
     encoding: str | None = None
+    #: The API's signed authorization of this request (decision D16); an addition
+    #: upstream readers ignore.
+    authorization: AuthorizationWire | None = None
 
     def __repr__(self) -> str:
         # Field values are ciphertexts, but they are still customer data: keep them out of reprs.
         return (
             f"DecryptRequest(vault_id={self.vault_id!r}, region={self.region!r}, "
             f"fields={sorted(self.fields)!r}, suite_id={self.suite_id!r}, "
-            f"expressions={list(self.expressions or {})!r}, encoding={self.encoding!r})"
+            f"expressions={list(self.expressions or {})!r}, encoding={self.encoding!r}, "
+            f"authorized={self.authorization is not None})"
         )
 
     __str__ = __repr__

@@ -1,6 +1,7 @@
 """Decrypt-request handling inside the enclave (upstream spec 4.4; decisions D1-D3, D5, D12).
 
-One request: validate it, parse suite and encoding, check expression lengths, obtain
+One request: validate it, parse suite and encoding, check expression lengths, check
+the API's authorization when the handler is given a verifier (decision D16), obtain
 the vault's private key (the costly KMS-with-attestation call, so it comes after every
 check that can refuse the request), open each field with HPKE, then run the CEL
 expressions. Anything that stops the whole request is a global failure
@@ -25,6 +26,14 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from vault.common.authorization import (
+    AuthorizationError,
+    AuthorizationVerifier,
+    Grant,
+    RequestScope,
+    SignedAuthorization,
+    authorizer_digest,
+)
 from vault.common.hpke import HpkeError, Recipient
 from vault.common.messages import (
     MAX_ENCLAVE_FIELDS,
@@ -149,8 +158,17 @@ def _take_absent_fields(document: Any) -> tuple[list[str] | None, frozenset[str]
 class RequestHandler:
     """Turns one enclave request into one reply; safe to share between threads."""
 
-    def __init__(self, key_decryptor: KeyDecryptor, cel: ExpressionEngine | None = None) -> None:
+    def __init__(
+        self,
+        key_decryptor: KeyDecryptor,
+        cel: ExpressionEngine | None = None,
+        *,
+        authorizer: AuthorizationVerifier | None = None,
+    ) -> None:
+        """``authorizer``: when given, every request must carry an authorization it accepts,
+        and the vault key is asked for under that authorization's key (D16)."""
         self._key_decryptor = key_decryptor
+        self._authorizer = authorizer
         self._cel = cel
         self._cel_resolved = cel is not None
         self._cel_lock = threading.Lock()
@@ -204,8 +222,10 @@ class RequestHandler:
         expressions = request.expressions or {}
         engine = self._prepare_expressions(expressions) if expressions else None
         key_ciphertext = _decode_key_ciphertext(request.encrypted_private_key)
+        # Last check before the key call: only an authorized request costs a KMS call.
+        authorized = self._authorize(request, absent)
 
-        recipient = self._recipient(key_ciphertext, request, req.credential, suite)
+        recipient = self._recipient(key_ciphertext, request, req.credential, suite, authorized)
         try:
             names: Iterable[str] = order if order is not None else request.fields
             values, errors = _open_fields(recipient, request, info, names, absent)
@@ -214,8 +234,38 @@ class RequestHandler:
             del recipient
 
         if engine is None:
-            return EnclaveReply(fields=values, errors=errors)
-        return self._run_expressions(engine, values, expressions, errors)
+            reply = EnclaveReply(fields=values, errors=errors)
+        else:
+            reply = self._run_expressions(engine, values, expressions, errors)
+        if authorized is not None:
+            # Nothing is revealed past the expiry, however long KMS took (the API's audit
+            # says "unknown" only until then).
+            self._still_authorized(authorized[0])
+        return reply
+
+    def _authorize(self, request: DecryptRequest, absent: frozenset[str]) -> tuple[Grant, str] | None:
+        """The verified grant and its authorizer's digest, or ``None`` without a verifier."""
+        if self._authorizer is None:
+            return None
+        scope = RequestScope(
+            vault_id=request.vault_id,
+            fields=frozenset(request.fields) | absent,
+            expressions=request.expressions or {},
+        )
+        try:
+            signed = SignedAuthorization.from_wire(request.authorization)
+            grant = self._authorizer.verify(signed, scope)
+        except AuthorizationError as exc:
+            raise _Refusal(EnclaveErrorCode.UNAUTHORIZED, f"unauthorized ({exc.code.value}): {exc}") from None
+        return grant, authorizer_digest(signed.public_key)
+
+    def _still_authorized(self, grant: Grant) -> None:
+        if self._authorizer is None:
+            return
+        try:
+            self._authorizer.still_valid(grant)
+        except AuthorizationError as exc:
+            raise _Refusal(EnclaveErrorCode.UNAUTHORIZED, f"unauthorized ({exc.code.value}): {exc}") from None
 
     def _prepare_expressions(self, expressions: Mapping[str, str]) -> ExpressionEngine:
         # Refused before the key call (decision D3): an over-long expression is a
@@ -246,15 +296,29 @@ class RequestHandler:
         return engine
 
     def _recipient(
-        self, key_ciphertext: bytes, request: DecryptRequest, credential: Credential, suite: Suite
+        self,
+        key_ciphertext: bytes,
+        request: DecryptRequest,
+        credential: Credential,
+        suite: Suite,
+        authorized: tuple[Grant, str] | None,
     ) -> Recipient:
         try:
-            der = self._key_decryptor.decrypt_private_key(
-                ciphertext=key_ciphertext,
-                vault_id=request.vault_id,
-                region=request.region,
-                credential=credential,
-            )
+            if authorized is None:
+                der = self._key_decryptor.decrypt_private_key(
+                    ciphertext=key_ciphertext,
+                    vault_id=request.vault_id,
+                    region=request.region,
+                    credential=credential,
+                )
+            else:
+                der = self._key_decryptor.decrypt_private_key(
+                    ciphertext=key_ciphertext,
+                    vault_id=request.vault_id,
+                    region=request.region,
+                    credential=credential,
+                    authorizer=authorized[1],
+                )
         except KeyDecryptError as exc:
             raise _Refusal(exc.code, f"failed to call KMS: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any key-path failure is a global error

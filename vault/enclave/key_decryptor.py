@@ -22,11 +22,20 @@ class KeyDecryptError(Exception):
 
 class KeyDecryptor(Protocol):
     def decrypt_private_key(
-        self, *, ciphertext: bytes, vault_id: str, region: str, credential: Credential
+        self,
+        *,
+        ciphertext: bytes,
+        vault_id: str,
+        region: str,
+        credential: Credential,
+        authorizer: str | None = None,
     ) -> bytes:
         """Return the DER PKCS#8 private key encrypted in ``ciphertext`` for ``vault_id``.
 
-        ``vault_id`` is the KMS encryption context (decision D10). Raises
+        ``vault_id`` is the KMS encryption context (decision D10), with ``authorizer``
+        (the digest of the API's verified signing key, decision D16) beside it when
+        given: a key bound to one authorizer is released for that authorizer only.
+        The handler passes ``authorizer`` only when it checks authorizations. Raises
         :class:`KeyDecryptError`.
         """
         ...

@@ -48,6 +48,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from vault.common.authorization import AUTHORIZER_CONTEXT_KEY
 from vault.common.messages import Credential, EnclaveErrorCode
 from vault.common.transport import KMS_PROXY_PORT, PARENT_CID, TransportConfig, VsockTransport
 from vault.enclave.cms import CmsError, open_enveloped_data
@@ -239,7 +240,13 @@ class KmsKeyDecryptor:
             return client
 
     def decrypt_private_key(
-        self, *, ciphertext: bytes, vault_id: str, region: str, credential: Credential
+        self,
+        *,
+        ciphertext: bytes,
+        vault_id: str,
+        region: str,
+        credential: Credential,
+        authorizer: str | None = None,
     ) -> bytes:
         if not vault_id:
             raise KeyDecryptError("vault_id cannot be empty", EnclaveErrorCode.INVALID_REQUEST)
@@ -249,7 +256,10 @@ class KmsKeyDecryptor:
         started = time.perf_counter()
         code: EnclaveErrorCode | None = None
         try:
-            return self._release(ciphertext, vault_id, region, credential)
+            context = {ENCRYPTION_CONTEXT_KEY: vault_id}
+            if authorizer is not None:
+                context[AUTHORIZER_CONTEXT_KEY] = authorizer
+            return self._release(ciphertext, context, region, credential)
         except KeyDecryptError as exc:
             code = exc.code
             raise
@@ -264,14 +274,16 @@ class KmsKeyDecryptor:
                 },
             )
 
-    def _release(self, ciphertext: bytes, vault_id: str, region: str, credential: Credential) -> bytes:
+    def _release(
+        self, ciphertext: bytes, context: Mapping[str, str], region: str, credential: Credential
+    ) -> bytes:
         try:
             key = self._keys.acquire()
         except NsmError as exc:
             raise KeyDecryptError(
                 f"cannot obtain an attestation document: {exc}", EnclaveErrorCode.ATTESTATION_FAILED
             ) from None
-        response = self._call_kms(key, ciphertext, vault_id, region, credential)
+        response = self._call_kms(key, ciphertext, context, region, credential)
         # Checked first and on presence alone (an empty value included): an answer with
         # Plaintext is refused even when it also carries a CiphertextForRecipient that opens.
         if "Plaintext" in response:
@@ -295,13 +307,18 @@ class KmsKeyDecryptor:
             ) from None
 
     def _call_kms(
-        self, key: RecipientKey, ciphertext: bytes, vault_id: str, region: str, credential: Credential
+        self,
+        key: RecipientKey,
+        ciphertext: bytes,
+        context: Mapping[str, str],
+        region: str,
+        credential: Credential,
     ) -> Mapping[str, Any]:
         client = self._client(region, credential)
         try:
             response: Mapping[str, Any] = client.decrypt(
                 CiphertextBlob=ciphertext,
-                EncryptionContext={ENCRYPTION_CONTEXT_KEY: vault_id},
+                EncryptionContext=dict(context),
                 Recipient={
                     "AttestationDocument": key.document,
                     "KeyEncryptionAlgorithm": KEY_ENCRYPTION_ALGORITHM,

@@ -98,8 +98,8 @@ class MotoBackend(AwsBackend):
             self.save()
 
     def save(self) -> SnapshotHeader:
-        """Write moto's state of the emulator's services to :attr:`snapshot_path` now."""
-        return save_snapshot(self.snapshot_path)
+        """Write moto's state of the emulator's services and account to :attr:`snapshot_path` now."""
+        return save_snapshot(self.snapshot_path, (self.config.account_id,))
 
     def pids(self) -> list[int]:
         return []

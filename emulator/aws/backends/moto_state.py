@@ -4,7 +4,7 @@ moto keeps each service's data in process globals, one backend object per (accou
 region) of a ``BackendDict`` (``moto.backends.get_backend``); it has no persistence of
 its own. Replaying its request recorder would not do: a replayed ``CreateKey`` makes
 new key material, and every ciphertext made before no longer decrypts. So the backend
-objects of :data:`PERSISTED_SERVICES` are pickled whole. They pickle as they are, but
+objects of :data:`PERSISTED_SERVICES` in the emulator's account are pickled whole. They pickle as they are, but
 for the ``cryptography`` keys of moto's asymmetric KMS keys, which are written as
 PKCS#8 (private) or SubjectPublicKeyInfo (public) DER and loaded back.
 
@@ -73,6 +73,8 @@ class SnapshotHeader:
     moto_version: str
     python_version: str
     services: tuple[str, ...]
+    #: The accounts saved (the emulator's one).
+    accounts: tuple[str, ...]
     payload_bytes: int
     payload_sha256: str
 
@@ -89,6 +91,7 @@ class SnapshotHeader:
             moto_version=str(data["moto_version"]),
             python_version=str(data["python_version"]),
             services=tuple(str(s) for s in data["services"]),
+            accounts=tuple(str(a) for a in data["accounts"]),
             payload_bytes=int(data["payload_bytes"]),
             payload_sha256=str(data["payload_sha256"]),
         )
@@ -128,23 +131,31 @@ def _major(version: str) -> str:
     return version.split(".", 1)[0]
 
 
-def _live_backends(services: tuple[str, ...]) -> Iterator[SavedBackend]:
+def _live_backends(services: tuple[str, ...], accounts: tuple[str, ...]) -> Iterator[SavedBackend]:
     for service in services:
         for account_id, region, backend in moto.backends.get_backend(service).iter_backends():  # type: ignore[call-overload]  # any service name
-            yield SavedBackend(service, account_id, region, backend)
+            if account_id in accounts:
+                yield SavedBackend(service, account_id, region, backend)
 
 
-def save_snapshot(path: Path, services: tuple[str, ...] = PERSISTED_SERVICES) -> SnapshotHeader:
-    """Write the state of ``services`` in this process to ``path`` (atomically); return its header."""
+def save_snapshot(
+    path: Path, accounts: tuple[str, ...], services: tuple[str, ...] = PERSISTED_SERVICES
+) -> SnapshotHeader:
+    """Write the state of ``services`` in ``accounts`` to ``path`` (atomically); return its header.
+
+    Call it while no request is being served (:meth:`MotoBackend.stop` does): a request
+    that changes a backend during the pickling could leave it half-written.
+    """
     with _lock:
         buffer = io.BytesIO()
-        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(list(_live_backends(services)))
+        _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(list(_live_backends(services, accounts)))
     payload = buffer.getvalue()
     header = SnapshotHeader(
         format=FORMAT_VERSION,
         moto_version=moto.__version__,
         python_version=platform.python_version(),
         services=services,
+        accounts=accounts,
         payload_bytes=len(payload),
         payload_sha256=hashlib.sha256(payload).hexdigest(),
     )

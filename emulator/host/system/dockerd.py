@@ -1,9 +1,11 @@
 """A Docker engine for the emulator: an existing one if it answers, else a dockerd of our own.
 
-Ours runs as root with everything under ``<state>/docker`` (data root, log, pid file;
+Ours runs as root with everything under ``<dir>/docker`` (data root, log, pid file;
 the socket and exec root too unless that path is too long for a Unix socket, in which
-case they go to a short directory under the system temporary directory). Clients
-reach it through the environment :func:`engine_environment` returns.
+case they go to a short directory under the system temporary directory). The emulator
+and ``python -m emulator.host.system`` give it the shared cache as ``<dir>``, so its
+images (the debootstrapped base above all) are built once per machine. Clients reach
+it through the environment :func:`engine_environment` returns.
 """
 
 from __future__ import annotations

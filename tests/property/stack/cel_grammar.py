@@ -115,7 +115,9 @@ def int_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[st
         size,
         size,
         st.builds(lambda e: f"int(date({e}).age())", strings),
-        st.builds(lambda a, op, b: f"({a} {op} {b})", inner, st.sampled_from(["+", "-", "*", "/", "%"]), inner),
+        st.builds(
+            lambda a, op, b: f"({a} {op} {b})", inner, st.sampled_from(["+", "-", "*", "/", "%"]), inner
+        ),
     )
 
 

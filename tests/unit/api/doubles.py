@@ -5,7 +5,8 @@
   private key is encrypted with moto's ``Encrypt`` under the given encryption context,
   so that moto's ``Decrypt`` opens it only with the same context.
 * :class:`KmsContextKeyDecryptor` is the enclave's key path reduced to KMS ``Decrypt``
-  with the vault id as encryption context (no attestation).
+  with the vault id (and the authorizer digest, when the handler passes one) as
+  encryption context (no attestation).
 * :class:`ParentAdapter` is a ``requests`` transport adapter standing in for the parent
   at ``https://parent.test``: nothing leaves the process. :func:`enclave_parent`
   answers with the project's enclave request handler; :func:`canned` with a fixed reply.
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from requests.adapters import BaseAdapter
 
 from tests.support.enclave_keys import TEST_CREDENTIAL
+from vault.common.authorization import AUTHORIZER_CONTEXT_KEY
 from vault.common.messages import Credential, DecryptRequest, EnclaveRequest
 from vault.enclave.handler import RequestHandler
 from vault.enclave.key_decryptor import KeyDecryptError
@@ -72,12 +74,19 @@ class KmsContextKeyDecryptor:
         self._client = client
 
     def decrypt_private_key(
-        self, *, ciphertext: bytes, vault_id: str, region: str, credential: Credential
+        self,
+        *,
+        ciphertext: bytes,
+        vault_id: str,
+        region: str,
+        credential: Credential,
+        authorizer: str | None = None,
     ) -> bytes:
+        context = {ENCRYPTION_CONTEXT_KEY: vault_id}
+        if authorizer is not None:
+            context[AUTHORIZER_CONTEXT_KEY] = authorizer
         try:
-            reply = self._client.decrypt(
-                CiphertextBlob=ciphertext, EncryptionContext={ENCRYPTION_CONTEXT_KEY: vault_id}
-            )
+            reply = self._client.decrypt(CiphertextBlob=ciphertext, EncryptionContext=context)
         except ClientError as exc:
             raise KeyDecryptError(exc.response["Error"]["Code"]) from None
         return bytes(reply["Plaintext"])

@@ -33,6 +33,8 @@ from vault.api.dependencies import build_service, get_service
 from vault.api.handler import app
 from vault.api.service import VaultService
 from vault.common import hpke
+from vault.common.authorization import KEY_SPEC as AUTHORIZER_KEY_SPEC
+from vault.common.authorization import AuthorizationVerifier
 from vault.common.suites import DEFAULT_SUITE
 from vault.enclave.handler import RequestHandler
 from vault.infra.key_policy import ENCRYPTION_CONTEXT_KEY
@@ -100,7 +102,11 @@ class ApiHarness:
 
 
 @contextmanager
-def api_harness(monkeypatch: Any, **config_overrides: Any) -> Iterator[ApiHarness]:
+def api_harness(
+    monkeypatch: Any, *, authorizer: bool = False, **config_overrides: Any
+) -> Iterator[ApiHarness]:
+    """With ``authorizer``: a KMS signing key signs every decrypt, new vaults are bound to it,
+    and the enclave handler refuses what it did not authorize (decision D16)."""
     for name, value in AWS_ENV.items():
         monkeypatch.setenv(name, value)
     clients.dynamodb_client.cache_clear()
@@ -111,6 +117,12 @@ def api_harness(monkeypatch: Any, **config_overrides: Any) -> Iterator[ApiHarnes
         moto_kms = _BOTO.client("kms", region_name=REGION)
         key_arn = moto_kms.create_key(Description="vault root key")["KeyMetadata"]["Arn"]
         env = {"TABLE_NAME": TABLE, "KEY_ARN": key_arn, "VAULT_URL": PARENT_URL, "AWS_REGION": REGION}
+        if authorizer:
+            signing_key = moto_kms.create_key(
+                Description="vault authorizer", KeySpec=AUTHORIZER_KEY_SPEC, KeyUsage="SIGN_VERIFY"
+            )["KeyMetadata"]["Arn"]
+            env["AUTHORIZER_KEY_ARN"] = signing_key
+            config_overrides = {"authorizer_key_arn": signing_key, **config_overrides}
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         config = replace(
@@ -118,7 +130,9 @@ def api_harness(monkeypatch: Any, **config_overrides: Any) -> Iterator[ApiHarnes
             **config_overrides,
         )
         kms = MotoKmsWithDataKeyPairs(moto_kms)
-        enclave = RequestHandler(KmsContextKeyDecryptor(moto_kms))
+        enclave = RequestHandler(
+            KmsContextKeyDecryptor(moto_kms), authorizer=AuthorizationVerifier() if authorizer else None
+        )
         adapter = ParentAdapter(enclave_parent(enclave))
         service = build_service(config, dynamodb=dynamodb, kms=kms, parent_session=session_for(adapter))
         app.dependency_overrides[get_service] = lambda: service

@@ -10,6 +10,7 @@ from urllib3.exceptions import ProtocolError
 
 from unit.api.doubles import PARENT_URL, canned, enclave_parent, raising
 from unit.api.harness import ApiHarness
+from vault.api.models import SCHEMA_FIELDS
 from vault.api.parent import ParentClient
 from vault.common.suites import DEFAULT_SUITE
 from vault.enclave.handler import load_default_engine
@@ -90,7 +91,14 @@ def test_non_schema_field_names_are_refused_before_anything_happens(api: ApiHarn
     before = api.items()
     status, body = _decrypt(api, vault_id, {"fields": ["first_name", name], "reason": "KYC"})
     assert status == 422
-    assert body["errors"] == [{"loc": ["body", "fields", 1], "type": "vault_field"}]
+    quoted = f"'{name}' is not" if name else "not"
+    assert body["errors"] == [
+        {
+            "loc": ["body", "fields", 1],
+            "type": "vault_field",
+            "msg": f"fields[1]: {quoted} a vault field; known: {', '.join(SCHEMA_FIELDS)}",
+        }
+    ]
     assert api.parent.sent == []
     assert api.items() == before
 
@@ -261,7 +269,13 @@ def test_overlong_expression_is_refused_before_the_enclave(api: ApiHarness) -> N
         api, vault_id, {"fields": ["dob"], "reason": "KYC", "expressions": {"x": "1" * 10241}}
     )
     assert status == 422
-    assert body["errors"] == [{"loc": ["body", "expressions", "x"], "type": "expression_too_long"}]
+    assert body["errors"] == [
+        {
+            "loc": ["body", "expressions", "x"],
+            "type": "expression_too_long",
+            "msg": "expressions.x: must be at most 10240 bytes (UTF-8)",
+        }
+    ]
     assert api.parent.sent == []
 
 

@@ -9,7 +9,7 @@ import pytest
 from tests.support.enclave_keys import encode_hex
 from unit.api.harness import ApiHarness, open_stored_field
 from vault.api.errors import ApiError
-from vault.api.models import DeleteBody
+from vault.api.models import SCHEMA_FIELDS, DeleteBody
 from vault.enclave.encoding import SealedValue
 
 MISSING = "v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL"
@@ -58,14 +58,26 @@ def test_get_refuses_an_oversized_fields_query(api: ApiHarness) -> None:
     vault_id = api.create({})
     response = api.call("GET", f"/vaults/{vault_id}", query={"fields": "a," * 513})
     assert response.status == 422
-    assert response.json["errors"] == [{"loc": ["query", "fields"], "type": "string_too_long"}]
+    assert response.json["errors"] == [
+        {
+            "loc": ["query", "fields"],
+            "type": "string_too_long",
+            "msg": "query parameter fields: must be at most 1024 characters",
+        }
+    ]
 
 
 @pytest.mark.parametrize("vault_id", ["v_", "x_abc", "v_abc-def", "v_" + "a" * 28, "VAULT%23%23v_abc"])
 def test_malformed_vault_ids_are_invalid(api: ApiHarness, vault_id: str) -> None:
     response = api.call("GET", f"/vaults/{vault_id}")
     assert response.status == 422
-    assert response.json["errors"] == [{"loc": ["path", "vault_id"], "type": "string_pattern_mismatch"}]
+    assert response.json["errors"] == [
+        {
+            "loc": ["path", "vault_id"],
+            "type": "string_pattern_mismatch",
+            "msg": "path parameter vault_id: must be a vault id: 'v_' and up to 27 letters or digits",
+        }
+    ]
 
 
 # -- PATCH -------------------------------------------------------------------------------
@@ -209,7 +221,13 @@ def test_delete_refuses_non_schema_names(api: ApiHarness, name: str) -> None:
     before = api.items()
     response = api.call("DELETE", f"/vaults/{vault_id}", body={"fields": ["first_name", name]})
     assert response.status == 422
-    assert response.json["errors"] == [{"loc": ["body", "fields", 1], "type": "vault_field"}]
+    assert response.json["errors"] == [
+        {
+            "loc": ["body", "fields", 1],
+            "type": "vault_field",
+            "msg": f"fields[1]: '{name}' is not a vault field; known: {', '.join(SCHEMA_FIELDS)}",
+        }
+    ]
     assert api.items() == before
 
 
@@ -230,7 +248,13 @@ def test_delete_that_names_nothing_is_422_and_writes_nothing(api: ApiHarness, bo
     response = api.call("DELETE", f"/vaults/{vault_id}", body=body)
     assert response.status == 422, response.text
     assert response.json["code"] == "ValidationError"
-    assert response.json["errors"] == [{"loc": ["body"], "type": "nothing_to_delete"}]
+    assert response.json["errors"] == [
+        {
+            "loc": ["body"],
+            "type": "nothing_to_delete",
+            "msg": "body: set delete_all to true or name at least one field",
+        }
+    ]
     assert api.items() == before
 
 

@@ -17,6 +17,7 @@ from unit.api.harness import ApiHarness, api_harness
 from vault.api.dependencies import get_service
 from vault.api.handler import app
 from vault.api.headers import SECURITY_HEADERS
+from vault.api.models import SCHEMA_FIELDS
 
 MISSING = "v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL"
 
@@ -145,7 +146,9 @@ def test_base64_bodies_are_accepted(api: ApiHarness) -> None:
 def test_body_that_is_not_utf8_is_invalid(api: ApiHarness) -> None:
     response = api.call("POST", "/vaults", raw_body='{"first_name": "\udcff"}', base64_body=True)
     assert_error(response, 422, "ValidationError")
-    assert response.json["errors"] == [{"loc": ["body"], "type": "utf8_invalid"}]
+    assert response.json["errors"] == [
+        {"loc": ["body"], "type": "utf8_invalid", "msg": "body: is not valid UTF-8"}
+    ]
     assert api.items() == []
 
 
@@ -162,18 +165,22 @@ def _body_routes(vault_id: str) -> list[tuple[str, str]]:
     ]
 
 
+TOO_DEEP = "body: arrays and objects nest at most 32 deep"
+TOO_LONG = "body: integers are limited to 100 digits"
+
+
 @pytest.mark.parametrize(
-    ("raw_body", "rule"),
+    ("raw_body", "rule", "msg"),
     [
-        (DEEP, "json_too_deep"),
+        (DEEP, "json_too_deep", TOO_DEEP),
         # Unclosed brackets would make the parser recurse just as deep.
-        ("[" * 10_000, "json_too_deep"),
-        (LONG_INTEGER, "json_number_too_long"),
-        ('{"delete_all": -' + "1" * 5_000 + "}", "json_number_too_long"),
+        ("[" * 10_000, "json_too_deep", TOO_DEEP),
+        (LONG_INTEGER, "json_number_too_long", TOO_LONG),
+        ('{"delete_all": -' + "1" * 5_000 + "}", "json_number_too_long", TOO_LONG),
     ],
 )
 def test_hostile_json_is_a_422_not_a_500(
-    api: ApiHarness, caplog: pytest.LogCaptureFixture, raw_body: str, rule: str
+    api: ApiHarness, caplog: pytest.LogCaptureFixture, raw_body: str, rule: str, msg: str
 ) -> None:
     vault_id = api.create({"first_name": "Ann"})
     before = api.items()
@@ -181,7 +188,7 @@ def test_hostile_json_is_a_422_not_a_500(
         with caplog.at_level(logging.DEBUG):
             response = api.call(method, path, raw_body=raw_body)
         assert_error(response, 422, "ValidationError")
-        assert response.json["errors"] == [{"loc": ["body"], "type": rule}], (method, path)
+        assert response.json["errors"] == [{"loc": ["body"], "type": rule, "msg": msg}], (method, path)
     assert api.items() == before
     assert "Unhandled error" not in caplog.text
     assert "7" * 200 not in caplog.text and "1" * 200 not in caplog.text
@@ -191,9 +198,12 @@ def test_json_within_the_limits_is_validated_as_usual(api: ApiHarness) -> None:
     # 32 levels and 100 digits parse; the schema then refuses the shape, field by field.
     nested = api.call("POST", "/vaults", raw_body='{"first_name": ' + "[" * 31 + "]" * 31 + "}")
     assert_error(nested, 422, "ValidationError")
-    assert nested.json["errors"] == [{"loc": ["body", "first_name"], "type": "string_type"}]
+    not_a_string = [
+        {"loc": ["body", "first_name"], "type": "string_type", "msg": "first_name: must be a string"}
+    ]
+    assert nested.json["errors"] == not_a_string
     number = api.call("POST", "/vaults", raw_body='{"first_name": ' + "9" * 100 + "}")
-    assert number.json["errors"] == [{"loc": ["body", "first_name"], "type": "string_type"}]
+    assert number.json["errors"] == not_a_string
     # Brackets inside strings are text.
     text = api.call("POST", "/vaults", body={"first_name": "[" * 100})
     assert text.status == 200, text.text
@@ -280,15 +290,25 @@ def test_validation_errors_name_field_and_rule_only(
         "code": "ValidationError",
         "message": "Invalid request data",
         "errors": [
-            {"loc": ["body", "ssn9"], "type": "string_pattern_mismatch"},
-            {"loc": ["body", "nick"], "type": "extra_forbidden"},
+            {
+                "loc": ["body", "ssn9"],
+                "type": "string_pattern_mismatch",
+                "msg": "ssn9: must be exactly 9 digits",
+            },
+            {
+                "loc": ["body", "nick"],
+                "type": "extra_forbidden",
+                "msg": f"body: 'nick' is not a vault field; known: {', '.join(SCHEMA_FIELDS)}",
+            },
         ],
     }
     for secret in ("12345678x", "Annie"):
         assert secret not in caplog.text
         assert all(secret not in str(record.__dict__) for record in caplog.records)
     (record,) = [r for r in caplog.records if r.getMessage() == "Request validation failed"]
-    assert record.validation_errors == response.json["errors"]  # type: ignore[attr-defined]
+    # The log keeps location and rule; the messages are for the client.
+    logged = [{"loc": error["loc"], "type": error["type"]} for error in response.json["errors"]]
+    assert record.validation_errors == logged  # type: ignore[attr-defined]
 
 
 def test_configuration_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

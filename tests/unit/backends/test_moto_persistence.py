@@ -10,32 +10,49 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Final
 
+import moto.backends
 import pytest
 from botocore.exceptions import ClientError
-from moto.core.base_backend import BackendDict
 
 from emulator.aws.backends import BackendConfig, BackendError, provision, start_backend
 from emulator.aws.backends.moto_server import MotoBackend
-from emulator.aws.backends.moto_state import SNAPSHOT_NAME, SnapshotError, read_header, save_snapshot
+from emulator.aws.backends.moto_state import (
+    PERSISTED_SERVICES,
+    SNAPSHOT_NAME,
+    SnapshotError,
+    read_header,
+    save_snapshot,
+)
 from vault.infra.table import PARTITION_KEY, SORT_KEY
 
 TABLE = "vault-persist-unit"
 ITEM = {PARTITION_KEY: {"S": "VAULT##p"}, SORT_KEY: {"S": "v0"}, "value": {"S": "kept"}}
 MESSAGE = b"audit digest"
-SIGNING = "RSASSA_PSS_SHA_256"
+SIGNING: Final = "RSASSA_PSS_SHA_256"
+
+
+#: An account no other test uses: moto's state is per process, and other tests' stays untouched.
+ACCOUNT = "246813579024"
 
 
 @pytest.fixture(autouse=True)
-def fresh_moto() -> Iterator[None]:
-    """Each test starts, and leaves, moto empty: as a new emulator process finds it."""
-    BackendDict.reset()
+def own_account(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
+    forget()
     yield
-    BackendDict.reset()
+    forget()
+
+
+def forget() -> None:
+    """Drop this account's moto state: what a new emulator process starts from."""
+    for service in PERSISTED_SERVICES:
+        moto.backends.get_backend(service).pop(ACCOUNT, None)  # type: ignore[call-overload]
 
 
 def _config(state_dir: Path, persist: bool = True) -> BackendConfig:
-    return BackendConfig(kind="moto", state_dir=state_dir, persist=persist)
+    return BackendConfig(kind="moto", state_dir=state_dir, persist=persist, account_id=ACCOUNT)
 
 
 def _not_found(call: Callable[[], object]) -> bool:
@@ -59,7 +76,7 @@ def test_tables_and_keys_survive_a_restart(tmp_path: Path) -> None:
         policy = kms.get_key_policy(KeyId=first.key_id, PolicyName="default")["Policy"]
     assert (tmp_path / SNAPSHOT_NAME).is_file()
 
-    BackendDict.reset()  # what a new process starts from
+    forget()  # what a new process starts from
     with start_backend(_config(tmp_path, persist=False)) as empty:
         assert _not_found(lambda: empty.client("kms").describe_key(KeyId=first.key_alias))
 
@@ -80,7 +97,7 @@ def test_tables_and_keys_survive_a_restart(tmp_path: Path) -> None:
         # Writes after the restore are kept by the next stop as well.
         backend.client("dynamodb").put_item(TableName=TABLE, Item={**ITEM, "value": {"S": "changed"}})
 
-    BackendDict.reset()
+    forget()
     with start_backend(_config(tmp_path)) as backend:
         item = backend.client("dynamodb").get_item(
             TableName=TABLE, Key={k: ITEM[k] for k in (PARTITION_KEY, SORT_KEY)}
@@ -100,7 +117,8 @@ def test_a_new_process_restores_the_snapshot(tmp_path: Path) -> None:
         "from pathlib import Path\n"
         "from emulator.aws.backends import BackendConfig, start_backend\n"
         "state = Path(sys.argv[1])\n"
-        "with start_backend(BackendConfig(kind='moto', state_dir=state, persist=True)) as backend:\n"
+        f"config = BackendConfig(kind='moto', state_dir=state, persist=True, account_id='{ACCOUNT}')\n"
+        "with start_backend(config) as backend:\n"
         "    kms = backend.client('kms')\n"
         "    answer = kms.decrypt(CiphertextBlob=(state / 'blob').read_bytes())\n"
         "    alias = kms.describe_key(KeyId='alias/nitro-vault')['KeyMetadata']['KeyId']\n"
@@ -117,6 +135,29 @@ def test_a_new_process_restores_the_snapshot(tmp_path: Path) -> None:
     assert result.stdout.split() == ["across", "processes", key.key_id]
 
 
+def test_only_the_emulators_account_is_saved_and_restored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = "135792468013"
+    with start_backend(_config(tmp_path)) as backend:
+        provision(backend, TABLE)
+        monkeypatch.setenv("MOTO_ACCOUNT_ID", other)
+        kms = backend.client("kms")
+        kept_elsewhere = kms.create_key(Description="another account's")["KeyMetadata"]["KeyId"]
+        monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
+    header, _ = read_header(tmp_path / SNAPSHOT_NAME)
+    assert header.accounts == (ACCOUNT,)
+    try:
+        with start_backend(_config(tmp_path)) as backend:
+            monkeypatch.setenv("MOTO_ACCOUNT_ID", other)
+            # The restore left the other account's live state as it was.
+            assert backend.client("kms").describe_key(KeyId=kept_elsewhere)["KeyMetadata"]["Enabled"]
+            monkeypatch.setenv("MOTO_ACCOUNT_ID", ACCOUNT)
+    finally:
+        for service in PERSISTED_SERVICES:
+            moto.backends.get_backend(service).pop(other, None)  # type: ignore[call-overload]
+
+
 def test_without_persist_nothing_is_saved(tmp_path: Path) -> None:
     with start_backend(_config(tmp_path, persist=False)) as backend:
         provision(backend, TABLE)
@@ -131,7 +172,7 @@ def test_the_snapshot_is_written_whole_and_private(tmp_path: Path) -> None:
     path = tmp_path / SNAPSHOT_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    assert header.services == ("dynamodb", "kms", "sts", "iam")
+    assert header.services == ("dynamodb", "kms", "sts", "iam") and header.accounts == (ACCOUNT,)
     read, payload = read_header(path)
     assert read.payload_bytes == len(payload)
 
@@ -148,7 +189,7 @@ def test_another_moto_major_is_refused_and_the_snapshot_kept(tmp_path: Path) -> 
     path = tmp_path / SNAPSHOT_NAME
     _rewrite_header(path, moto_version="4.2.14")
     saved = path.read_bytes()
-    BackendDict.reset()
+    forget()
     with pytest.raises(BackendError, match=r"saved by moto 4\.2\.14.*vault-emulator reset"):
         start_backend(_config(tmp_path))
     # The failed start saved nothing over it.
@@ -165,7 +206,7 @@ def test_a_damaged_snapshot_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_snapshot_that_does_not_unpickle_names_the_versions(tmp_path: Path) -> None:
-    save_snapshot(tmp_path / SNAPSHOT_NAME)
+    save_snapshot(tmp_path / SNAPSHOT_NAME, (ACCOUNT,))
     path = tmp_path / SNAPSHOT_NAME
     magic, header, _ = path.read_bytes().split(b"\n", 2)
     junk = b"\x80\x05not a pickle"

@@ -180,6 +180,8 @@ def test_heavy_expressions_together_stop_at_the_request_bound() -> None:
     started = time.monotonic()
     result = engine.evaluate({}, {f"h{index}": heavy for index in range(8)})
     elapsed = time.monotonic() - started
-    assert result.errors == [f"[h{index}] Execution Error: evaluation time limit exceeded" for index in range(8)]
+    assert result.errors == [
+        f"[h{index}] Execution Error: evaluation time limit exceeded" for index in range(8)
+    ]
     # Eight expressions of 0.2 s CPU each would take 1.6 s; the call stops near its 0.5 s.
     assert elapsed < 1.5

@@ -70,7 +70,7 @@ def test_comparisons(engine: CelEngine, expression: str, expected: bool) -> None
 
 def test_age_compares_with_an_int(fixed_engine: CelEngine) -> None:
     # age() is a uint: before, "uint == int" had no overload.
-    fields = {"dob": "1984-01-01"}
+    fields: dict[str, str | None] = {"dob": "1984-01-01"}
     assert evaluate_one(fixed_engine, "date(dob).age() == 40", fields) is True
     assert evaluate_one(fixed_engine, "date(dob).age() >= 18 && date(dob).age() < 40.5", fields) is True
 
@@ -137,7 +137,9 @@ def test_values(engine: CelEngine, expression: str, expected: object) -> None:
         ("b'\\u0041'", "invalid bytes literal: \\u escape"),
     ],
 )
-def test_literals_that_are_not_unicode_text_do_not_compile(engine: CelEngine, expression: str, detail: str) -> None:
+def test_literals_that_are_not_unicode_text_do_not_compile(
+    engine: CelEngine, expression: str, detail: str
+) -> None:
     assert error_of(engine, expression) == f"[out] Compile Error: {detail}"
 
 

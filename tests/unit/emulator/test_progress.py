@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from emulator.daemon.config import StateLayout
+from emulator.daemon import lifecycle
+from emulator.daemon.config import EmulatorConfig, StateLayout
 from emulator.daemon.supervisor import progress_sink
 from emulator.host.progress import (
     ProgressFile,
@@ -115,3 +119,66 @@ def test_a_terminal_gets_one_live_line_replaced_by_the_result() -> None:
 def test_seconds_read_as_minutes_when_long() -> None:
     assert format_seconds(2.345) == "2.3 s"
     assert format_seconds(184) == "3 min 04 s"
+
+
+#: Stands in for the daemon: reports a slow step in the progress file and its components
+#: in the state file as the supervisor does, then stays quiet a while before it is running.
+FAKE_DAEMON = """
+import os, sys, time
+from pathlib import Path
+from emulator.daemon.config import StateLayout
+from emulator.daemon.state import ComponentState, EmulatorState, process_start_time, write_state
+from emulator.daemon.supervisor import progress_sink
+from emulator.host.progress import set_sink, step
+
+layout = StateLayout(Path(sys.argv[1]))
+set_sink(progress_sink(layout))
+
+def publish(phase, started):
+    rows = [ComponentState("backend", started_seconds=0.1 if started else None),
+            ComponentState("enclave", started_seconds=None)]
+    # Its start time too, so that down() knows it for the daemon it started (and reaps it).
+    starts = {str(os.getpid()): process_start_time(os.getpid())}
+    write_state(layout.state_file, EmulatorState(phase, os.getpid(), str(layout.root), "moto", "container",
+                                                 components=rows, pid_start_times=starts))
+
+publish("starting", False)
+with step("starting dockerd"):
+    time.sleep(0.3)
+publish("starting", True)
+time.sleep(1.0)
+publish("running", True)
+time.sleep(30)  # until down() stops it
+"""
+
+
+def test_up_relays_the_daemons_steps_and_says_what_it_still_waits_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_popen = subprocess.Popen
+
+    def fake_daemon(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        assert command[1:3] == ["-m", "emulator.daemon.supervisor"]
+        started: subprocess.Popen[bytes] = real_popen(
+            [sys.executable, "-c", FAKE_DAEMON, command[-1]], **kwargs
+        )
+        return started
+
+    monkeypatch.setattr(subprocess, "Popen", fake_daemon)
+    monkeypatch.setattr(lifecycle, "QUIET_SECONDS", 0.4)
+    lines: list[str] = []
+    steps: list[StepEvent] = []
+    state = lifecycle.up(EmulatorConfig(state_dir=tmp_path, port=0), echo=lines.append, on_step=steps.append)
+    try:
+        assert state.phase == "running"
+        assert [(e.step, e.outcome) for e in steps] == [
+            ("starting dockerd", "begin"),
+            ("starting dockerd", "done"),
+        ]
+        assert steps[1].seconds >= 0.3
+        assert lines[0].startswith("  ✓ backend ")
+        assert any(
+            line.startswith("  … still starting after") and line.endswith(": enclave") for line in lines
+        )
+    finally:
+        lifecycle.down(StateLayout(tmp_path))

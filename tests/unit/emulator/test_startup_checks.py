@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import socket
 import stat
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +134,53 @@ def test_other_backends_ignore_a_stale_environment_setting(
     lifecycle.check_before_start(EmulatorConfig(state_dir=tmp_path, port=0))
     with pytest.raises(lifecycle.InvalidInterpreter, match="does not exist"):
         lifecycle.check_before_start(EmulatorConfig(state_dir=tmp_path, port=0, backend="localstack"))
+
+
+#: Stands in for a daemon whose gateway failed: records the failure as the supervisor does.
+FAILED_DAEMON = """
+import os, sys
+from pathlib import Path
+from emulator.daemon.config import StateLayout
+from emulator.daemon.state import EmulatorState, write_state
+
+layout = StateLayout(Path(sys.argv[1]))
+print("supervisor: the same traceback again", flush=True)
+error = "gateway: the process exited during startup\\nTraceback ...\\nOSError: " + sys.argv[2]
+write_state(layout.state_file, EmulatorState("failed", os.getpid(), str(layout.root), "moto", "namespace",
+                                             error=error))
+"""
+
+
+def _fail_like_the_gateway(monkeypatch: pytest.MonkeyPatch, error: str) -> None:
+    real_popen = subprocess.Popen
+
+    def failed_daemon(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        assert command[1:3] == ["-m", "emulator.daemon.supervisor"]
+        started: subprocess.Popen[bytes] = real_popen(
+            [sys.executable, "-c", FAILED_DAEMON, command[-1], error], **kwargs
+        )
+        return started
+
+    monkeypatch.setattr(subprocess, "Popen", failed_daemon)
+
+
+def test_a_port_taken_after_the_check_still_reads_as_port_in_use(
+    busy_port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The port was free when checked; another program bound it before the gateway did.
+    monkeypatch.setattr(lifecycle, "check_before_start", lambda config: None)
+    _fail_like_the_gateway(monkeypatch, "[Errno 98] Address already in use")
+    with pytest.raises(lifecycle.PortInUse, match=f"port {busy_port} is in use"):
+        lifecycle.up(EmulatorConfig(state_dir=tmp_path, port=busy_port))
+
+
+def test_a_failure_with_its_log_is_not_followed_by_the_supervisors_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fail_like_the_gateway(monkeypatch, "[Errno 13] Permission denied")
+    with pytest.raises(lifecycle.StartupFailed) as caught:
+        lifecycle.up(EmulatorConfig(state_dir=tmp_path, port=0))
+    message = str(caught.value)
+    assert message.count("Traceback") == 1 and "Permission denied" in message
+    assert "the same traceback again" not in message
+    assert message.endswith(f"see {tmp_path / 'logs' / 'supervisor.log'}")

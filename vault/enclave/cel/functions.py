@@ -181,7 +181,9 @@ def _size(value: object) -> Result:
 
     cel-python would also answer 0 for ``null``; CEL and upstream have no such overload.
     """
-    if isinstance(value, (str, bytes, list)) or (isinstance(value, dict) and not isinstance(value, NameContainer)):
+    if isinstance(value, (str, bytes, list)) or (
+        isinstance(value, dict) and not isinstance(value, NameContainer)
+    ):
         return ct.IntType(len(value))
     raise TypeError("no such overload")
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable, Mapping
-from typing import Final
+from typing import Any, Final, cast
 
 import celpy.celtypes as ct
 from celpy.evaluation import CELEvalError, NameContainer, Result
@@ -111,23 +111,23 @@ def kind_of(value: object) -> str:
     return _OTHER
 
 
-def _key_identity(key: object, kind: str) -> tuple[str, object]:
+def _key_identity(key: Any, kind: str) -> tuple[str, object]:
     """A hashable identity for a map key that keeps ``1``, ``1u`` and ``true`` apart."""
     if kind == _STRING:
-        return kind, str(key)  # type: ignore[call-overload]
+        return kind, str(key)
     if kind == _BOOL:
         return kind, bool(key)
-    return kind, int(key)  # type: ignore[call-overload]
+    return kind, int(key)
 
 
-def equal(left: object, right: object) -> bool:
+def equal(left: Any, right: Any) -> bool:
     """CEL ``==`` between two non-error values; never raises."""
     left_kind = kind_of(left)
     right_kind = kind_of(right)
     if left_kind in NUMERIC_KINDS and right_kind in NUMERIC_KINDS:
         if left_kind == _DOUBLE or right_kind == _DOUBLE:
-            return float(left) == float(right)  # type: ignore[arg-type]
-        return int(left) == int(right)  # type: ignore[call-overload]
+            return float(left) == float(right)
+        return int(left) == int(right)
     if left_kind != right_kind:
         return False
     if left_kind == _NULL:
@@ -151,7 +151,7 @@ def equal(left: object, right: object) -> bool:
     return bool(left == right)
 
 
-def _maps_equal(left: dict[object, object], right: dict[object, object]) -> bool:
+def _maps_equal(left: dict[Any, Any], right: dict[Any, Any]) -> bool:
     if len(left) != len(right):
         return False
     missing = object()
@@ -163,28 +163,28 @@ def _maps_equal(left: dict[object, object], right: dict[object, object]) -> bool
     return True
 
 
-def compare(left: object, right: object) -> int:
+def compare(left: Any, right: Any) -> int:
     """-1, 0 or 1 for CEL's ordering of two non-error values; ``TypeError`` if they have none."""
     left_kind = kind_of(left)
     right_kind = kind_of(right)
     if left_kind in NUMERIC_KINDS and right_kind in NUMERIC_KINDS:
         if left_kind == _DOUBLE or right_kind == _DOUBLE:
-            a: float | int = float(left)  # type: ignore[arg-type]
-            b: float | int = float(right)  # type: ignore[arg-type]
+            a: float | int = float(left)
+            b: float | int = float(right)
             if math.isnan(a) or math.isnan(b):
                 raise TypeError("no such overload")
         else:
-            a, b = int(left), int(right)  # type: ignore[call-overload]
+            a, b = int(left), int(right)
         return (a > b) - (a < b)
     if left_kind != right_kind or left_kind not in _ORDERED:
         raise TypeError("no such overload")
     if left_kind == _BOOL:
         x, y = bool(left), bool(right)
         return (x > y) - (x < y)
-    return (left > right) - (left < right)  # type: ignore[operator]
+    return int(left > right) - int(left < right)
 
 
-def contains(item: object, container: object) -> bool:
+def contains(item: Any, container: Any) -> bool:
     """CEL ``item in container`` for non-error values; ``TypeError`` for other containers."""
     if isinstance(container, list):
         return any(equal(item, candidate) for candidate in container)
@@ -197,8 +197,8 @@ def contains(item: object, container: object) -> bool:
     raise TypeError("no such overload")
 
 
-def _relation(test: Callable[[object, object], bool]) -> Callable[[Result, Result], Result]:
-    def operator(left: Result, right: Result) -> Result:
+def _relation(test: Callable[[Any, Any], bool]) -> Callable[[Any, Any], Result]:
+    def operator(left: Any, right: Any) -> Result:
         if isinstance(left, CELEvalError):
             return left
         if isinstance(right, CELEvalError):
@@ -208,14 +208,14 @@ def _relation(test: Callable[[object, object], bool]) -> Callable[[Result, Resul
     return operator
 
 
-def _logical(decisive: bool) -> Callable[[Result, Result], Result]:
+def _logical(decisive: bool) -> Callable[[Any, Any], Result]:
     """CEL's ``||`` (``decisive`` true) or ``&&`` (false): commutative, errors absorbed by a decisive side.
 
     cel-python hands back the other operand whatever its type (``false || 1`` is 1,
     ``false || null`` is null); CEL and upstream have no such overload.
     """
 
-    def operator(left: Result, right: Result) -> Result:
+    def operator(left: Any, right: Any) -> Result:
         left_bool = kind_of(left) == _BOOL
         right_bool = kind_of(right) == _BOOL
         if (left_bool and bool(left) is decisive) or (right_bool and bool(right) is decisive):
@@ -230,9 +230,9 @@ def _logical(decisive: bool) -> Callable[[Result, Result], Result]:
     return operator
 
 
-def _int64_checked(operation: Callable[[Result, Result], Result]) -> Callable[[Result, Result], Result]:
-    def operator(left: Result, right: Result) -> Result:
-        if kind_of(left) == _INT and kind_of(right) == _INT and int(left) == _INT64_MIN and int(right) == -1:  # type: ignore[call-overload]
+def _int64_checked(operation: Callable[[Any, Any], Result]) -> Callable[[Any, Any], Result]:
+    def operator(left: Any, right: Any) -> Result:
+        if kind_of(left) == _INT and kind_of(right) == _INT and int(left) == _INT64_MIN and int(right) == -1:
             # cel-python reports ValueError/OverflowError of an operator as an overflow error.
             raise OverflowError("int64 overflow")
         return operation(left, right)
@@ -240,10 +240,10 @@ def _int64_checked(operation: Callable[[Result, Result], Result]) -> Callable[[R
     return operator
 
 
-def _add(left: Result, right: Result) -> Result:
+def _add(left: Any, right: Any) -> Result:
     """``+``; concatenations stay CEL values (Python's ``str.__add__`` would give a plain ``str``,
     which then lacks ``contains``)."""
-    result = left + right  # type: ignore[operator]
+    result = left + right
     result_type = type(result)
     if result_type is str:
         return ct.StringType(result)
@@ -251,18 +251,18 @@ def _add(left: Result, right: Result) -> Result:
         return ct.BytesType(result)
     if result_type is list:
         return ct.ListType(result)
-    return result  # type: ignore[no-any-return]
+    return cast(Result, result)
 
 
-def _divide(left: Result, right: Result) -> Result:
-    return left / right  # type: ignore[operator, no-any-return]
+def _divide(left: Any, right: Any) -> Result:
+    return cast(Result, left / right)
 
 
-def _modulo(left: Result, right: Result) -> Result:
-    return left % right  # type: ignore[operator, no-any-return]
+def _modulo(left: Any, right: Any) -> Result:
+    return cast(Result, left % right)
 
 
-OPERATORS: Final[Mapping[str, Callable[[Result, Result], Result]]] = {
+OPERATORS: Final[Mapping[str, Callable[[Any, Any], Result]]] = {
     "_==_": _relation(equal),
     "_!=_": _relation(lambda left, right: not equal(left, right)),
     "_<_": _relation(lambda left, right: compare(left, right) < 0),

@@ -6,11 +6,11 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import celpy
-import lark
 import celpy.celtypes as ct
+import lark
 from celpy.evaluation import Activation, CELEvalError, Evaluator, Result, celbytes, celstr
 
 from vault.enclave.cel.errors import describe_compile_failure
@@ -86,7 +86,7 @@ def _inspect(ast: lark.Tree[Any], limits: CelLimits) -> Compiled:
                 return CompileFailure(problem)
             value = _literal_value(node.children[0])
             if value is not _UNDECODED:
-                literals[id(node)] = value
+                literals[id(node)] = cast(Result, value)
         elif node.data == "member_dot_arg":
             problem = _macro_problem(node)
             if problem is not None:
@@ -226,18 +226,18 @@ class BoundedEvaluator(Evaluator):
     def literal(self, tree: lark.Tree[Any]) -> Result:
         value = self._literals.get(id(tree), _UNDECODED)
         if value is _UNDECODED:
-            return super().literal(tree)
-        return value  # type: ignore[return-value]
+            return cast(Result, super().literal(tree))
+        return cast(Result, value)
 
     def primary(self, tree: lark.Tree[Any]) -> Result:
         if len(tree.children) != 1:
-            return super().primary(tree)
-        child = tree.children[0]
+            return cast(Result, super().primary(tree))
+        child: Any = tree.children[0]
         kind = child.data
         if kind == "literal":
-            return self.visit(child)  # type: ignore[no-any-return]
+            return cast(Result, self.visit(child))
         if kind == "paren_expr":
-            return self.visit(child.children[0])  # type: ignore[no-any-return]
+            return cast(Result, self.visit(child.children[0]))
         if kind == "ident":
             name = child.children[0]
             try:
@@ -248,7 +248,7 @@ class BoundedEvaluator(Evaluator):
             arguments = child.children[1].children if len(child.children) == 2 else []
             values = [self.visit(argument) for argument in arguments]
             return self.function_eval(child.children[0], values)
-        return super().primary(tree)
+        return cast(Result, super().primary(tree))
 
     def _variable(self, name: str) -> Result:
         """``activation.resolve_variable(name)`` for a plain name, without its per-call overhead.
@@ -263,8 +263,8 @@ class BoundedEvaluator(Evaluator):
             for container in activation.identifiers.parent_iter():
                 referent = dict.get(container, name)
                 if referent is not None:
-                    return referent.value  # type: ignore[return-value]
-        return activation.resolve_variable(name)  # type: ignore[return-value]
+                    return cast(Result, referent.value)
+        return cast(Result, activation.resolve_variable(name))
 
     def function_eval(self, name_token: lark.Token, exprlist: Iterable[Result] | None = None) -> Result:
         try:
@@ -305,23 +305,26 @@ class BoundedEvaluator(Evaluator):
             return _error("no such overload", exc, token=method_ident)
 
     def member_dot_arg(self, tree: lark.Tree[Any]) -> Result:
-        if tree.children[1].value in _MACRO_METHODS:
-            return super().member_dot_arg(tree)
-        member = self.visit(tree.children[0])
-        if len(tree.children) == 2:
-            return self.method_eval(member, tree.children[1])
-        return self.method_eval(member, tree.children[1], self.visit(tree.children[2]))
+        children: list[Any] = tree.children
+        if children[1].value in _MACRO_METHODS:
+            return cast(Result, super().member_dot_arg(tree))
+        member = self.visit(children[0])
+        if len(children) == 2:
+            return self.method_eval(member, children[1])
+        return self.method_eval(member, children[1], self.visit(children[2]))
 
     def _binary(self, tree: lark.Tree[Any]) -> Result:
         if len(tree.children) != 2:
-            return self.visit(tree.children[0])  # type: ignore[no-any-return]
+            return cast(Result, self.visit(tree.children[0]))
+        operator_tree: Any
+        right_tree: Any
         operator_tree, right_tree = tree.children
         function = self.activation.resolve_function(_BINARY_OPERATORS[operator_tree.data])
         # The operator node's only child is the left operand; visiting it yields [left].
         left = self.visit(operator_tree)[0]
         right = self.visit(right_tree)
         try:
-            return function(left, right)  # type: ignore[no-any-return]
+            return cast(Result, function(left, right))
         except TypeError as exc:
             return _error(
                 f"found no matching overload for {operator_tree.data!r} "
