@@ -7,10 +7,10 @@ here from the location, the rule and the rule's own limits ("fields[2]: 'middle'
 vault field; known: email, ...", "body: invalid JSON at character 21: expected ','").
 
 What a message may quote: the schema's own names and limits, and a name the client sent
-(an object key, an entry of a field-name list) if it looks like an identifier, at most
-:data:`MAX_QUOTED_NAME` characters of letters, digits and ``_``. Anything else a client
-sent, values above all, is never repeated; a key that is not identifier-like shows as
-:data:`HIDDEN_NAME` in ``loc`` too.
+(an object key, an entry of a field-name list) if it looks like an identifier: at most
+:data:`MAX_QUOTED_NAME` ASCII letters, digits, ``_`` and ``-``, the first a letter or
+``_``. Anything else a client sent, values above all, is never repeated; a key that is
+not identifier-like shows as :data:`HIDDEN_NAME` in ``loc`` too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from vault.common.messages import MAX_EXPRESSION_LENGTH
 
 MAX_QUOTED_NAME = 64
 HIDDEN_NAME = "<hidden>"
-_NAME = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_QUOTED_NAME - 1}}}")
+_NAME = re.compile(rf"[A-Za-z_][A-Za-z0-9_\-]{{0,{MAX_QUOTED_NAME - 1}}}")
 #: pydantic marks an error in a dictionary's key (not its value) with this last ``loc`` part.
 _KEY_MARK = "[key]"
 _KNOWN_FIELDS = ", ".join(SCHEMA_FIELDS)

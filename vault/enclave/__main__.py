@@ -1,7 +1,9 @@
 """``python -m vault.enclave``: the enclave process.
 
 Reads :class:`~vault.enclave.config.EnclaveConfig` from the environment, logs JSON lines
-to stderr, and serves decrypt requests until SIGTERM or SIGINT.
+to stderr, and serves decrypt requests until SIGTERM or SIGINT. Every request must carry
+the API's authorization (decision D16); nothing in the environment can turn that off,
+since the environment is the parent's to set.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from vault.common.authorization import AuthorizationVerifier
 from vault.common.logs import configure_logging
 from vault.enclave.config import ConfigError, EnclaveConfig
 from vault.enclave.handler import RequestHandler, load_default_engine
@@ -55,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         with decryptor:
-            handler = RequestHandler(decryptor, engine)
+            # One verifier for the process: its replay cache spans every connection.
+            handler = RequestHandler(decryptor, engine, authorizer=AuthorizationVerifier())
             server = EnclaveServer(config.transport.create(), handler, config.server)
             try:
                 server.start()

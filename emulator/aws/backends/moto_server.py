@@ -72,7 +72,7 @@ class MotoBackend(AwsBackend):
         install_light_transaction_backups()
         install_module_list_cache()
         if self.config.persist and self.snapshot_path.is_file():
-            self.restored = restore_snapshot(self.snapshot_path)
+            self.restored = restore_snapshot(self.snapshot_path, self.config.account_id)
         # What moto's ThreadedMotoServer does, keeping the application to call in process.
         app = DomainDispatcherApplication(create_backend_app)
         server = make_server(

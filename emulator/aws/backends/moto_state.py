@@ -4,9 +4,9 @@ moto keeps each service's data in process globals, one backend object per (accou
 region) of a ``BackendDict`` (``moto.backends.get_backend``); it has no persistence of
 its own. Replaying its request recorder would not do: a replayed ``CreateKey`` makes
 new key material, and every ciphertext made before no longer decrypts. So the backend
-objects of :data:`PERSISTED_SERVICES` in the emulator's account are pickled whole. They pickle as they are, but
-for the ``cryptography`` keys of moto's asymmetric KMS keys, which are written as
-PKCS#8 (private) or SubjectPublicKeyInfo (public) DER and loaded back.
+objects of :data:`PERSISTED_SERVICES` in the emulator's account are pickled whole. They
+pickle as they are, but for the ``cryptography`` keys of moto's asymmetric KMS keys,
+which are written as PKCS#8 (private) or SubjectPublicKeyInfo (public) DER and loaded back.
 
 The file: one line of magic, one line of JSON (:class:`SnapshotHeader`: the moto and
 Python versions that wrote it, the payload's length and SHA-256), then the pickle. It
@@ -202,13 +202,20 @@ def read_header(path: Path) -> tuple[SnapshotHeader, bytes]:
     return header, payload
 
 
-def restore_snapshot(path: Path) -> SnapshotHeader:
+def restore_snapshot(path: Path, account_id: str) -> SnapshotHeader:
     """Replace this process's moto backends by those saved at ``path``; return the snapshot's header.
 
     Each saved (service, account, region) backend replaces the live one; backends the
-    snapshot does not name are left as they are.
+    snapshot does not name are left as they are. A snapshot of another account than
+    ``account_id`` (the one served now) is refused: its vaults would be invisible, and the
+    next save would drop them.
     """
     header, payload = read_header(path)
+    if header.accounts != (account_id,):
+        raise SnapshotError(
+            f"{path} holds account {', '.join(header.accounts) or 'none'}, and this emulator serves "
+            f"account {account_id}: start it with that account, or {_RESET_HINT}"
+        )
     try:
         saved = pickle.loads(payload)  # noqa: S301 (the state directory's own file; see the module docstring)
     except Exception as exc:

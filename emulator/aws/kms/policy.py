@@ -212,6 +212,24 @@ def conditions_hold(block: Any, request: RequestContext) -> bool:
     return result
 
 
+def failed_conditions(block: Any, request: RequestContext) -> list[str]:
+    """The ``<operator> <key>`` pairs of ``block`` that do not hold for ``request`` (never values)."""
+    if block is None:
+        return []
+    if not isinstance(block, Mapping):
+        raise PolicyError("Condition must be an object")
+    keys = _lowered(request.keys)
+    failed: list[str] = []
+    for name, entries in block.items():
+        op = _operator(str(name))
+        if not isinstance(entries, Mapping) or not entries:
+            raise PolicyError(f"{name} must map condition keys to values")
+        for key, raw in entries.items():
+            if not _condition(op, keys.get(str(key).lower(), ()), _policy_values(raw)):
+                failed.append(f"{name} {key}")
+    return failed
+
+
 def _strings(raw: Any, what: str) -> list[str]:
     items = raw if isinstance(raw, list) else [raw]
     if not items or not all(isinstance(item, str) for item in items):
@@ -369,6 +387,37 @@ def validate(policy: Mapping[str, Any]) -> None:
         _action_matches(statement, probe.action)
         _resource_matches(statement, probe.resource)
         conditions_hold(statement.get("Condition"), probe)
+
+
+def explain(policy: Mapping[str, Any], request: RequestContext) -> tuple[str, ...]:
+    """Why no ``Allow`` statement applies: per statement that names the caller, action and
+    resource, the conditions that did not hold (``"AllowDecrypt: StringEquals kms:...:PCR2"``).
+
+    Condition keys and operators only, never their values. Empty when the policy cannot be
+    evaluated or no statement comes that close.
+    """
+    if not isinstance(policy, Mapping):
+        return ()
+    try:
+        request = _with_principal_keys(request)
+        reasons: list[str] = []
+        for index, statement in enumerate(_statements(policy)):
+            if statement.get("Effect") != "Allow":
+                continue
+            principal, _ = _principal(statement, request)
+            if not (
+                principal
+                and _action_matches(statement, request.action)
+                and _resource_matches(statement, request.resource)
+            ):
+                continue
+            failed = failed_conditions(statement.get("Condition"), request)
+            if failed:
+                name = str(statement.get("Sid", f"#{index}"))
+                reasons.append(f"{name}: {', '.join(failed)}")
+        return tuple(reasons)
+    except PolicyError:
+        return ()
 
 
 def evaluate(policy: Mapping[str, Any], request: RequestContext) -> Decision:

@@ -64,6 +64,7 @@ class GatewayComponent(Component):
             "AWS_LAMBDA_FUNCTION_NAME": "nitro-vault-api",
             "TABLE_NAME": self.provision.provisioned.table_name,
             "KEY_ARN": self.provision.provisioned.key_arn,
+            "AUTHORIZER_KEY_ARN": self.provision.provisioned.authorizer_key_arn,
             "VAULT_URL": self.parent.url,
             # Through the fault proxy (a pass-through unless a write fault is armed).
             "DYNAMODB_ENDPOINT_URL": self.dynamodb_proxy.proxy.endpoint_url,

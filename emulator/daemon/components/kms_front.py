@@ -51,7 +51,14 @@ class KmsFrontComponent(Component):
                 instance.access_key_id: Identity(self.config.instance_role_arn, instance.secret_access_key),
                 api.access_key_id: Identity(self.config.api_role_arn, api.secret_access_key),
             },
-            key_policies={provisioned.key_arn: provisioned.key_policy},
+            key_policies={
+                provisioned.key_arn: provisioned.key_policy,
+                **(
+                    {provisioned.authorizer_key_arn: provisioned.authorizer_key_policy}
+                    if provisioned.authorizer_key_policy is not None
+                    else {}
+                ),
+            },
             region=self.config.region,
             backend_credentials=(backend.access_key_id, backend.secret_access_key),
         )

@@ -1,4 +1,5 @@
-"""Creating the vault table and the KMS key, whose policy names the measured image."""
+"""Creating the vault table and the KMS key, whose policy names the measured image, and the
+API's authorizer key (decision D16), whose policy lets only the API's role sign."""
 
 from __future__ import annotations
 
@@ -6,10 +7,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from emulator.aws.backends import KEY_STORE_NAME, KeyMaterialStore, provision
 from emulator.daemon.components.backend import BackendComponent
 from emulator.daemon.components.base import Component, Context
 from emulator.daemon.components.image import ImageComponent
+from vault.infra.authorizer_key import (
+    ALIAS as AUTHORIZER_ALIAS,
+)
+from vault.infra.authorizer_key import (
+    AuthorizerKeyParams,
+    build_authorizer_key_policy,
+    create_key_arguments,
+)
 from vault.infra.key_policy import KeyPolicyParams, build_key_policy
 
 
@@ -19,6 +30,21 @@ class Provisioned:
     key_arn: str
     #: The policy the KMS front enforces for ``key_arn``.
     key_policy: Mapping[str, Any]
+    #: The API's signing key, and the policy the KMS front enforces for it.
+    authorizer_key_arn: str = ""
+    authorizer_key_policy: Mapping[str, Any] | None = None
+
+
+def ensure_authorizer_key(kms: Any) -> str:
+    """The ARN of the authorizer key under its alias, created if the backend has none."""
+    try:
+        return str(kms.describe_key(KeyId=AUTHORIZER_ALIAS)["KeyMetadata"]["Arn"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NotFoundException":
+            raise
+    metadata = kms.create_key(**create_key_arguments())["KeyMetadata"]
+    kms.create_alias(AliasName=AUTHORIZER_ALIAS, TargetKeyId=metadata["KeyId"])
+    return str(metadata["Arn"])
 
 
 class ProvisionComponent(Component):
@@ -55,8 +81,16 @@ class ProvisionComponent(Component):
         # idempotent); where the backend loses keys on restart, the store recreates them.
         store = KeyMaterialStore(self.layout.backend / KEY_STORE_NAME) if self.config.persist else None
         result = provision(self.backend.backend, self.config.table_name, key_store=store)
-        self._provisioned = Provisioned(self.config.table_name, result.key_arn, policy)
-        self.context.facts.update(table_name=self.config.table_name, key_arn=result.key_arn)
+        authorizer_arn = ensure_authorizer_key(self.backend.backend.client("kms"))
+        authorizer_policy = build_authorizer_key_policy(
+            AuthorizerKeyParams(account_id=self.config.account_id, api_role_arn=self.config.api_role_arn)
+        )
+        self._provisioned = Provisioned(
+            self.config.table_name, result.key_arn, policy, authorizer_arn, authorizer_policy
+        )
+        self.context.facts.update(
+            table_name=self.config.table_name, key_arn=result.key_arn, authorizer_key_arn=authorizer_arn
+        )
 
     def address(self) -> str:
         return self._provisioned.key_arn if self._provisioned is not None else ""

@@ -217,6 +217,12 @@ def test_a_snapshot_that_does_not_unpickle_names_the_versions(tmp_path: Path) ->
         start_backend(_config(tmp_path))
 
 
+def test_a_snapshot_of_another_account_is_refused(tmp_path: Path) -> None:
+    save_snapshot(tmp_path / SNAPSHOT_NAME, ("999999999999",))
+    with pytest.raises(SnapshotError, match=r"holds account 999999999999.*serves account " + ACCOUNT):
+        start_backend(_config(tmp_path))
+
+
 def test_another_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / SNAPSHOT_NAME).write_bytes(os.urandom(64))
     with pytest.raises(SnapshotError, match="not a moto state snapshot"):

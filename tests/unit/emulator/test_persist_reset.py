@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from emulator.aws.backends.moto_state import SNAPSHOT_NAME
 from emulator.daemon import lifecycle
+from emulator.daemon.components.backend import BackendComponent
+from emulator.daemon.components.base import Context
 from emulator.daemon.config import EmulatorConfig, StateLayout
 from emulator.daemon.state import EmulatorState, process_start_time, write_state
 from emulator.tools.cli import build_parser, config_from_args, main
@@ -77,3 +80,18 @@ def test_reset_refuses_while_the_daemon_runs(tmp_path: Path, capsys: pytest.Capt
     error = capsys.readouterr().err
     assert "is running" in error and "vault-emulator down" in error
     assert (layout.backend / "moto-state.pickle").is_file() and (layout.pki / "root.key").is_file()
+
+
+def test_the_backend_component_persists_under_the_state_directory(tmp_path: Path) -> None:
+    config = EmulatorConfig(state_dir=tmp_path, persist=True)
+    context = Context(config, config.layout)
+    config.layout.ensure()
+    component = BackendComponent(context)
+    component.start()
+    try:
+        assert component.backend.config.persist is True
+        assert component.backend.config.state_dir == config.layout.backend
+        assert context.facts["persist"] is True
+    finally:
+        component.stop()
+    assert (config.layout.backend / SNAPSHOT_NAME).is_file()

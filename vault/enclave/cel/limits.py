@@ -41,13 +41,14 @@ class CelLimits:
     """Bounds on compiling and evaluating expressions; the defaults suit the enclave.
 
     ``max_ast_depth`` keeps the recursive evaluator inside Python's recursion limit
-    (cel-python raises it to 2500 frames; each tree level takes four): 400 levels
+    (cel-python raises it to 2500 frames; each tree level takes at most four): 400 levels
     allow 39 nested parentheses or a chain of 196 ``+`` terms.
     """
 
     # Parse-tree levels an expression may have; deeper ones are a Compile Error.
     max_ast_depth: int = 400
-    # Tree nodes one expression may evaluate (roughly 10 µs each), macro bodies included.
+    # Tree nodes one expression may evaluate (a few µs each), macro bodies included; a precedence
+    # level with a single child (``expr`` around a plain ``x``) is not a step.
     max_steps: int = 100_000
     # CPU seconds (of the evaluating thread) for evaluating one expression, compiling not included.
     max_expression_seconds: float = 0.5

@@ -350,6 +350,13 @@ class BoundedEvaluator(Evaluator):
         # stack frame per tree level. Rule methods are looked up once per class: none of
         # cel-python's carries a lark ``visit_wrapper``, and rules without a method
         # (``relation_lt`` and the like) go to ``__default__``, as lark's __getattr__ does.
+        # A precedence level with one child (``expr`` → ``conditionalor`` → ... → ``member``
+        # for a plain ``x``) returns its child's value unchanged: go straight to the child.
+        while tree.data in _PASS_THROUGH and len(tree.children) == 1:
+            child = tree.children[0]
+            if not isinstance(child, lark.Tree):
+                break
+            tree = child
         self._budget.step()
         rule = _RULES.get(tree.data)
         if rule is None:
@@ -361,6 +368,11 @@ class BoundedEvaluator(Evaluator):
         self._budget.meter.admit(result)
         return result
 
+
+# Rules whose one-child form is cel-python's ``return self.visit_children(tree)[0]``.
+_PASS_THROUGH: Final = frozenset(
+    {"expr", "conditionalor", "conditionaland", "relation", "addition", "multiplication", "unary", "member"}
+)
 
 # Rule name → BoundedEvaluator's unbound method for it (filled on first use; the grammar is fixed).
 _RULES: dict[str, Callable[[BoundedEvaluator, lark.Tree[Any]], Any]] = {}
