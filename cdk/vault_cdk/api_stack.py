@@ -2,7 +2,9 @@
 
 Differences from upstream, each a decision: the REST API requires IAM (SigV4) on every
 method (D15); the stage has throttling, access logs and execution-error logs; the
-function gets ``AUDIT_RETENTION_DAYS`` (D14) and logs at INFO, not DEBUG (D9).
+function gets ``AUDIT_RETENTION_DAYS`` (D14) and logs at INFO, not DEBUG (D9); the
+function signs each decrypt's authorization with an asymmetric key of this stack whose
+key policy lets only the API's role sign (D16).
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from constructs import Construct
 
 from vault.infra import table as table_def
 from vault.infra.artifacts import API
+from vault.infra.authorizer_key import (
+    DESCRIPTION as AUTHORIZER_KEY_DESCRIPTION,
+)
+from vault.infra.authorizer_key import (
+    AuthorizerKeyParams,
+    build_authorizer_key_policy,
+)
 
 from .config import VaultConfig
-from .guardrails import acknowledge, cfn_resource, managed_policy_finding, nag_text
+from .guardrails import acknowledge, cfn_resource, managed_policy_finding, nag_text, skip_checkov
 from .naming import Names
 from .network_stack import HTTPS, NetworkStack
 from .packaging import RUNTIME, api_code, dependency_layer_code
@@ -96,13 +105,46 @@ class ApiStack(Stack):
             ),
         )
 
+        self.authorizer_key = self._authorizer_key(config, names)
         self.function, self.alias = self._function(config, names, network, key_arn, function_arn)
         self.api = self._rest_api(config, self.alias, network.log_key)
 
         CfnOutput(self, "FunctionArn", value=self.function.function_arn)
         CfnOutput(self, "RoleArn", value=names.api_role_arn)
+        CfnOutput(self, "AuthorizerKeyArn", value=self.authorizer_key.key_arn)
         CfnOutput(self, "TableName", value=self.table.table_name)
         CfnOutput(self, "ApiUrl", value=self.api.url)
+
+    def _authorizer_key(self, config: VaultConfig, names: Names) -> kms.Key:
+        """The key whose signature the enclave requires on every decrypt (D16)."""
+        policy = build_authorizer_key_policy(
+            AuthorizerKeyParams(
+                account_id=config.account, api_role_arn=names.api_role_arn, partition=config.partition
+            )
+        )
+        key = kms.Key(
+            self,
+            "AuthorizerKey",
+            description=AUTHORIZER_KEY_DESCRIPTION,
+            key_spec=kms.KeySpec.ECC_NIST_P256,
+            key_usage=kms.KeyUsage.SIGN_VERIFY,
+            policy=iam.PolicyDocument.from_json(policy),
+            # Vaults are bound to this key's public key: a new key cannot open them.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        skip_checkov(
+            key,
+            {"CKV_AWS_7": "KMS does not rotate asymmetric keys; vaults are bound to this key's public key."},
+        )
+        acknowledge(
+            key,
+            {
+                "AwsSolutions-KMS5": (
+                    "KMS does not rotate asymmetric keys; vaults are bound to this key's public key."
+                ),
+            },
+        )
+        return key
 
     def _function(
         self, config: VaultConfig, names: Names, network: NetworkStack, key_arn: str, function_arn: str
@@ -238,6 +280,7 @@ class ApiStack(Stack):
         environment = {
             "TABLE_NAME": self.table.table_name,
             "KEY_ARN": key_arn,
+            "AUTHORIZER_KEY_ARN": self.authorizer_key.key_arn,
             "VAULT_URL": f"https://{config.domain_name}",
             "AWS_ACCOUNT_ID": config.account,
             "AWS_STS_REGIONAL_ENDPOINTS": "regional",

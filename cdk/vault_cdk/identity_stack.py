@@ -46,6 +46,9 @@ BOUNDARY_ACTIONS = (
     "iam:GetRole",
     "kms:Decrypt",
     "kms:GenerateDataKeyPairWithoutPlaintext",
+    # The API's authorizer key (decision D16); its key policy lets only the API's role sign.
+    "kms:GetPublicKey",
+    "kms:Sign",
     "lambda:InvokeFunction",
     "logs:CreateLogGroup",
     "logs:CreateLogStream",

@@ -242,12 +242,13 @@ class NetworkStack(Stack):
             )
 
         # The enclave reaches KMS through the vsock-proxy on the instance, the API function
-        # directly; only the two calls the vault makes can pass.
+        # directly; only the calls the vault makes can pass (Sign and GetPublicKey: the API's
+        # decrypt authorizations, decision D16).
         endpoint(
             "KmsEndpoint",
             ec2.InterfaceVpcEndpointAwsService.KMS,
             self.api_subnets,
-            ["kms:Decrypt", "kms:GenerateDataKeyPairWithoutPlaintext"],
+            ["kms:Decrypt", "kms:GenerateDataKeyPairWithoutPlaintext", "kms:GetPublicKey", "kms:Sign"],
         )
         # cfn-signal from the instances' user data.
         endpoint(

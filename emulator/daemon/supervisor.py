@@ -4,7 +4,8 @@
 (own session, output to ``logs/supervisor.log``). The daemon starts the components in
 dependency order (independent ones in parallel), records progress and the final
 status table in ``state.json``, then answers a control socket (``status``,
-``relaunch-enclave``, ``fault``, ``stop``; see :mod:`emulator.daemon.control`) until
+``relaunch-enclave``, ``fault``, ``stop``, and for the dashboard the read-only ``pcrs`` and
+``decisions``; see :mod:`emulator.daemon.control`) until
 SIGTERM/SIGINT or ``stop``, and finally stops the components in reverse order and
 removes its sockets. ``down`` sends SIGTERM and waits; nothing the daemon started
 survives it.
@@ -26,6 +27,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from emulator.aws.gateway.dashboard import (
+    DEFAULT_DECISIONS,
+    MAX_DECISIONS,
+    DecisionsView,
+    PcrsView,
+    checked_limit,
+    decision_report,
+    pcr_report,
+    to_json,
+)
 from emulator.daemon.components import EmulatorParts, build_components
 from emulator.daemon.components.base import Component, Context, Health
 from emulator.daemon.config import EmulatorConfig, StateLayout
@@ -203,10 +214,41 @@ class Supervisor:
         except FaultError as exc:
             return {"ok": False, "error": str(exc)}
 
+    def pcrs(self) -> PcrsView:
+        """The PCRs the NSM attests for the running enclave, beside those the key policy pins (read-only)."""
+        parts = self.parts
+        with self._lock:
+            enclave_id = parts.enclave.enclave_id if parts.enclave.name in self.started else ""
+            nsm = parts.nsm.running_service
+            policy = parts.provision.provisioned.key_policy if parts.provision.name in self.started else None
+        measured: dict[int, bytes] = {}
+        detail = "" if enclave_id else "no enclave is running"
+        if nsm is not None and enclave_id:
+            try:
+                measured = nsm.pcrs(enclave_id)
+            except KeyError:
+                detail = "the NSM has no enclave registered (killed, not yet relaunched)"
+        return pcr_report(enclave_id, measured, policy, detail)
+
+    def decisions(self, limit: object) -> DecisionsView:
+        """The KMS front's recent decisions, newest first (read-only)."""
+        count = checked_limit(limit, DEFAULT_DECISIONS, MAX_DECISIONS)
+        front = self.parts.kms_front.running_front
+        if front is None:
+            return decision_report(None, count, "the KMS front is not running")
+        return decision_report(front.decisions, count)
+
     def handle(self, request: Request, stop: threading.Event) -> Reply:
         op = request.get("op")
         if op == "status":
             return {"ok": True, "state": self.snapshot(live=True).to_json()}
+        if op == "pcrs":
+            return {"ok": True, "result": to_json(self.pcrs())}
+        if op == "decisions":
+            try:
+                return {"ok": True, "result": to_json(self.decisions(request.get("limit")))}
+            except ValueError as exc:
+                return {"ok": False, "error": str(exc)}
         if op == "relaunch-enclave":
             return {"ok": True, "result": self.relaunch_enclave(request.get("overrides"))}
         if op == "fault":

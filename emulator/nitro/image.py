@@ -29,14 +29,14 @@ import hashlib
 import importlib.metadata as metadata
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import vault
-from emulator.nitro.measure import CACHE_DIRS, is_bytecode_cache
+from emulator.host.artifacts import ArtifactError, dependency_set
+from emulator.nitro.measure import is_bytecode_cache
 from vault.infra.artifacts import ENCLAVE
 
 IMAGE_NAME = "enclave-vault"
@@ -47,9 +47,8 @@ IMAGE_SOURCES = ENCLAVE.sources
 ENTRYPOINT = ("python3", "-m", "vault.enclave")
 DOCKERFILE = Path(vault.__file__).parent / "enclave" / "Dockerfile"
 _SKIP_NAMES = frozenset({"Dockerfile"})
-#: The distribution whose ``enclave`` extra names the enclave's libraries.
+#: The project's distribution (its version goes into the manifest).
 PROJECT_DISTRIBUTION = "nitro-vault"
-ENCLAVE_EXTRA = "enclave"
 
 
 class ImageError(RuntimeError):
@@ -187,78 +186,18 @@ def load_image(directory: Path) -> EnclaveImage:
 # -- container build context ------------------------------------------------------
 
 
-def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
+def container_build_context(image: EnclaveImage, context_dir: Path, deps_cache: Path | None = None) -> Path:
+    """Lay out ``context_dir`` for ``docker build`` from ``image``; return it.
 
-
-def enclave_distributions(
-    project: str = PROJECT_DISTRIBUTION, extra: str = ENCLAVE_EXTRA
-) -> list[metadata.Distribution]:
-    """The installed distributions the enclave needs: the project's base and ``extra``
-    requirements and everything they require in turn (the project itself excluded)."""
-    # packaging is no declared dependency of the emulator: only an image build needs it.
-    from packaging.requirements import Requirement
-
-    seen: dict[str, metadata.Distribution] = {}
-    pending: list[tuple[str, set[str]]] = [(project, {extra})]
-    while pending:
-        name, extras = pending.pop()
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError as exc:
-            raise ImageError(f"{name} is needed by the enclave but not installed") from exc
-        key = _normalise(dist.metadata["Name"])
-        if key != _normalise(project):
-            if key in seen:
-                continue
-            seen[key] = dist
-        for text in dist.requires or []:
-            requirement = Requirement(text)
-            wanted = any(
-                requirement.marker is None or requirement.marker.evaluate({"extra": e}) for e in extras | {""}
-            )
-            if wanted and _normalise(requirement.name) not in seen:
-                pending.append((requirement.name, set(requirement.extras)))
-    return [seen[key] for key in sorted(seen)]
-
-
-def copy_distributions(distributions: Iterable[metadata.Distribution], destination: Path) -> str:
-    """Copy the files of ``distributions`` into ``destination`` (a ``site-packages`` layout).
-
-    Returns a fingerprint of the set (names and versions) so callers can reuse a copy.
+    ``deps/`` is the enclave tier's dependency set (:func:`emulator.host.artifacts.dependency_set`,
+    kept under ``deps_cache``, by default the machine's cache).
     """
-    distributions = list(distributions)
-    fingerprint = hashlib.sha256(
-        "\n".join(f"{d.metadata['Name']}=={d.version}" for d in distributions).encode()
-    ).hexdigest()[:16]
-    marker = destination / ".fingerprint"
-    if marker.exists() and marker.read_text() == fingerprint:
-        return fingerprint
-    if destination.exists():
-        shutil.rmtree(destination)
-    destination.mkdir(parents=True)
-    for dist in distributions:
-        base = Path(str(dist.locate_file("")))
-        for entry in dist.files or []:
-            relative = Path(str(entry))
-            # Console scripts and data outside site-packages are not needed to import the library.
-            # A .pyc outside __pycache__ may be a sourceless module: only the cache directories go.
-            if ".." in relative.parts or CACHE_DIRS.intersection(relative.parts):
-                continue
-            source = base / relative
-            if source.is_file():
-                target = destination / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, target)
-    marker.write_text(fingerprint)
-    return fingerprint
-
-
-def container_build_context(image: EnclaveImage, context_dir: Path, deps_cache: Path) -> Path:
-    """Lay out ``context_dir`` for ``docker build`` from ``image``; return it."""
     if not DOCKERFILE.is_file():
         raise ImageError(f"{DOCKERFILE} is missing")
-    copy_distributions(enclave_distributions(), deps_cache)
+    try:
+        deps = dependency_set(ENCLAVE, cache_root=deps_cache)
+    except ArtifactError as exc:
+        raise ImageError(str(exc)) from exc
     if context_dir.exists():
         shutil.rmtree(context_dir)
     context_dir.mkdir(parents=True)
@@ -266,7 +205,7 @@ def container_build_context(image: EnclaveImage, context_dir: Path, deps_cache: 
     # The image as it is now, without bytecode caches: what the launch measures in app/.
     shutil.copytree(image.directory, context_dir / "app", symlinks=True, ignore=_ignore_bytecode)
     # Hard links keep a 100 MB dependency tree from being copied per build.
-    shutil.copytree(deps_cache, context_dir / "deps", copy_function=_link_or_copy)
+    shutil.copytree(deps, context_dir / "deps", copy_function=_link_or_copy)
     return context_dir
 
 

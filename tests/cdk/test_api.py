@@ -52,6 +52,7 @@ def test_function_configuration(api: dict[str, Any]) -> None:
     assert set(env) == {
         "TABLE_NAME",
         "KEY_ARN",
+        "AUTHORIZER_KEY_ARN",
         "VAULT_URL",
         "AWS_ACCOUNT_ID",
         "AWS_STS_REGIONAL_ENDPOINTS",

@@ -66,7 +66,12 @@ def test_endpoints_and_their_policies(network: dict[str, Any]) -> None:
     kms_actions = sorted(
         action for s in statements(endpoints["kms"]["PolicyDocument"]) for action in s["Action"]
     )
-    assert kms_actions == ["kms:Decrypt", "kms:GenerateDataKeyPairWithoutPlaintext"]
+    assert kms_actions == [
+        "kms:Decrypt",
+        "kms:GenerateDataKeyPairWithoutPlaintext",
+        "kms:GetPublicKey",
+        "kms:Sign",
+    ]
     for name in ("kms", "cloudformation", "dynamodb"):
         for statement in statements(endpoints[name]["PolicyDocument"]):
             assert statement["Condition"]["StringEquals"]["aws:PrincipalAccount"] == ACCOUNT

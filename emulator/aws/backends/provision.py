@@ -85,6 +85,7 @@ class KeyMaterialStore:
             for name, entry in sorted(entries.items())
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp creates the file 0600: the material is as secret as the PKI's keys.
         descriptor, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emulator.aws.gateway.dashboard import API_PREFIX, Dashboard
 from emulator.aws.gateway.event import (
     EventContext,
     HttpRequest,
@@ -58,6 +59,7 @@ from emulator.aws.gateway.event import (
 )
 from emulator.aws.gateway.runtime import LambdaRuntime, RuntimeInitError
 from emulator.aws.sigv4 import Principal, SigV4Failure, SigV4Verifier
+from emulator.daemon.config import StateLayout
 from emulator.faults.hooks import FaultHooks
 from emulator.host.artifacts import TierArtifact
 from emulator.host.http import DEFAULT_LIMITS, ConnectionLimits, LoopbackServer
@@ -143,9 +145,13 @@ ANY_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 class ApiGateway:
     """Dispatches HTTP requests to a Lambda handler; :meth:`start` serves them on 127.0.0.1."""
 
-    def __init__(self, config: GatewayConfig, handler: LambdaHandler) -> None:
+    def __init__(
+        self, config: GatewayConfig, handler: LambdaHandler, dashboard: Dashboard | None = None
+    ) -> None:
         self.config = config
         self.handler = handler
+        #: ``/_emulator/`` (loopback only; see :mod:`emulator.aws.gateway.dashboard`), with a state directory.
+        self.dashboard = dashboard
         self._invoke_lock = threading.Lock()
         #: Per-route ("METHOD /stage/path") throttle, latency and failure, answered as API Gateway does.
         self.faults = FaultHooks()
@@ -160,6 +166,8 @@ class ApiGateway:
         request_id = new_request_id()
         if request.raw_path == HEALTH_PATH and request.method in ("GET", "HEAD"):
             return HttpResponse(200, [("Content-Type", "application/json")], b'{"status":"ok"}')
+        if self.dashboard is not None and Dashboard.serves(request.raw_path):
+            return self.dashboard.handle(request)
         injected = self.faults.before(f"{request.method} {request.raw_path}")
         if injected is not None:
             if injected.kind == "throttle":
@@ -347,7 +355,9 @@ class _RequestHandler(LoopbackHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         # Health probes arrive every few seconds; at INFO they would bury the real requests.
-        probe = self.path.partition("?")[0] == HEALTH_PATH
+        # The dashboard's page polls its JSON endpoints every few seconds: DEBUG too.
+        path = self.path.partition("?")[0]
+        probe = path == HEALTH_PATH or (self.command == "GET" and path.startswith(API_PREFIX))
         log.log(logging.DEBUG if probe else logging.INFO, "%s %s", self.address_string(), format % args)
 
 
@@ -394,6 +404,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=INTEGRATION_TIMEOUT, help="integration timeout (s)")
     parser.add_argument("--principals", type=Path, help="JSON list of SigV4 test principals; enables SigV4")
     parser.add_argument("--ready-file", type=Path, help="written with the bound port once serving")
+    parser.add_argument(
+        "--state-dir", type=Path, help="the emulator's state directory: serves the dashboard at /_emulator/"
+    )
     parser.add_argument(
         "--env-file",
         type=Path,
@@ -452,7 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         integration_timeout=args.timeout,
         principals=load_principals(args.principals) if args.principals else (),
     )
-    gateway = ApiGateway(config, handler)
+    dashboard = Dashboard(StateLayout(args.state_dir)) if args.state_dir is not None else None
+    gateway = ApiGateway(config, handler, dashboard)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

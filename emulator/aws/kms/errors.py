@@ -80,6 +80,7 @@ KEY_NOT_FOUND = ErrorType("NotFoundException", 400, "Key '{key_arn}' does not ex
 INVALID_KEY_ID = ErrorType("NotFoundException", 400, "Invalid keyId {key}")
 ALIAS_NOT_FOUND = ErrorType("NotFoundException", 400, "Alias {alias_arn} is not found.")
 VALIDATION = ErrorType("ValidationException", 400)
+INVALID_KEY_USAGE = ErrorType("InvalidKeyUsageException", 400)
 MISSING_PARAMETER = ErrorType(
     "ValidationException",
     400,

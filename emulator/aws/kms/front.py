@@ -20,17 +20,39 @@ service speaks the KMS JSON protocol (``X-Amz-Target: TrentService.*``,
     The backend opens the ciphertext; the key policies of the source key
     (``kms:ReEncryptFrom``) and of the destination key (``kms:ReEncryptTo``) decide, for
     the keys the front fronts; the backend's ``Encrypt`` seals it again.
-``GenerateDataKeyPairWithoutPlaintext``
-    Policy-checked (encryption context and ``kms:DataKeyPairSpec`` included);
-    ``ECC_NIST_P384`` only. A real P-384 pair; the private key (DER PKCS#8) is encrypted
-    by the backend's ``Encrypt`` under the same encryption context, so the backend's
-    ``Decrypt`` opens it later.
+``GenerateDataKeyPair`` and ``GenerateDataKeyPairWithoutPlaintext``
+    Policy-checked (encryption context and ``kms:DataKeyPairSpec`` included); every spec
+    of KMS (``RSA_2048/3072/4096``, ``ECC_NIST_P256/P384/P521``, ``ECC_SECG_P256K1``). A
+    real pair; the private key (DER PKCS#8) is encrypted by the backend's ``Encrypt``
+    under the same encryption context, so the backend's ``Decrypt`` opens it later.
+``GenerateDataKey`` and ``GenerateRandom`` with a ``Recipient``
+    The backend makes the data key (or the random bytes); the front answers
+    ``CiphertextForRecipient`` (and for a data key its ``CiphertextBlob``), never
+    ``Plaintext``. ``GenerateRandom`` has no key, so no key policy: only the document is
+    verified. Without a ``Recipient`` both are treated as the table says (gated, forwarded).
+``DeriveSharedSecret``
+    Policy-checked (``kms:KeyAgreementAlgorithm`` included) on a ``KEY_AGREEMENT`` key:
+    ECDH of the key's private key with the request's ``PublicKey``, by the configured
+    :data:`KeyAgreement` (moto holds the key but lacks the operation) or by the backend's
+    own ``DeriveSharedSecret``; with a ``Recipient``, ``CiphertextForRecipient`` in place
+    of ``SharedSecret``.
 Every other operation on a key the front fronts (one whose deployed policy it holds)
     is forwarded only after its key state is checked and that policy allows it for the
     caller (``CreateGrant``, ``PutKeyPolicy``, ``GenerateDataKey``, ``Encrypt``, ...).
 Operations on other keys and on no key (``CreateKey``, ``ListKeys``)
     are forwarded unchanged. A ``Recipient`` on an operation the front does not
     implement, an operation outside the table and any path but ``/`` are refused.
+
+Every operation KMS accepts a ``Recipient`` on verifies its document first and offers its
+values to the key policy (``kms:RecipientAttestation:ImageSha384`` = PCR0,
+``...:PCR<n>``); its answer is then ``CiphertextForRecipient`` (CMS EnvelopedData,
+RSAES-OAEP-SHA-256, to the document's RSA key), never the plaintext.
+
+Each decision (a key policy's verdict, an unusable document) is logged at INFO as one
+``kms front decision`` line and kept in :attr:`KmsFront.decisions`: the operation, key,
+caller, verdict, and why -- the statement that allowed or denied, or, when none allowed,
+the condition keys of the statements that came closest (``kms:RecipientAttestation:PCR2``);
+never values, key material or plaintext.
 
 Every request is identified first: the access key id of its SigV4 ``Authorization``
 header, looked up in a configured map (access key id → :class:`Identity`); when the
@@ -59,6 +81,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +89,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
@@ -76,6 +100,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from emulator.aws.json_client import KMS, AwsJsonClient, AwsJsonError, BackendUnreachable
 from emulator.aws.kms.cms import envelope
+from emulator.aws.kms.decisions import Decision, DecisionLog
 from emulator.aws.kms.errors import (
     ACCESS_DENIED_OTHER,
     CIPHERTEXT_KEY_UNKNOWN,
@@ -84,6 +109,7 @@ from emulator.aws.kms.errors import (
     INTERNAL,
     INVALID_CIPHERTEXT,
     INVALID_KEY_ID,
+    INVALID_KEY_USAGE,
     INVALID_SIGNATURE,
     KEY_NOT_FOUND,
     MISSING_TOKEN,
@@ -98,7 +124,7 @@ from emulator.aws.kms.errors import (
 )
 from emulator.aws.kms.key_states import DEFAULT_TTL, KeyDirectory, KeyInfo, KeyUse, check_state
 from emulator.aws.kms.operations import Operation, Treatment, operation
-from emulator.aws.kms.policy import RequestContext, evaluate
+from emulator.aws.kms.policy import RequestContext, evaluate, explain
 from emulator.aws.sigv4 import Principal, SigV4Failure, SigV4Verifier
 from emulator.aws.upstream import Reply, Upstream, upstream_for
 from emulator.faults.hooks import FaultHooks
@@ -106,12 +132,29 @@ from emulator.host.http import DEFAULT_LIMITS, ConnectionLimits, LoopbackServer
 from emulator.host.http_handler import LoopbackHandler, RequestError
 from emulator.nitro.attestation import AttestationDocument, AttestationError, DocumentVerifier
 
-__all__ = ["DEFAULT_MAX_DOCUMENT_AGE", "Identity", "KmsError", "KmsFront"]
+__all__ = ["DEFAULT_MAX_DOCUMENT_AGE", "KEY_PAIR_SPECS", "Identity", "KeyAgreement", "KmsError", "KmsFront"]
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
 TARGET_PREFIX = "TrentService."
 KEY_ENCRYPTION_ALGORITHM = "RSAES_OAEP_SHA_256"
-SUPPORTED_KEY_PAIR_SPEC = "ECC_NIST_P384"
+#: ``KeyPairSpec`` → how to make such a pair (all of KMS's data key pair specs).
+KEY_PAIR_SPECS: dict[str, Callable[[], PrivateKeyTypes]] = {
+    "RSA_2048": lambda: rsa.generate_private_key(65537, 2048),
+    "RSA_3072": lambda: rsa.generate_private_key(65537, 3072),
+    "RSA_4096": lambda: rsa.generate_private_key(65537, 4096),
+    "ECC_NIST_P256": lambda: ec.generate_private_key(ec.SECP256R1()),
+    "ECC_NIST_P384": lambda: ec.generate_private_key(ec.SECP384R1()),
+    "ECC_NIST_P521": lambda: ec.generate_private_key(ec.SECP521R1()),
+    "ECC_SECG_P256K1": lambda: ec.generate_private_key(ec.SECP256K1()),
+}
+#: ``KeySpec`` of a key agreement key → its curve.
+_AGREEMENT_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "ECC_NIST_P256": ec.SECP256R1,
+    "ECC_NIST_P384": ec.SECP384R1,
+    "ECC_NIST_P521": ec.SECP521R1,
+}
+#: Data key and random byte lengths KMS accepts.
+_MAX_BYTES = 1024
 #: How old an attestation document may be (the enclave renews its own well before).
 DEFAULT_MAX_DOCUMENT_AGE = dt.timedelta(minutes=5)
 MAX_BODY = 1024 * 1024
@@ -132,6 +175,10 @@ _CONDITION_MEMBERS = {
     "KeyAgreementAlgorithm": "kms:KeyAgreementAlgorithm",
 }
 _log = logging.getLogger(__name__)
+
+#: ECDH of a backend key with a peer's public key: ``(key ARN, peer SubjectPublicKeyInfo DER)``
+#: → the shared secret. For a backend that holds the key but has no ``DeriveSharedSecret``.
+KeyAgreement = Callable[[str, bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -236,6 +283,23 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
+def _attestation_keys(document: AttestationDocument) -> dict[str, list[str]]:
+    """The ``kms:RecipientAttestation:*`` condition keys KMS derives from a verified document."""
+    keys = {f"kms:RecipientAttestation:PCR{i}": [value.hex()] for i, value in document.pcrs.items()}
+    if 0 in document.pcrs:
+        keys["kms:RecipientAttestation:ImageSha384"] = [document.pcrs[0].hex()]
+    return keys
+
+
+def _byte_count(body: Mapping[str, Any], name: str = "NumberOfBytes") -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_BYTES:
+        raise validation(f"{name} must be an integer from 1 to {_MAX_BYTES}")
+    return value
+
+
 class KmsFront:
     """The attestation front; ``start()`` binds 127.0.0.1 (``port=0``: a free port)."""
 
@@ -254,6 +318,7 @@ class KmsFront:
         port: int = 0,
         limits: ConnectionLimits = DEFAULT_LIMITS,
         key_state_ttl: float = DEFAULT_TTL,
+        key_agreement: KeyAgreement | None = None,
     ) -> None:
         self.upstream = upstream_for(backend)
         self.trusted_root = trusted_root
@@ -262,6 +327,10 @@ class KmsFront:
         self.clock = clock
         #: Switched by the emulator's fault injector; see :meth:`apply_faults`.
         self.faults = FaultHooks()
+        #: What the front decided recently, and why (read by the emulator's dashboard).
+        self.decisions = DecisionLog()
+        #: ``None``: the backend's own ``DeriveSharedSecret`` derives shared secrets.
+        self.key_agreement = key_agreement
         self._identities: dict[str, Identity] = {}
         self._policies: dict[str, Mapping[str, Any]] = {}
         self._lock = threading.Lock()
@@ -364,11 +433,16 @@ class KmsFront:
         body: bytes,
     ) -> Reply:
         """Answer one identified request as the operation table says."""
-        if op.treatment is Treatment.IMPLEMENTED:
+        recipient = payload.get("Recipient") is not None
+        if op.treatment is Treatment.IMPLEMENTED or (op.takes_recipient and recipient):
             handlers: dict[str, Callable[[Identity, Mapping[str, Any]], dict[str, Any]]] = {
                 "Decrypt": self.decrypt,
                 "ReEncrypt": self.re_encrypt,
+                "GenerateDataKey": self.generate_data_key,
+                "GenerateDataKeyPair": self.generate_data_key_pair,
                 "GenerateDataKeyPairWithoutPlaintext": self.generate_data_key_pair_without_plaintext,
+                "GenerateRandom": self.generate_random,
+                "DeriveSharedSecret": self.derive_shared_secret,
             }
             answer = handlers[op.name](identity, payload)
             return 200, [("Content-Type", JSON_CONTENT_TYPE)], json.dumps(answer).encode()
@@ -413,7 +487,7 @@ class KmsFront:
             raise
         if not self.fronts(info.arn):
             return
-        self._authorize(identity, op.action, info.arn, _request_condition_keys(payload))
+        self._authorize(identity, op.action, info.arn, _request_condition_keys(payload), operation=op.name)
         check_state(info, op.use)
         # Answered here: moto carries out some requests that ask for a dry run.
         _check_dry_run(payload)
@@ -432,7 +506,6 @@ class KmsFront:
             loaded: Mapping[str, Any] = json.loads(document)
             return loaded
         except (AwsJsonError, KeyError, TypeError, ValueError):
-            _log.info("kms front decision", extra={"fields": {"allowed": False, "reason": "no key policy"}})
             raise KmsError.of(ACCESS_DENIED_OTHER, f"no key policy is known for {key_arn}") from None
 
     def _authorize(
@@ -442,7 +515,17 @@ class KmsFront:
         key_arn: str,
         condition_keys: Mapping[str, list[str]],
         policy: Mapping[str, Any] | None = None,
+        *,
+        operation: str | None = None,
     ) -> None:
+        """Evaluate the key policy of ``key_arn`` (or ``policy``); record the decision; refuse a denial."""
+        operation = operation or action.removeprefix("kms:")
+        if policy is None:
+            try:
+                policy = self._policy_for(key_arn)
+            except KmsError:
+                self._decided(operation, key_arn, identity.principal_arn, False, "no key policy is known")
+                raise
         keys: dict[str, list[str]] = {
             "aws:PrincipalArn": [identity.principal_arn],
             "aws:PrincipalAccount": [identity.account],
@@ -460,11 +543,13 @@ class KmsFront:
             keys=keys,
             iam_allowed_actions=identity.iam_allowed_actions,
         )
-        decision = evaluate(policy if policy is not None else self._policy_for(key_arn), request)
-        _log.info(
-            "kms front decision",
-            extra={"fields": {"action": action, "allowed": decision.allowed, "reason": decision.reason}},
-        )
+        decision = evaluate(policy, request)
+        reason = f"{action}: {decision.reason}"
+        if not decision.allowed:
+            unmatched = explain(policy, request)
+            if unmatched:
+                reason += "; conditions not matched: " + "; ".join(unmatched)
+        self._decided(operation, key_arn, identity.principal_arn, decision.allowed, reason)
         if not decision.allowed:
             raise access_denied(
                 identity.principal_arn,
@@ -472,6 +557,50 @@ class KmsFront:
                 key_arn,
                 explicit=decision.reason.startswith("explicitly denied"),
             )
+
+    def _decided(
+        self, operation: str, key_arn: str | None, principal: str | None, allowed: bool, reason: str
+    ) -> None:
+        """Log and record one decision. ``reason`` names statements and condition keys, never values."""
+        self.decisions.record(
+            Decision(
+                at=time.time(),
+                operation=operation,
+                key_id=key_arn,
+                principal=principal,
+                allowed=allowed,
+                reason=reason,
+            )
+        )
+        _log.info(
+            "kms front decision",
+            extra={
+                "fields": {
+                    "operation": operation,
+                    "key_id": key_arn,
+                    "principal": principal,
+                    "allowed": allowed,
+                    "reason": reason,
+                }
+            },
+        )
+
+    def _recipient(
+        self, operation: str, identity: Identity, body: Mapping[str, Any], key: str | None
+    ) -> tuple[AttestationDocument, rsa.RSAPublicKey] | None:
+        """The request's verified ``Recipient``, if it has one; an unusable one is a recorded denial."""
+        recipient = body.get("Recipient")
+        if recipient is None:
+            return None
+        try:
+            return self._verified_recipient(recipient)
+        except KmsError as exc:
+            # The document's problem by its kind only: the message may quote what the document says.
+            kind = (
+                exc.message.split(":", 1)[0] if exc.error_type == ACCESS_DENIED_OTHER.name else exc.error_type
+            )
+            self._decided(operation, key, identity.principal_arn, False, f"Recipient refused: {kind}")
+            raise
 
     def _backend_call(self, operation: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         try:
@@ -511,8 +640,13 @@ class KmsFront:
         metadata = answer.get("KeyMetadata")
         if not isinstance(metadata, dict) or not isinstance(metadata.get("Arn"), str):
             raise KmsError.of(INTERNAL, "the backend's DescribeKey answer has no key ARN")
-        state = metadata.get("KeyState")
-        return KeyInfo(str(metadata["Arn"]), state if isinstance(state, str) else None)
+        state, usage, spec = (metadata.get(name) for name in ("KeyState", "KeyUsage", "KeySpec"))
+        return KeyInfo(
+            str(metadata["Arn"]),
+            state if isinstance(state, str) else None,
+            usage=usage if isinstance(usage, str) else None,
+            spec=spec if isinstance(spec, str) else None,
+        )
 
     def _listed_key_arn(self, key: str) -> str:
         if key.startswith("arn:") and ":key/" in key:
@@ -595,8 +729,7 @@ class KmsFront:
 
     def decrypt(self, identity: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
         context = _encryption_context(body)
-        recipient = body.get("Recipient")
-        attested = self._verified_recipient(recipient) if recipient is not None else None
+        attested = self._recipient("Decrypt", identity, body, None)
         ciphertext = _blob(body.get("CiphertextBlob"), "CiphertextBlob")
         requested = _optional_string(body, "KeyId")
         key_arn, plaintext, algorithm = self._open(
@@ -604,12 +737,7 @@ class KmsFront:
         )
         condition_keys = _context_keys(context)
         if attested is not None:
-            document = attested[0]
-            condition_keys.update(
-                {f"kms:RecipientAttestation:PCR{i}": [value.hex()] for i, value in document.pcrs.items()}
-            )
-            if 0 in document.pcrs:
-                condition_keys["kms:RecipientAttestation:ImageSha384"] = [document.pcrs[0].hex()]
+            condition_keys.update(_attestation_keys(attested[0]))
         self._authorize(identity, "kms:Decrypt", key_arn, condition_keys)
         check_state(self.keys.lookup(key_arn), KeyUse.CRYPTOGRAPHIC)
         _check_dry_run(body)
@@ -641,7 +769,7 @@ class KmsFront:
             policy = self._fronted_policy(key_arn)
             if policy is not None:
                 keys = {**_context_keys(context), "kms:ReEncryptOnSameKey": same_key}
-                self._authorize(identity, action, key_arn, keys, policy)
+                self._authorize(identity, action, key_arn, keys, policy, operation="ReEncrypt")
         check_state(self.keys.lookup(source_arn), KeyUse.CRYPTOGRAPHIC)
         check_state(destination, KeyUse.CRYPTOGRAPHIC)
         _check_dry_run(body)
@@ -661,40 +789,161 @@ class KmsFront:
         }
         return {k: v for k, v in answer.items() if v is not None}
 
+    def _recipient_operation(
+        self, operation: str, identity: Identity, body: Mapping[str, Any], extra_keys: Mapping[str, list[str]]
+    ) -> tuple[KeyInfo, dict[str, str], tuple[AttestationDocument, rsa.RSAPublicKey] | None]:
+        """The checks of a key operation that may take a Recipient, in KMS's order.
+
+        The document first (an unusable one is refused whoever asks), then the key policy
+        with the document's values and ``extra_keys``, the key state, and ``DryRun``.
+        """
+        key = _string(body, "KeyId")
+        context = _encryption_context(body)
+        attested = self._recipient(operation, identity, body, key)
+        info = self.keys.lookup(key)
+        condition_keys = {**_context_keys(context), **extra_keys}
+        if attested is not None:
+            condition_keys.update(_attestation_keys(attested[0]))
+        self._authorize(identity, f"kms:{operation}", info.arn, condition_keys)
+        check_state(info, KeyUse.CRYPTOGRAPHIC)
+        _check_dry_run(body)
+        return info, context, attested
+
+    def generate_data_key(self, identity: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``GenerateDataKey`` with a ``Recipient``: the backend's data key, sealed for the document's key."""
+        spec = _optional_string(body, "KeySpec")
+        count = _byte_count(body)
+        if (spec is None) == (count is None):
+            raise validation("Please specify either number of bytes or key spec.")
+        info, context, attested = self._recipient_operation("GenerateDataKey", identity, body, {})
+        request: dict[str, Any] = {"KeyId": info.arn}
+        request.update({"KeySpec": spec} if spec is not None else {"NumberOfBytes": count})
+        if context:
+            request["EncryptionContext"] = context
+        generated = self._backend_call("GenerateDataKey", request)
+        plaintext = self._backend_blob(generated, "Plaintext")
+        answer: dict[str, Any] = {
+            "KeyId": str(generated.get("KeyId", info.arn)),
+            "CiphertextBlob": _b64(self._backend_blob(generated, "CiphertextBlob")),
+        }
+        if attested is None:
+            answer["Plaintext"] = _b64(plaintext)
+        else:
+            answer["CiphertextForRecipient"] = _b64(envelope(plaintext, attested[1]))
+        del plaintext
+        return answer
+
+    def generate_data_key_pair(self, identity: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``GenerateDataKeyPair``: the private key in plaintext, or for a Recipient sealed to its key."""
+        return self._data_key_pair("GenerateDataKeyPair", identity, body, with_plaintext=True)
+
     def generate_data_key_pair_without_plaintext(
         self, identity: Identity, body: Mapping[str, Any]
     ) -> dict[str, Any]:
-        key = _string(body, "KeyId")
+        if "Recipient" in body:
+            raise validation("GenerateDataKeyPairWithoutPlaintext takes no Recipient")
+        return self._data_key_pair(
+            "GenerateDataKeyPairWithoutPlaintext", identity, body, with_plaintext=False
+        )
+
+    def _data_key_pair(
+        self, operation: str, identity: Identity, body: Mapping[str, Any], *, with_plaintext: bool
+    ) -> dict[str, Any]:
         spec = _string(body, "KeyPairSpec")
-        context = _encryption_context(body)
-        info = self.keys.lookup(key)
-        key_arn = info.arn
-        condition_keys = _context_keys(context)
-        condition_keys["kms:DataKeyPairSpec"] = [spec]
-        self._authorize(identity, "kms:GenerateDataKeyPairWithoutPlaintext", key_arn, condition_keys)
-        check_state(info, KeyUse.CRYPTOGRAPHIC)
-        _check_dry_run(body)
-        if spec != SUPPORTED_KEY_PAIR_SPEC:
-            raise validation(f"the emulator generates {SUPPORTED_KEY_PAIR_SPEC} key pairs only")
-        private_key = ec.generate_private_key(ec.SECP384R1())
+        info, context, attested = self._recipient_operation(
+            operation, identity, body, {"kms:DataKeyPairSpec": [spec]}
+        )
+        make = KEY_PAIR_SPECS.get(spec)
+        if make is None:
+            raise validation(f"KeyPairSpec must be one of {', '.join(KEY_PAIR_SPECS)}")
+        private_key = make()
         public_der = private_key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        private_der = private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+        del private_key
         encrypted = self._backend_call(
             "Encrypt",
             {
-                "KeyId": key_arn,
-                "Plaintext": _b64(
-                    private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
-                ),
+                "KeyId": info.arn,
+                "Plaintext": _b64(private_der),
                 **({"EncryptionContext": context} if context else {}),
             },
         )
-        del private_key
-        return {
-            "KeyId": key_arn,
+        answer: dict[str, Any] = {
+            "KeyId": info.arn,
             "KeyPairSpec": spec,
             "PublicKey": _b64(public_der),
             "PrivateKeyCiphertextBlob": _b64(self._backend_blob(encrypted, "CiphertextBlob")),
         }
+        if attested is not None:
+            answer["CiphertextForRecipient"] = _b64(envelope(private_der, attested[1]))
+        elif with_plaintext:
+            answer["PrivateKeyPlaintext"] = _b64(private_der)
+        del private_der
+        return answer
+
+    def generate_random(self, identity: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``GenerateRandom`` with a ``Recipient``: no key, so no key policy; the document is verified."""
+        count = _byte_count(body)
+        if count is None:
+            raise validation("NumberOfBytes is required")
+        attested = self._recipient("GenerateRandom", identity, body, None)
+        if attested is None:
+            # serve() forwards a GenerateRandom without a Recipient; this is a direct call without one.
+            raise missing("Recipient")
+        self._decided(
+            "GenerateRandom",
+            None,
+            identity.principal_arn,
+            True,
+            "attestation verified; no key policy applies",
+        )
+        request: dict[str, Any] = {"NumberOfBytes": count}
+        if body.get("CustomKeyStoreId") is not None:
+            request["CustomKeyStoreId"] = body["CustomKeyStoreId"]
+        random = self._backend_blob(self._backend_call("GenerateRandom", request), "Plaintext")
+        return {"CiphertextForRecipient": _b64(envelope(random, attested[1]))}
+
+    def derive_shared_secret(self, identity: Identity, body: Mapping[str, Any]) -> dict[str, Any]:
+        """``DeriveSharedSecret``: ECDH of the key's private key with ``PublicKey``.
+
+        The secret comes from :attr:`key_agreement` when set (moto holds the key but has no
+        ``DeriveSharedSecret``), else from the backend's own ``DeriveSharedSecret``.
+        """
+        algorithm = _string(body, "KeyAgreementAlgorithm")
+        peer_der = _blob(body.get("PublicKey"), "PublicKey")
+        if algorithm != "ECDH":
+            raise validation("KeyAgreementAlgorithm must be ECDH")
+        info, _, attested = self._recipient_operation(
+            "DeriveSharedSecret", identity, body, {"kms:KeyAgreementAlgorithm": [algorithm]}
+        )
+        if info.usage is not None and info.usage != "KEY_AGREEMENT":
+            raise KmsError.of(INVALID_KEY_USAGE, f"{info.arn} key usage is {info.usage} which is not valid")
+        curve = _AGREEMENT_CURVES.get(info.spec or "")
+        if info.spec is not None and curve is None:
+            raise KmsError.of(INVALID_KEY_USAGE, f"{info.arn} has key spec {info.spec}, not an ECC NIST key")
+        try:
+            peer = load_der_public_key(peer_der)
+        except ValueError:
+            raise validation("PublicKey is not a DER-encoded X.509 public key") from None
+        if not isinstance(peer, ec.EllipticCurvePublicKey) or (
+            curve is not None and not isinstance(peer.curve, curve)
+        ):
+            raise validation(f"PublicKey must be an ECC public key on the curve of {info.spec}")
+        if self.key_agreement is not None:
+            secret = self.key_agreement(info.arn, peer_der)
+        else:
+            derived = self._backend_call(
+                "DeriveSharedSecret",
+                {"KeyId": info.arn, "KeyAgreementAlgorithm": algorithm, "PublicKey": _b64(peer_der)},
+            )
+            secret = self._backend_blob(derived, "SharedSecret")
+        answer: dict[str, Any] = {"KeyId": info.arn, "KeyAgreementAlgorithm": algorithm}
+        if attested is None:
+            answer["SharedSecret"] = _b64(secret)
+        else:
+            answer["CiphertextForRecipient"] = _b64(envelope(secret, attested[1]))
+        del secret
+        return answer
 
     def forward(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes) -> Reply:
         """Send the request to the backend unchanged; return its status, headers and body."""

@@ -51,6 +51,9 @@ class KeyInfo:
 
     arn: str
     state: str | None
+    #: ``KeyUsage`` and ``KeySpec`` as the backend describes them (``None``: not said).
+    usage: str | None = None
+    spec: str | None = None
 
 
 def check_state(info: KeyInfo, use: KeyUse) -> None:

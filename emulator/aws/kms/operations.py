@@ -3,9 +3,9 @@
 Every operation of the KMS API (botocore's service model) is listed once:
 
 ``IMPLEMENTED``
-    Answered by the front itself (``Decrypt``, ``ReEncrypt``,
-    ``GenerateDataKeyPairWithoutPlaintext``): key policy and key state checked by the
-    front, the backend used only for its key material.
+    Answered by the front itself (``Decrypt``, ``ReEncrypt``, ``GenerateDataKeyPair``,
+    ``GenerateDataKeyPairWithoutPlaintext``, ``DeriveSharedSecret``): key policy and key
+    state checked by the front, the backend used only for its key material.
 ``GATED``
     For a key the front fronts (one whose deployed key policy it was given), the front
     checks the key's state and evaluates that policy for ``action`` with the caller from
@@ -14,8 +14,13 @@ Every operation of the KMS API (botocore's service model) is listed once:
 ``FORWARDED``
     Operations on no key (``CreateKey``, ``ListKeys``, custom key stores): forwarded.
 
+``takes_recipient`` marks the operations KMS accepts a ``Recipient`` on (``Decrypt``,
+``GenerateDataKey``, ``GenerateDataKeyPair``, ``GenerateRandom``, ``DeriveSharedSecret``):
+with one, the front answers them itself whatever their treatment, with
+``CiphertextForRecipient`` in place of the plaintext.
+
 An operation missing from the table is refused (``UnknownOperationException``), and so is
-a ``Recipient`` on any operation the front does not implement.
+a ``Recipient`` on any other operation.
 """
 
 from __future__ import annotations
@@ -45,14 +50,16 @@ class Operation:
     policy_action: str | None = None
     #: Replaces the key policy: once the backend took it, the front enforces it (as KMS would).
     replaces_policy: bool = False
+    #: KMS accepts a ``Recipient`` (an attestation document) on it.
+    takes_recipient: bool = False
 
     @property
     def action(self) -> str:
         return self.policy_action or f"kms:{self.name}"
 
 
-def _implemented(name: str) -> Operation:
-    return Operation(name, Treatment.IMPLEMENTED, use=KeyUse.CRYPTOGRAPHIC)
+def _implemented(name: str, *, takes_recipient: bool = False) -> Operation:
+    return Operation(name, Treatment.IMPLEMENTED, use=KeyUse.CRYPTOGRAPHIC, takes_recipient=takes_recipient)
 
 
 def _gated(
@@ -71,20 +78,22 @@ _MANAGE = KeyUse.NOT_PENDING_DELETION
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        _implemented("Decrypt"),
+        _implemented("Decrypt", takes_recipient=True),
         _implemented("ReEncrypt"),
+        # Neither backend generates data key pairs as KMS does (moto lacks both operations).
+        _implemented("GenerateDataKeyPair", takes_recipient=True),
         _implemented("GenerateDataKeyPairWithoutPlaintext"),
+        # moto has no DeriveSharedSecret.
+        _implemented("DeriveSharedSecret", takes_recipient=True),
         # Cryptographic operations and grants: Enabled keys only.
         _gated("Encrypt", _CRYPTO),
-        _gated("GenerateDataKey", _CRYPTO),
+        Operation("GenerateDataKey", Treatment.GATED, use=_CRYPTO, takes_recipient=True),
         _gated("GenerateDataKeyWithoutPlaintext", _CRYPTO),
-        _gated("GenerateDataKeyPair", _CRYPTO),
         _gated("GenerateMac", _CRYPTO),
         _gated("VerifyMac", _CRYPTO),
         _gated("Sign", _CRYPTO),
         _gated("Verify", _CRYPTO),
         _gated("GetPublicKey", _CRYPTO),
-        _gated("DeriveSharedSecret", _CRYPTO),
         _gated("Encapsulate", _CRYPTO),
         _gated("Decapsulate", _CRYPTO),
         _gated("CreateGrant", _CRYPTO),
@@ -124,7 +133,7 @@ OPERATIONS: dict[str, Operation] = {
         _forwarded("ListKeys"),
         _forwarded("ListAliases"),
         _forwarded("ListRetirableGrants"),
-        _forwarded("GenerateRandom"),
+        Operation("GenerateRandom", Treatment.FORWARDED, key_member=None, takes_recipient=True),
         _forwarded("CreateCustomKeyStore"),
         _forwarded("ConnectCustomKeyStore"),
         _forwarded("DisconnectCustomKeyStore"),

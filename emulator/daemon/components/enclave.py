@@ -30,6 +30,7 @@ from emulator.daemon.components.vsock_proxy import VsockProxyComponent
 from emulator.daemon.key_release import enclave_service_env
 from emulator.faults.hooks import ProcessError
 from emulator.host import procfs
+from emulator.host.artifacts import dependency_set
 from emulator.host.process import tail_file, unix_socket_open, wait_until
 from emulator.host.system.base_image import BaseImageSpec, ensure_base_image
 from emulator.host.system.dockerd import DockerEngine, DockerEngineConfig, ensure_engine
@@ -51,9 +52,9 @@ from emulator.nitro.sandbox import (
     Sandbox,
     SandboxSpec,
     enclave_environment,
-    interpreter_site_packages,
 )
 from vault.common.transport import ENCLAVE_PORT
+from vault.infra.artifacts import ENCLAVE
 from vault.infra.key_policy import EnclaveMeasurements
 
 #: Generous bound: the wait ends as soon as the enclave listens.
@@ -180,8 +181,11 @@ class EnclaveComponent(Component):
             env=enclave_environment(
                 image_dir=running.directory,
                 extra=enclave_service_env(vsock_dir=vsock_dir, nsm_socket=nsm_socket, enclave_cid=self.cid),
-                # The container image carries its own libraries (see the Dockerfile).
-                python_path=interpreter_site_packages() if self.config.enclave_runtime == "namespace" else (),
+                # The enclave tier's dependency set and nothing else of this interpreter's
+                # (the sandbox runs python -S); the container image carries its own (deps/).
+                python_path=[str(dependency_set(ENCLAVE))]
+                if self.config.enclave_runtime == "namespace"
+                else (),
             ),
             log_path=self.log_path,
             shared_dirs=(Path(nsm_socket).parent,),

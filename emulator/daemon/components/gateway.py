@@ -116,6 +116,9 @@ class GatewayComponent(Component):
             str(self._ready_file),
             "--env-file",
             str(self._env_file),
+            # The dashboard (/_emulator/) reads the state file and asks the control socket.
+            "--state-dir",
+            str(self.layout.root),
             "--artifact",
             str(artifact.directory),
             "--dependencies",

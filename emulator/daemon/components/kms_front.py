@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from emulator.aws.backends.moto_server import MotoBackend
 from emulator.aws.kms.front import Identity, KmsFront
+from emulator.aws.kms.moto_keys import MotoKeyAgreement
 from emulator.daemon.components.backend import BackendComponent
 from emulator.daemon.components.base import Component, Context, Health
 from emulator.daemon.components.credentials import Credentials
@@ -61,6 +63,8 @@ class KmsFrontComponent(Component):
             },
             region=self.config.region,
             backend_credentials=(backend.access_key_id, backend.secret_access_key),
+            # moto serves in this process and holds the keys, but has no DeriveSharedSecret.
+            key_agreement=MotoKeyAgreement() if isinstance(backend, MotoBackend) else None,
         )
         front.start()
         self._front = front

@@ -19,8 +19,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import pytest
 import requests
+from botocore.exceptions import ClientError
 
 from e2e.security.targets import VaultTarget
 from emulator.tools.client import VaultClient
@@ -198,3 +200,24 @@ def test_a_replayed_authorization_no_plaintext(client: VaultClient, attacker: At
     body = _authorized(attacker.request_body(vault_id, ["ssn9"]), attacker.api_key)
     assert getattr(attacker, path)(body).get("fields") == {"ssn9": SSN}
     _assert_no_plaintext(getattr(attacker, path)(body), "AuthorizationReplayed")
+
+
+def test_the_instance_role_cannot_sign_with_the_api_key(attacker: Attacker) -> None:
+    """The trust anchor: the parent's own credentials get no signature from the API's key."""
+    credentials = asyncio.run(ImdsClient(str(attacker.facts["imds_endpoint"])).fetch()).credential
+    kms = boto3.client(
+        "kms",
+        endpoint_url=str(attacker.facts["kms_endpoint"]),
+        region_name=str(attacker.facts["region"]),
+        aws_access_key_id=credentials.access_key_id.get_secret_value(),
+        aws_secret_access_key=credentials.secret_access_key.get_secret_value(),
+        aws_session_token=credentials.token.get_secret_value(),
+    )
+    with pytest.raises(ClientError) as refused:
+        kms.sign(
+            KeyId=str(attacker.facts["authorizer_key_arn"]),
+            Message=b"anything",
+            MessageType="RAW",
+            SigningAlgorithm=SIGNING_ALGORITHM,
+        )
+    assert refused.value.response["Error"]["Code"] == "AccessDeniedException"

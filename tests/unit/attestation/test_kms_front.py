@@ -197,13 +197,14 @@ def test_operations_on_other_keys_pass_through_and_on_the_vault_key_need_its_pol
     with pytest.raises(ClientError) as not_allowed:  # the vault key policy allows the API no Encrypt
         api.encrypt(KeyId=harness.key_arn, Plaintext=b"data")
     assert error_code(not_allowed) == "AccessDeniedException"
-    with pytest.raises(ClientError) as refused:
+    with pytest.raises(ClientError) as refused:  # GenerateDataKey takes a Recipient: this one is no document
         api.generate_data_key(
             KeyId=harness.key_arn,
             KeySpec="AES_256",
             Recipient={"AttestationDocument": b"doc", "KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256"},
         )
-    assert error_code(refused) == "ValidationException"
+    assert error_code(refused) == "AccessDeniedException"
+    assert "The attestation document is not valid (cose)" in refused.value.response["Error"]["Message"]
 
 
 def test_policy_comes_from_the_backend_when_not_set(

@@ -269,7 +269,17 @@ def test_every_kms_operation_has_a_treatment() -> None:
     model = botocore.session.get_session().get_service_model("kms")
     assert set(OPERATIONS) == set(model.operation_names)
     implemented = {name for name, op in OPERATIONS.items() if op.treatment is Treatment.IMPLEMENTED}
-    assert implemented == {"Decrypt", "ReEncrypt", "GenerateDataKeyPairWithoutPlaintext"}
+    assert implemented == {
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+        "DeriveSharedSecret",
+    }
+    with_recipient = {name for name, op in OPERATIONS.items() if op.takes_recipient}
+    assert with_recipient == {
+        name for name in model.operation_names if "Recipient" in model.operation_model(name).input_shape.members
+    }
     for name, op in OPERATIONS.items():
         if op.treatment is Treatment.GATED:
             shape = model.operation_model(name).input_shape

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.metadata as metadata
 import json
 from pathlib import Path
 
 import pytest
 
+from emulator.host.artifacts import dependency_set
 from emulator.nitro.image import (
     IMAGE_SOURCES,
     MANIFEST_NAME,
     ImageError,
     assemble_image,
     container_build_context,
-    copy_distributions,
-    enclave_distributions,
     load_image,
 )
+from vault.infra.artifacts import ENCLAVE
 
 #: A file for each entry the enclave tier lists: the file itself, or a package's ``__init__.py``.
 TIER_FILES = sorted(entry if entry.endswith(".py") else f"{entry}/__init__.py" for entry in IMAGE_SOURCES)
@@ -97,7 +98,8 @@ def test_the_real_enclave_image_is_assembled_from_this_tree(tmp_path: Path) -> N
 
 
 def test_the_container_context_carries_code_and_libraries(tmp_path: Path) -> None:
-    names = {d.metadata["Name"].lower().replace("_", "-") for d in enclave_distributions()}
+    deps = dependency_set(ENCLAVE, cache_root=tmp_path / "deps")
+    names = {d.metadata["Name"].lower().replace("_", "-") for d in metadata.distributions(path=[str(deps)])}
     assert {"cryptography", "pydantic", "cbor2", "boto3", "cel-python"} <= names
     assert "nitro-vault" not in names
     image = assemble_image(tmp_path / "image")
@@ -105,7 +107,6 @@ def test_the_container_context_carries_code_and_libraries(tmp_path: Path) -> Non
     assert (context / "Dockerfile").read_text().count("ARG BASE_IMAGE") == 1
     assert (context / "app" / MANIFEST_NAME).is_file()
     assert (context / "deps" / "cbor2").is_dir() and (context / "deps" / "cryptography").is_dir()
-    # a second copy with the same distributions is reused
-    stamp = (tmp_path / "deps" / ".fingerprint").stat().st_mtime_ns
-    copy_distributions(enclave_distributions(), tmp_path / "deps")
-    assert (tmp_path / "deps" / ".fingerprint").stat().st_mtime_ns == stamp
+    # the context's libraries are the enclave tier's dependency set, copied once per cache
+    assert dependency_set(ENCLAVE, cache_root=tmp_path / "deps") == deps
+    assert [p.name for p in (tmp_path / "deps").iterdir()] == [deps.name]
