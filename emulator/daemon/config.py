@@ -53,6 +53,10 @@ class EmulatorConfig:
     instance_role_name: str = DEFAULT_INSTANCE_ROLE
     api_role_name: str = DEFAULT_API_ROLE
     enclave_cid: int = DEFAULT_ENCLAVE_CID
+    #: Device mode: the enclave keeps its production configuration (``/dev/nsm``, ``AF_VSOCK``)
+    #: and reaches the emulated NSM and vsock through the preload library
+    #: (:mod:`emulator.nitro.preload`); off, it is configured for Unix sockets.
+    enclave_devices: bool = False
     #: Real hardware zeroes PCR0, 1, 2 and 8 of a debug-mode enclave (not PCR3, 4); so does the NSM emulator.
     debug_mode: bool = False
     #: Decision D15: the gateway can require SigV4 signed by a test principal.

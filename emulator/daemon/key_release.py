@@ -19,26 +19,43 @@ from emulator.aws.kms.front import DEFAULT_MAX_DOCUMENT_AGE, Identity, KmsFront
 from emulator.aws.upstream import Upstream
 from emulator.nitro.nsm import NsmService
 from emulator.nitro.pki import TestPki
+from emulator.nitro.preload import Preload, preload_for
 from emulator.nitro.vsock_proxy import VsockProxy
 from vault.common.transport import DEFAULT_ENCLAVE_CID, TransportConfig
 
 
 def enclave_service_env(
-    *, vsock_dir: Path, nsm_socket: Path | str, enclave_cid: int = DEFAULT_ENCLAVE_CID
+    *,
+    vsock_dir: Path,
+    nsm_socket: Path | str,
+    enclave_cid: int = DEFAULT_ENCLAVE_CID,
+    devices: bool = False,
 ) -> dict[str, str]:
     """What the enclave service needs to reach its NSM and, through the vsock-proxy, KMS.
 
     The emulator's enclave component and :class:`KeyReleaseStack` both launch enclaves
-    with exactly this (plus the sandbox's base environment).
+    with exactly this (plus the sandbox's base environment). With ``devices`` the enclave
+    keeps its production configuration (``/dev/nsm``, ``AF_VSOCK``): the preload library
+    (:func:`device_preload`) leads both to ``nsm_socket`` and ``vsock_dir``.
     """
-    transport = TransportConfig(kind="uds", uds_dir=vsock_dir, local_cid=enclave_cid)
+    if devices:
+        location: dict[str, str] = {}
+    else:
+        transport = TransportConfig(kind="uds", uds_dir=vsock_dir, local_cid=enclave_cid)
+        location = {**transport.as_env(), "VAULT_NSM": f"uds:{nsm_socket}"}
     return {
-        **transport.as_env(),
-        "VAULT_NSM": f"uds:{nsm_socket}",
+        **location,
         # A free loopback port for the in-enclave bridge; boto3 speaks plain HTTP to it.
         "VAULT_KMS_BRIDGE": "127.0.0.1:0",
         "VAULT_KMS_ENDPOINT": "http://127.0.0.1:{port}",
     }
+
+
+def device_preload(
+    cache_dir: Path, *, vsock_dir: Path, nsm_socket: Path | str, enclave_cid: int = DEFAULT_ENCLAVE_CID
+) -> Preload:
+    """The preload library and mapping of an enclave in device mode (see :mod:`emulator.nitro.preload`)."""
+    return preload_for(cache_dir, vsock_dir=vsock_dir, local_cid=enclave_cid, nsm_socket=Path(nsm_socket))
 
 
 @dataclass

@@ -13,6 +13,13 @@ Two runtimes share one :class:`SandboxSpec`:
 
 In both the environment is built from scratch (:func:`enclave_environment`): the
 host's environment, and with it any AWS credentials, never reaches the enclave.
+
+A spec with a :class:`~emulator.nitro.preload.Preload` runs the program with the
+emulator's preload library (``LD_PRELOAD``, and its mapping's variables), so that it
+reaches the NSM through ``/dev/nsm`` and the vsock through ``AF_VSOCK`` as in a real
+enclave. The library stays where it was built (the namespace runtime shares the host's
+file system; the container runtime mounts its directory read-only): it is never part
+of the image.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, Protocol
 
 from emulator.host.process import ManagedProcess
 from emulator.host.progress import step
+from emulator.nitro.preload import Preload
 
 #: Environment names that must never reach an enclave: it gets credentials per request over vsock.
 _FORBIDDEN_PREFIXES = (
@@ -98,6 +106,15 @@ class SandboxSpec:
     #: Further host directories the program needs (e.g. its NSM socket's); the namespace
     #: runtime shares the host's file system, the container runtime bind-mounts them.
     shared_dirs: Sequence[Path] = ()
+    #: Device mode: the preload library that maps /dev/nsm and AF_VSOCK onto the emulator.
+    preload: Preload | None = None
+
+    def process_env(self) -> dict[str, str]:
+        """``env``, plus the preload library's variables in device mode."""
+        env = dict(self.env)
+        if self.preload is not None:
+            env.update(self.preload.env(env))
+        return env
 
 
 class Sandbox(Protocol):
@@ -122,7 +139,11 @@ class NamespaceSandbox:
         if unshare is None:
             raise SandboxError("the namespace runtime needs unshare (util-linux)")
         self._process = ManagedProcess(
-            name=spec.name, argv=self.argv(unshare), env=spec.env, log_path=spec.log_path, cwd=spec.image_dir
+            name=spec.name,
+            argv=self.argv(unshare),
+            env=spec.process_env(),
+            log_path=spec.log_path,
+            cwd=spec.image_dir,
         )
 
     def argv(self, unshare: str = "unshare") -> list[str]:
@@ -211,8 +232,11 @@ class ContainerSandbox:
             str(path): {"bind": str(path), "mode": "rw"}
             for path in (self.spec.vsock_dir, *self.spec.shared_dirs)
         }
+        if self.spec.preload is not None:
+            library_dir = str(self.spec.preload.library.parent)
+            mounts[library_dir] = {"bind": library_dir, "mode": "ro"}
         command = list(self.spec.command)
-        env = dict(self.spec.env)
+        env = self.spec.process_env()
         # Inside the image the code and its libraries live at fixed places (see the Dockerfile).
         env.pop("PYTHONPATH", None)
         env.pop("PATH", None)

@@ -128,6 +128,13 @@ def _start_options(parser: argparse.ArgumentParser) -> None:
         "--sigv4", action="store_true", help="require SigV4-signed requests (test principals)"
     )
     parser.add_argument(
+        "--enclave-devices",
+        action="store_true",
+        help="run the enclave with its production configuration (/dev/nsm, AF_VSOCK), led to the "
+        "emulated NSM and vsock by a preload library built with the system C compiler "
+        "(default: the enclave is configured for Unix sockets)",
+    )
+    parser.add_argument(
         "--debug-mode",
         action="store_true",
         help="run the enclave as in debug mode: PCR0, 1, 2 and 8 read zero, so the key policy refuses it",
@@ -151,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         port=args.port,
         sigv4=args.sigv4,
         debug_mode=args.debug_mode,
+        enclave_devices=getattr(args, "enclave_devices", False),
         persist=getattr(args, "persist", False),
         localstack_python=args.localstack_python,
     )

@@ -243,7 +243,8 @@ class AuditView:
 
 def to_json(result: object) -> dict[str, Any]:
     """A result dataclass as JSON-ready data."""
-    assert dataclasses.is_dataclass(result) and not isinstance(result, type)
+    if not dataclasses.is_dataclass(result) or isinstance(result, type):
+        raise TypeError(f"{type(result).__name__} is not a result dataclass")
     return dataclasses.asdict(result)
 
 

@@ -20,10 +20,17 @@ stack bundles and its dependency set, and which alone receives the Lambda functi
 environment, so the API's configuration and credentials never leak into the other
 components and a module the package lacks fails at start. Without ``--artifact`` the
 handler is imported into the gateway's own process (``--handler``).
-Invocations are serialised, as in one Lambda execution environment, because Lambda
-handlers (Powertools resolvers included) keep per-invocation state in module globals.
-A timed-out invocation is abandoned, not killed (as API Gateway abandons a Lambda):
-the handler's own client timeouts bound it. Each invocation ends with Lambda's ``REPORT``
+With the artifact, the function scales as Lambda does: up to ``--concurrency`` execution
+environments (processes, :class:`~emulator.aws.gateway.runtime.ExecutionEnvironments`),
+each serving one invocation at a time, because Lambda handlers (Powertools resolvers
+included) keep per-invocation state in module globals. Each is started when every other
+one is busy and stays warm; its cold start is the ``Init Duration`` of its first
+invocation's ``REPORT`` line. Beyond that limit an invocation waits for a free environment
+(until the integration timeout: 504); with ``--reserved-concurrency`` it is throttled at
+once, and API Gateway answers a throttled Lambda invocation as any invocation Lambda
+refuses: 500 ``{"message": "Internal server error"}``. An imported handler (no
+``--artifact``) runs one invocation at a time. A timed-out invocation is abandoned, not
+killed (as API Gateway abandons a Lambda): the handler's own client timeouts bound it. Each invocation ends with Lambda's ``REPORT``
 line in the gateway's log (duration, billed duration, memory), plus the CPU time the
 handler's thread used.
 """
@@ -57,7 +64,14 @@ from emulator.aws.gateway.event import (
     interpret_result,
     new_request_id,
 )
-from emulator.aws.gateway.runtime import LambdaRuntime, RuntimeInitError
+from emulator.aws.gateway.runtime import (
+    ExecutionEnvironments,
+    FunctionThrottled,
+    InvocationUsage,
+    LambdaRuntime,
+    NoFreeEnvironment,
+    RuntimeInitError,
+)
 from emulator.aws.sigv4 import Principal, SigV4Failure, SigV4Verifier
 from emulator.daemon.config import StateLayout
 from emulator.faults.hooks import FaultHooks
@@ -108,10 +122,11 @@ class LambdaContext:
         self.aws_request_id = request_id
         self.log_group_name = f"/aws/lambda/{config.function_name}"
         self.log_stream_name = "emulator"
-        self._deadline = deadline
+        #: ``time.monotonic()`` at which API Gateway stops waiting (the integration timeout).
+        self.deadline = deadline
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 def _gateway_error(status: int, message: str, error_type: str, request_id: str) -> HttpResponse:
@@ -146,7 +161,10 @@ class ApiGateway:
     """Dispatches HTTP requests to a Lambda handler; :meth:`start` serves them on 127.0.0.1."""
 
     def __init__(
-        self, config: GatewayConfig, handler: LambdaHandler, dashboard: Dashboard | None = None
+        self,
+        config: GatewayConfig,
+        handler: LambdaHandler | ExecutionEnvironments,
+        dashboard: Dashboard | None = None,
     ) -> None:
         self.config = config
         self.handler = handler
@@ -232,28 +250,62 @@ class ApiGateway:
         return HttpResponse(response.status, headers, response.body)
 
     def _report(
-        self, request_id: str, seconds: float, cpu_seconds: float, max_memory_mb: int | None = None
+        self,
+        request_id: str,
+        seconds: float,
+        cpu_seconds: float,
+        max_memory_mb: int | None = None,
+        init_seconds: float | None = None,
     ) -> None:
-        """Lambda's REPORT line for one invocation, and the CPU time the handler's thread used."""
+        """Lambda's REPORT line for one invocation, and the CPU time the handler's thread used.
+
+        ``Init Duration`` (an environment's cold start) is on its first invocation's line only.
+        """
         duration_ms = seconds * 1000
         if max_memory_mb is None:
             max_memory_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        init = "" if init_seconds is None else f"Init Duration: {init_seconds * 1000:.2f} ms\t"
         log.info(
             "REPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\t"
-            "Max Memory Used: %d MB\tCPU Time: %.2f ms",
+            "Max Memory Used: %d MB\t%sCPU Time: %.2f ms",
             request_id,
             duration_ms,
             math.ceil(duration_ms),
             self.config.memory_mb,
             max_memory_mb,
+            init,
             cpu_seconds * 1000,
         )
+
+    def _report_usage(self, request_id: str, usage: InvocationUsage) -> None:
+        # Measured in the function's process, where the handler ran.
+        self._report(request_id, usage.seconds, usage.cpu_seconds, usage.max_memory_mb, usage.init_seconds)
+
+    def _run_in_environment(
+        self, environments: ExecutionEnvironments, event: dict[str, Any], context: LambdaContext
+    ) -> dict[str, Any]:
+        """One invocation in a free execution environment: ``result``, ``error`` or ``throttled``."""
+        try:
+            invocation = environments.invoke(event, context, context.deadline)
+        except FunctionThrottled as exc:
+            return {"throttled": exc}
+        except NoFreeEnvironment:
+            return {"timeout": True}
+        if invocation.usage is not None:
+            self._report_usage(context.aws_request_id, invocation.usage)
+        if invocation.error is not None:
+            return {"error": invocation.error}
+        return {"result": invocation.result}
 
     def _invoke(self, event: dict[str, Any], request_id: str) -> HttpResponse:
         deadline = time.monotonic() + self.config.integration_timeout
         outcome: dict[str, Any] = {}
 
         def run() -> None:
+            if isinstance(self.handler, ExecutionEnvironments):
+                context = LambdaContext(self.config, request_id, deadline)
+                outcome.update(self._run_in_environment(self.handler, event, context))
+                return
             with self._invoke_lock:
                 context = LambdaContext(self.config, request_id, deadline)
                 began, cpu = time.perf_counter(), time.thread_time()
@@ -272,7 +324,15 @@ class ApiGateway:
         worker = threading.Thread(target=run, name=f"invoke-{request_id[:8]}", daemon=True)
         worker.start()
         worker.join(max(0.0, deadline - time.monotonic()))
-        if worker.is_alive():
+        if "throttled" in outcome:
+            # Lambda's 429 for the function; API Gateway turns every refused invocation into a 500.
+            log.error(
+                "Lambda invocation failed with status: 429 (TooManyRequestsException: %s) (request %s)",
+                FunctionThrottled.reason,
+                request_id,
+            )
+            return _gateway_error(500, "Internal server error", "InternalServerErrorException", request_id)
+        if worker.is_alive() or "timeout" in outcome:
             log.warning(
                 "integration timed out after %.1f s (request %s)", self.config.integration_timeout, request_id
             )
@@ -402,6 +462,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     parser.add_argument("--account-id", default="123456789012")
     parser.add_argument("--timeout", type=float, default=INTEGRATION_TIMEOUT, help="integration timeout (s)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="with --artifact: execution environments (processes) at most; default the number of cores",
+    )
+    parser.add_argument(
+        "--reserved-concurrency",
+        type=int,
+        help="the function's reserved concurrency (at most --concurrency); invocations beyond it are throttled",
+    )
     parser.add_argument("--principals", type=Path, help="JSON list of SigV4 test principals; enables SigV4")
     parser.add_argument("--ready-file", type=Path, help="written with the bound port once serving")
     parser.add_argument(
@@ -413,7 +484,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="wait for this JSON file, add it to the environment and delete it before serving",
     )
     parser.add_argument("--env-timeout", type=float, default=300.0, help="seconds to wait for --env-file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.concurrency < 1:
+        parser.error("--concurrency must be at least 1")
+    if args.reserved_concurrency is not None and not 1 <= args.reserved_concurrency <= args.concurrency:
+        parser.error(f"--reserved-concurrency must be within 1..{args.concurrency} (--concurrency)")
+    return args
 
 
 def await_environment(path: Path, timeout: float, stop: threading.Event) -> dict[str, str] | None:
@@ -431,17 +507,24 @@ def await_environment(path: Path, timeout: float, stop: threading.Event) -> dict
     return {str(k): str(v) for k, v in values.items()}
 
 
-def start_handler(args: argparse.Namespace) -> LambdaHandler:
+def start_handler(args: argparse.Namespace) -> LambdaHandler | ExecutionEnvironments:
     """The handler: in its own process from the API artifact, or imported here without one."""
     if args.artifact is None:
         return load_handler(args.handler)
     if args.dependencies is None:
         raise ValueError("--artifact needs --dependencies")
     artifact = TierArtifact(API, args.artifact, args.dependencies)
-    # The function's process starts with this (credential-free) environment; its own arrives later.
-    runtime = LambdaRuntime(artifact.command(), dict(os.environ))
-    runtime.start()
-    return runtime
+    command, base_environment = artifact.command(), dict(os.environ)
+
+    def environment() -> LambdaRuntime:
+        # Each process starts with this (credential-free) environment; its own arrives later.
+        return LambdaRuntime(command, base_environment)
+
+    environments = ExecutionEnvironments(
+        environment, concurrency=args.concurrency, reserved=args.reserved_concurrency
+    )
+    environments.start()
+    return environments
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,13 +559,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if environment is None:
                 log.error("no environment arrived in %s", args.env_file)
                 return 1
-            if isinstance(handler, LambdaRuntime):
+            if isinstance(handler, ExecutionEnvironments):
                 handler.configure(environment)
             else:
                 os.environ.update(environment)
         return serve(gateway, args, stop)
     finally:
-        if isinstance(handler, LambdaRuntime):
+        if isinstance(handler, ExecutionEnvironments):
             handler.stop()
 
 

@@ -40,8 +40,8 @@ Every other operation on a key the front fronts (one whose deployed policy it ho
     is forwarded only after its key state is checked and that policy allows it for the
     caller (``CreateGrant``, ``PutKeyPolicy``, ``GenerateDataKey``, ``Encrypt``, ...).
 Operations on other keys and on no key (``CreateKey``, ``ListKeys``)
-    are forwarded unchanged. A ``Recipient`` on an operation the front does not
-    implement, an operation outside the table and any path but ``/`` are refused.
+    are forwarded unchanged. A ``Recipient`` on an operation that takes none, an
+    operation outside the table and any path but ``/`` are refused.
 
 Every operation KMS accepts a ``Recipient`` on verifies its document first and offers its
 values to the key policy (``kms:RecipientAttestation:ImageSha384`` = PCR0,
@@ -447,7 +447,7 @@ class KmsFront:
             answer = handlers[op.name](identity, payload)
             return 200, [("Content-Type", JSON_CONTENT_TYPE)], json.dumps(answer).encode()
         if "Recipient" in payload:
-            raise validation(f"the emulator does not support Recipient on {op.name}")
+            raise validation(f"{op.name} takes no Recipient")
         if op.treatment is Treatment.GATED and op.key_member is not None:
             self._gate(op, op.key_member, identity, payload)
         reply = self.forward("POST", "/", headers, body)

@@ -27,11 +27,11 @@ from emulator.daemon.components.base import Component, Context, Health
 from emulator.daemon.components.image import ImageComponent
 from emulator.daemon.components.nsm import NsmComponent
 from emulator.daemon.components.vsock_proxy import VsockProxyComponent
-from emulator.daemon.key_release import enclave_service_env
+from emulator.daemon.key_release import device_preload, enclave_service_env
 from emulator.faults.hooks import ProcessError
 from emulator.host import procfs
 from emulator.host.artifacts import dependency_set
-from emulator.host.process import tail_file, unix_socket_open, wait_until
+from emulator.host.process import StartupError, tail_file, unix_socket_open, wait_until
 from emulator.host.system.base_image import BaseImageSpec, ensure_base_image
 from emulator.host.system.dockerd import DockerEngine, DockerEngineConfig, ensure_engine
 from emulator.nitro.image import (
@@ -45,6 +45,7 @@ from emulator.nitro.image import (
 from emulator.nitro.measure import measure_image
 from emulator.nitro.nsm import PeerRule, PidNamespace, ProcessTree
 from emulator.nitro.pki import DEFAULT_INSTANCE_ID
+from emulator.nitro.preload import PreloadError
 from emulator.nitro.sandbox import (
     ContainerImageSpec,
     ContainerSandbox,
@@ -174,13 +175,28 @@ class EnclaveComponent(Component):
         )
         self.enclave_id = enclave_id
         vsock_dir = self.vsock_proxy.vsock_dir
+        devices = self.config.enclave_devices
+        preload = None
+        if devices:
+            try:
+                preload = device_preload(
+                    default_cache_dir() / "preload",
+                    vsock_dir=vsock_dir,
+                    nsm_socket=nsm_socket,
+                    enclave_cid=self.cid,
+                )
+            except PreloadError as exc:
+                self.nsm.service.unregister_enclave(enclave_id)
+                raise StartupError(f"enclave: {exc} [{exc.code}]") from exc
         spec = SandboxSpec(
             name="enclave",
             image_dir=running.directory,
             vsock_dir=vsock_dir,
             env=enclave_environment(
                 image_dir=running.directory,
-                extra=enclave_service_env(vsock_dir=vsock_dir, nsm_socket=nsm_socket, enclave_cid=self.cid),
+                extra=enclave_service_env(
+                    vsock_dir=vsock_dir, nsm_socket=nsm_socket, enclave_cid=self.cid, devices=devices
+                ),
                 # The enclave tier's dependency set and nothing else of this interpreter's
                 # (the sandbox runs python -S); the container image carries its own (deps/).
                 python_path=[str(dependency_set(ENCLAVE))]
@@ -189,6 +205,7 @@ class EnclaveComponent(Component):
             ),
             log_path=self.log_path,
             shared_dirs=(Path(nsm_socket).parent,),
+            preload=preload,
         )
         sandbox = (
             self.make_sandbox(spec) if self.make_sandbox is not None else self._make_sandbox(spec, launch)

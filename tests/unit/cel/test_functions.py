@@ -335,7 +335,9 @@ class TestTimestampAccessors:
 
 def test_matches_uses_re2(engine: CelEngine) -> None:
     assert evaluate_one(engine, "'123-45-6789'.matches('^[0-9]{3}-[0-9]{2}-[0-9]{4}$')") is True
-    assert error_of(engine, "'x'.matches('(')") == "[out] Execution Error: invalid regular expression"
+    assert error_of(engine, "'x'.matches('(')") == (
+        "[out] Execution Error: Error executing function 'matches': invalid regular expression"
+    )
 
 
 def test_fixed_now_is_used(fixed_engine: CelEngine) -> None:

@@ -140,3 +140,14 @@ def test_the_shared_logging_setup_names_the_same_loggers() -> None:
     from vault.common.logs import QUIET_LOGGERS
 
     assert set(LIBRARY_LOGGERS) <= set(QUIET_LOGGERS)
+
+
+def test_an_invalid_pattern_from_a_field_reaches_no_stream(
+    engine: CelEngine, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # RE2 prints patterns it cannot parse to the process's stderr (file descriptor 2),
+    # below Python's logging; the enclave's stderr is its log.
+    result = engine.evaluate(FIELDS, {"m": "'x'.matches(ssn + '(')"})
+    assert result.errors and SECRET not in result.errors[0]
+    captured = capfd.readouterr()
+    assert SECRET not in captured.err and SECRET not in captured.out

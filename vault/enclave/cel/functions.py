@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import celpy.celtypes as ct
+import re2
 from celpy.evaluation import (
     CELFunction,
     NameContainer,
@@ -174,6 +175,21 @@ def _substring(value: object, start: object, end: object | None = None) -> Resul
     if last < first:
         raise _Refused("invalid substring range (end before start)")
     return ct.StringType(text[first:last])
+
+
+#: RE2 writes a pattern it cannot parse to stderr by default; a pattern may be a field's
+#: value, so nothing of it may reach the enclave's log.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def _matches(value: object, pattern: object) -> Result:
+    """``matches`` (RE2, as cel-python's), with errors that quote neither text nor pattern."""
+    try:
+        compiled = re2.compile(_string(pattern), _RE2_OPTIONS)
+    except re2.error:
+        raise _Refused("invalid regular expression") from None
+    return ct.BoolType(compiled.search(_string(value)) is not None)
 
 
 def _size(value: object) -> Result:
@@ -366,6 +382,7 @@ def vault_functions(clock: Clock) -> Mapping[str, CELFunction]:
         "substring": _substring,
         "_[_]": _index,
         "size": _size,
+        "matches": _matches,
         "string": _to_string,
         "max": _extreme(lambda order: order > 0),
         "min": _extreme(lambda order: order < 0),

@@ -1,4 +1,4 @@
-// The emulator's dashboard: renders the JSON of /_emulator/api/ with DOM calls (never innerHTML).
+// The emulator's dashboard: renders the JSON of /_emulator/api/ with DOM calls and textContent only.
 "use strict";
 
 const API = "api/";
