@@ -38,6 +38,15 @@ _SUN_PATH_MAX = 107
 _LONGEST_SOCKET_NAME = 60
 
 
+#: Each execution environment is a process of its own (~70 MB): a bound on what one ``up`` starts.
+MAX_LAMBDA_CONCURRENCY = 64
+
+
+def default_lambda_concurrency() -> int:
+    """One execution environment per core: more only queue for the same CPUs."""
+    return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class EmulatorConfig:
     """What ``vault-emulator up`` was asked for."""
@@ -61,6 +70,10 @@ class EmulatorConfig:
     debug_mode: bool = False
     #: Decision D15: the gateway can require SigV4 signed by a test principal.
     sigv4: bool = False
+    #: The API Lambda's execution environments (processes) at most; beyond them an invocation waits.
+    lambda_concurrency: int = field(default_factory=default_lambda_concurrency)
+    #: The API function's reserved concurrency (``None``: none): beyond it, invocations are throttled.
+    reserved_concurrency: int | None = None
     #: Seconds ``up`` waits for the whole emulator to become healthy.
     startup_timeout: float = 120.0
     #: Keep vaults, audit and keys across ``down`` and ``up`` (the backend's state under
@@ -79,6 +92,16 @@ class EmulatorConfig:
             raise ValueError(f"port must be within 0..65535, not {self.port}")
         if self.enclave_cid < 4:
             raise ValueError("enclave CIDs below 4 are reserved")
+        concurrency, reserved = self.lambda_concurrency, self.reserved_concurrency
+        if not 1 <= concurrency <= MAX_LAMBDA_CONCURRENCY:
+            raise ValueError(
+                f"the Lambda concurrency must be within 1..{MAX_LAMBDA_CONCURRENCY}, not {concurrency}"
+            )
+        if reserved is not None and not 1 <= reserved <= concurrency:
+            raise ValueError(
+                f"the reserved concurrency must be within 1..{self.lambda_concurrency} "
+                f"(the Lambda concurrency), not {self.reserved_concurrency}"
+            )
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
         if self.localstack_python is not None:
             # Absolute: the daemon resolves it from another working directory.

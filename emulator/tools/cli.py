@@ -2,6 +2,7 @@
 
 vault-emulator up [--backend moto|localstack] [--enclave-runtime namespace|container]
                   [--state-dir DIR] [--port N] [--localstack-python PATH] [--persist]
+                  [--lambda-concurrency N] [--reserved-concurrency N]
 vault-emulator status [--json]
 vault-emulator logs [COMPONENT] [-f]
 vault-emulator down
@@ -31,9 +32,11 @@ from emulator.daemon import lifecycle
 from emulator.daemon.config import (
     DEFAULT_GATEWAY_PORT,
     DEFAULT_STATE_DIR,
+    MAX_LAMBDA_CONCURRENCY,
     RUNTIMES,
     EmulatorConfig,
     StateLayout,
+    default_lambda_concurrency,
 )
 from emulator.daemon.state import EmulatorState
 from emulator.faults.catalogue import CATALOGUE, FaultController, FaultError, describe
@@ -128,6 +131,21 @@ def _start_options(parser: argparse.ArgumentParser) -> None:
         "--sigv4", action="store_true", help="require SigV4-signed requests (test principals)"
     )
     parser.add_argument(
+        "--lambda-concurrency",
+        type=int,
+        default=default_lambda_concurrency(),
+        metavar="N",
+        help="API Lambda execution environments (processes) at most; beyond them an invocation "
+        "waits for a free one (default: the number of cores)",
+    )
+    parser.add_argument(
+        "--reserved-concurrency",
+        type=int,
+        metavar="N",
+        help="the API function's reserved concurrency (at most --lambda-concurrency): an invocation "
+        "beyond it is throttled, as Lambda throttles it, and API Gateway answers 500",
+    )
+    parser.add_argument(
         "--enclave-devices",
         action="store_true",
         help="run the enclave with its production configuration (/dev/nsm, AF_VSOCK), led to the "
@@ -157,6 +175,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         enclave_runtime=args.enclave_runtime,
         port=args.port,
         sigv4=args.sigv4,
+        lambda_concurrency=getattr(args, "lambda_concurrency", default_lambda_concurrency()),
+        reserved_concurrency=getattr(args, "reserved_concurrency", None),
         debug_mode=args.debug_mode,
         enclave_devices=getattr(args, "enclave_devices", False),
         persist=getattr(args, "persist", False),
@@ -340,8 +360,23 @@ def cmd_fault(args: argparse.Namespace, layout: StateLayout) -> int:
     return 0
 
 
+def concurrency_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--lambda-concurrency`` and ``--reserved-concurrency``, if anything."""
+    concurrency = getattr(args, "lambda_concurrency", None)
+    reserved = getattr(args, "reserved_concurrency", None)
+    if concurrency is not None and not 1 <= concurrency <= MAX_LAMBDA_CONCURRENCY:
+        return f"--lambda-concurrency must be within 1..{MAX_LAMBDA_CONCURRENCY}"
+    if reserved is not None and not 1 <= reserved <= (concurrency or 1):
+        return f"--reserved-concurrency must be within 1..{concurrency} (--lambda-concurrency)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    problem = concurrency_problem(args)
+    if problem is not None:
+        parser.error(problem)  # exit status 2, as for any bad option
     # The one place the CLI turns --state-dir into the state directory's layout.
     layout = StateLayout(args.state_dir.absolute())
     handlers: dict[str, Callable[[argparse.Namespace, StateLayout], int]] = {

@@ -15,6 +15,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from emulator.aws.backends.base import AwsBackend, BackendError
 from emulator.aws.backends.config import BackendConfig
 from emulator.aws.backends.moto_dispatch import install as install_module_list_cache
+from emulator.aws.backends.moto_isolation import install as install_table_isolation
 from emulator.aws.backends.moto_state import SNAPSHOT_NAME, SnapshotHeader, restore_snapshot, save_snapshot
 from emulator.aws.backends.moto_transactions import install as install_light_transaction_backups
 from emulator.aws.upstream import Upstream, WsgiUpstream
@@ -71,6 +72,8 @@ class MotoBackend(AwsBackend):
         # Audit writes are transactions; moto's backup of a table for each one grows with the table.
         install_light_transaction_backups()
         install_module_list_cache()
+        # Concurrent Lambda environments: a read must never see half of an update.
+        install_table_isolation()
         if self.config.persist and self.snapshot_path.is_file():
             self.restored = restore_snapshot(self.snapshot_path, self.config.account_id)
         # What moto's ThreadedMotoServer does, keeping the application to call in process.

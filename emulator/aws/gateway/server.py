@@ -30,9 +30,9 @@ invocation's ``REPORT`` line. Beyond that limit an invocation waits for a free e
 once, and API Gateway answers a throttled Lambda invocation as any invocation Lambda
 refuses: 500 ``{"message": "Internal server error"}``. An imported handler (no
 ``--artifact``) runs one invocation at a time. A timed-out invocation is abandoned, not
-killed (as API Gateway abandons a Lambda): the handler's own client timeouts bound it. Each invocation ends with Lambda's ``REPORT``
-line in the gateway's log (duration, billed duration, memory), plus the CPU time the
-handler's thread used.
+killed (as API Gateway abandons a Lambda): the handler's own client timeouts bound it.
+Each invocation ends with Lambda's ``REPORT`` line in the gateway's log (duration, billed
+duration, memory), plus the CPU time the handler's thread used.
 """
 
 from __future__ import annotations
@@ -471,7 +471,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--reserved-concurrency",
         type=int,
-        help="the function's reserved concurrency (at most --concurrency); invocations beyond it are throttled",
+        help="the function's reserved concurrency (at most --concurrency); beyond it, throttled",
     )
     parser.add_argument("--principals", type=Path, help="JSON list of SigV4 test principals; enables SigV4")
     parser.add_argument("--ready-file", type=Path, help="written with the bound port once serving")

@@ -2,7 +2,9 @@
 
 The handler runs from the API tier's artifact (:mod:`emulator.host.artifacts`): the
 package the ``Api`` stack bundles and the Lambda dependency set, assembled in the state
-directory at every ``up``, in a process that imports nothing else.
+directory at every ``up``, in processes that import nothing else: up to
+``lambda_concurrency`` execution environments, with the function's reserved concurrency if
+one is configured (see :mod:`emulator.aws.gateway.runtime`).
 """
 
 from __future__ import annotations
@@ -123,7 +125,11 @@ class GatewayComponent(Component):
             str(artifact.directory),
             "--dependencies",
             str(artifact.dependencies),
+            "--concurrency",
+            str(self.config.lambda_concurrency),
         ]
+        if self.config.reserved_concurrency is not None:
+            argv += ["--reserved-concurrency", str(self.config.reserved_concurrency)]
         if self.config.sigv4:
             principals = self.layout.work / "sigv4-principals.json"
             principals.write_text(json.dumps([p.to_json() for p in self.credentials.principals]))

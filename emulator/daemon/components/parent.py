@@ -11,11 +11,13 @@ import contextlib
 import os
 import signal
 
+from emulator.aws.backends import default_cache_dir
 from emulator.daemon.components.base import Component, Context, Health, http_ok
 from emulator.daemon.components.imds import ImdsComponent
 from emulator.faults.hooks import ProcessError
 from emulator.host.artifacts import ArtifactError, TierArtifact, assemble, missing_module
 from emulator.host.process import ManagedProcess, StartupError, free_port, tail_file, wait_until
+from emulator.nitro.preload import PreloadError, preload_for
 from vault.common.transport import PARENT_CID, TransportConfig
 from vault.infra.artifacts import PARENT
 
@@ -55,13 +57,18 @@ class ParentComponent(Component):
         self._run()
 
     def environment(self) -> dict[str, str]:
-        transport = TransportConfig(kind="uds", uds_dir=self.layout.vsock_dir, local_cid=PARENT_CID)
-        return {
-            "PATH": "/usr/local/bin:/usr/bin:/bin",
-            "LANG": "C.UTF-8",
-            "PYTHONUNBUFFERED": "1",
-            **transport.as_env(),
-        }
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1"}
+        if not self.config.enclave_devices:
+            transport = TransportConfig(kind="uds", uds_dir=self.layout.vsock_dir, local_cid=PARENT_CID)
+            return {**env, **transport.as_env()}
+        # Device mode: the parent's production AF_VSOCK, led to the emulated vsock by the preload.
+        try:
+            preload = preload_for(
+                default_cache_dir() / "preload", vsock_dir=self.layout.vsock_dir, local_cid=PARENT_CID
+            )
+        except PreloadError as exc:
+            raise StartupError(f"parent: {exc} [{exc.code}]") from exc
+        return {**env, **preload.env()}
 
     def command(self) -> list[str]:
         artifact = self.artifact

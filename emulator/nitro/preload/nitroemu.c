@@ -29,8 +29,9 @@
  * were made, so a descriptor closed behind the library's back (close_range, a raw
  * syscall) and reused for another file is not mistaken for an emulated one. dup,
  * dup2, dup3 and fcntl(F_DUPFD[_CLOEXEC]) copy the tracking. All state is guarded by
- * one mutex. Statically linked programs and raw system calls bypass LD_PRELOAD and
- * therefore this library.
+ * one mutex, which a fork hands to the child unlocked. Only SOCK_STREAM is offered, as
+ * Nitro Enclaves offer. Statically linked programs and raw system calls bypass
+ * LD_PRELOAD and therefore this library.
  */
 /* Not _GNU_SOURCE: it turns the socket functions' address arguments into transparent
  * unions, which the definitions below could not match. Fortified wrappers would clash
@@ -182,8 +183,13 @@ static void diagnose(const char *what, const char *detail) {
     fprintf(stderr, "libnitroemu: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
 }
 
+/* A fork while another thread holds the table lock must not leave the child locked out. */
+static void before_fork(void) { pthread_mutex_lock(&table_lock); }
+static void after_fork(void) { pthread_mutex_unlock(&table_lock); }
+
 static void initialize(void) {
     const char *value;
+    pthread_atfork(before_fork, after_fork, after_fork);
     real_open = resolve("open");
     real_open64 = resolve("open64");
     real_openat = resolve("openat");

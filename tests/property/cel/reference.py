@@ -18,6 +18,7 @@ import base64
 import binascii
 import datetime
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -89,6 +90,56 @@ def _digest(name: str) -> Callable[[object], str]:
     return lambda value: hashlib.new(name, _text(value).encode("utf-8")).hexdigest()
 
 
+def _whole(value: object) -> int:
+    # The package hands ints and uints over as Python ints, bools as bools.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ReferenceFunctionError("expected an int")
+    return value
+
+
+def _mask(value: object, keep_last: object) -> str:
+    text, keep = _text(value), _whole(keep_last)
+    if keep < 0:
+        raise ReferenceFunctionError("negative keep_last")
+    shown = text[len(text) - keep :] if keep < len(text) else ""
+    return "*" * (len(text) - len(shown)) + shown
+
+
+def _email_domain(value: object) -> str:
+    text = _text(value)
+    if "@" not in text or text.endswith("@"):
+        raise ReferenceFunctionError("no domain")
+    return text.split("@")[-1].lower()
+
+
+def _year(value: object) -> int:
+    if isinstance(value, datetime.datetime):
+        return value.year
+    return _date(value).year
+
+
+def _bucket(number: object, size: object) -> int | float:
+    if isinstance(number, float) or isinstance(size, float):
+        if isinstance(number, bool) or isinstance(size, bool):
+            raise ReferenceFunctionError("expected numbers")
+        if not isinstance(number, (int, float)) or not isinstance(size, (int, float)):
+            raise ReferenceFunctionError("expected numbers")
+        if not (math.isfinite(number) and math.isfinite(size)) or size <= 0:
+            raise ReferenceFunctionError("bad size or number")
+        result = math.floor(number / size) if abs(number / size) < 2**52 else number // size
+        value = float(result) * size if math.isfinite(float(result) * size) else math.inf
+        if not math.isfinite(value):
+            raise ReferenceFunctionError("out of range")
+        return float(number // size) * size
+    whole, step = _whole(number), _whole(size)
+    if step <= 0:
+        raise ReferenceFunctionError("bad size")
+    result = whole - whole % step
+    if not -(2**63) <= result < 2**64:
+        raise ReferenceFunctionError("out of range")
+    return result
+
+
 FUNCTIONS: Mapping[str, Callable[..., Any]] = {
     "is_empty": lambda value: len(_text(value)) == 0,
     "to_lowercase": lambda value: _text(value).lower(),
@@ -105,6 +156,10 @@ FUNCTIONS: Mapping[str, Callable[..., Any]] = {
         FIXED_NOW.year, FIXED_NOW.month, FIXED_NOW.day, tzinfo=datetime.UTC
     ),
     "age": _age,
+    "mask": _mask,
+    "email_domain": _email_domain,
+    "year": _year,
+    "bucket": _bucket,
 }
 
 

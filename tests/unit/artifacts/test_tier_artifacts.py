@@ -31,6 +31,7 @@ from emulator.host.artifacts import (
     resolve,
     tier_requirements,
 )
+from tests.support.authorization import LocalSigner, authorize
 from tests.support.enclave_keys import LocalKeyDecryptor
 from vault.common.framing import read_frame, write_frame
 from vault.common.messages import EnclaveErrorCode, EnclaveReply
@@ -294,8 +295,13 @@ def test_the_enclave_artifact_answers_a_framed_request(
         except OSError:
             time.sleep(0.1)
             continue
+        # Authorized (decision D16), so that the enclave goes on to its key path.
+        authorization = authorize(
+            LocalSigner(), vault_id="v_artifact", fields=["a"], issued_at=int(time.time())
+        )
+        request = key.request({"a": key.seal_field("a", "b")}, authorization=authorization.to_wire())
         with sock:
-            write_frame(sock, json.dumps(key.request({"a": key.seal_field("a", "b")}).to_wire()).encode())
+            write_frame(sock, json.dumps(request.to_wire()).encode())
             reply = json.loads(read_frame(sock, deadline=time.monotonic() + 30))
     assert reply is not None, output_of(process)
     # The enclave parsed the request and tried its key path: without an NSM it is refused with a code.

@@ -58,6 +58,14 @@ FAILING = [
     "[ssn].min()",
     "google.protobuf.StringValue{value: ssn}.x",
     "dyn(ssn).size(1)",
+    "mask(ssn, -1)",
+    "mask(ssn, ssn)",
+    "email_domain(ssn)",
+    "email_domain(ssn + '@')",
+    "year(ssn)",
+    "year(d)",
+    "bucket(ssn, 10)",
+    "bucket(1, ssn)",
 ]
 
 

@@ -1,4 +1,4 @@
-"""The preload library: unmodified programs reach the emulated NSM through /dev/nsm and vsock through AF_VSOCK.
+"""The preload library: unmodified programs reach the emulated NSM (/dev/nsm) and vsock (AF_VSOCK).
 
 Every process here runs with the library and a vsock directory under a temporary
 directory: ``AF_VSOCK`` never reaches the kernel (the library refuses it without a
@@ -8,6 +8,7 @@ directory), so nothing in these tests touches a real vsock.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import json
 import os
 import shutil
@@ -122,7 +123,9 @@ def run(
     return result
 
 
-def python(script: str, env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def python(
+    script: str, env: dict[str, str], *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return run([sys.executable, "-c", textwrap.dedent(script), *args], env, check=check)
 
 
@@ -218,7 +221,9 @@ def test_the_c_example_reports_a_refusal_and_a_missing_device(
     assert refused.returncode == 1 and refused.stdout == ""
     assert "refused the request: InvalidOperation" in refused.stderr
     # Without an NSM socket there is no /dev/nsm, as on a machine without the device.
-    missing = run([str(nsm_pcr0)], child_env(library, DeviceMapping(vsock_dir=vsock_dir, local_cid=16)), check=False)
+    missing = run(
+        [str(nsm_pcr0)], child_env(library, DeviceMapping(vsock_dir=vsock_dir, local_cid=16)), check=False
+    )
     assert missing.returncode == 1 and "open /dev/nsm: No such file or directory" in missing.stderr
 
 
@@ -267,7 +272,9 @@ from vault.enclave.nsm import NSM_IOCTL_RAW
 def call(fd, request, capacity, code=NSM_IOCTL_RAW):
     req = ctypes.create_string_buffer(request, len(request))
     resp = ctypes.create_string_buffer(max(capacity, 1))
-    raw = bytearray(struct.pack("=QQQQ", ctypes.addressof(req), len(request), ctypes.addressof(resp), capacity))
+    raw = bytearray(
+        struct.pack("=QQQQ", ctypes.addressof(req), len(request), ctypes.addressof(resp), capacity)
+    )
     try:
         fcntl.ioctl(fd, code, raw, True)
     except OSError as exc:
@@ -521,9 +528,51 @@ print(json.dumps(report))
 
 
 def test_without_a_mapping_nothing_reaches_the_kernels_vsock(library: Path) -> None:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), "LD_PRELOAD": str(library)}
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PYTHONPATH": str(REPO),
+        "LD_PRELOAD": str(library),
+    }
     report = json.loads(python(NO_MAPPING, env).stdout)
     assert report == {"vsock": "EAFNOSUPPORT", "nsm": "ENOENT", "inet": "127.0.0.1"}
+
+
+OTHER_ENTRY_POINTS = """
+import ctypes, fcntl, json, os, struct, sys
+import cbor2
+from vault.enclave.nsm import NSM_IOCTL_RAW, response_from_raw
+IOCTL_VM_SOCKETS_GET_LOCAL_CID = (7 << 8) | 0xB9  # _IO(7, 0xb9)
+report = {}
+fd = os.open("/dev/vsock", os.O_RDONLY)
+report["local_cid"] = struct.unpack("I", fcntl.ioctl(fd, IOCTL_VM_SOCKETS_GET_LOCAL_CID, b"\\0" * 4))[0]
+os.close(fd)
+# fopen and a C library's own open: the stdio path of a C program.
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.fileno.argtypes = [ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+stream = libc.fopen(b"/dev/nsm", b"r+e")
+assert stream, ctypes.get_errno()
+request = cbor2.dumps({"DescribePCR": {"index": 0}})
+req = ctypes.create_string_buffer(request, len(request))
+resp = ctypes.create_string_buffer(0x3000)
+raw = bytearray(struct.pack("=QQQQ", ctypes.addressof(req), len(request), ctypes.addressof(resp), 0x3000))
+fcntl.ioctl(libc.fileno(stream), NSM_IOCTL_RAW, raw, True)
+report["fopen_pcr0"] = cbor2.loads(response_from_raw(bytes(raw), resp.raw))["DescribePCR"]["data"].hex()
+libc.fclose(stream)
+# A descriptor number reused behind the library's back is not taken for the device.
+fd = os.open("/dev/nsm", os.O_RDWR)
+os.closerange(fd, fd + 1)  # close_range(2) where the C library has it: past the library's close()
+other = os.open("/dev/null", os.O_RDWR)
+report["same_number"] = other == fd
+try:
+    fcntl.ioctl(other, NSM_IOCTL_RAW, raw, True)
+    report["reused"] = "answered"
+except OSError as exc:
+    report["reused"] = exc.errno
+print(json.dumps(report))
+"""
 
 
 THREADS = """
@@ -567,6 +616,16 @@ def test_concurrent_threads(library: Path, nsm: NsmService, vsock_dir: Path) -> 
     env = child_env(library, DeviceMapping(vsock_dir=vsock_dir, local_cid=16, nsm_socket=path))
     report = json.loads(python(THREADS, env, MEASUREMENTS.pcr0).stdout)
     assert report == {"ok": 2 * 20 * 8, "total": 2 * 20 * 8, "errors": []}
+
+
+def test_dev_vsock_fopen_and_reused_descriptors(library: Path, nsm: NsmService, vsock_dir: Path) -> None:
+    path = nsm.register_enclave("enc-entry", MEASUREMENTS, PCR3, pid=os.getpid())
+    env = child_env(library, DeviceMapping(vsock_dir=vsock_dir, local_cid=21, nsm_socket=path))
+    report = json.loads(python(OTHER_ENTRY_POINTS, env).stdout)
+    assert report["local_cid"] == 21
+    assert report["fopen_pcr0"] == MEASUREMENTS.pcr0
+    assert report["same_number"] is True
+    assert report["reused"] == errno.ENOTTY  # /dev/null's own answer to the NSM ioctl
 
 
 # -- in the sandbox -------------------------------------------------------------------------

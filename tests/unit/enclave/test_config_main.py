@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 import vault.enclave.kms_decryptor as kms_module
+from tests.support.authorization import LocalSigner, authorize
 from tests.support.enclave_keys import LocalKeyDecryptor
+from vault.common.authorization import authorizer_digest
 from vault.common.framing import read_frame, write_frame
 from vault.common.logs import VaultLogHandler
 from vault.common.transport import TransportConfig, UnixSocketTransport
@@ -90,8 +92,10 @@ class _ContextDecryptor(LocalKeyDecryptor):
 
 
 def test_main_serves_until_sigterm(monkeypatch, vault_log_handlers):
+    """The production entry point: an authorized request is answered, an unauthorized one refused (D16)."""
     decryptor = _ContextDecryptor()
-    key = decryptor.create_vault_key("v_main")
+    api = LocalSigner()
+    key = decryptor.create_vault_key("v_main", authorizer=authorizer_digest(api.public_key))
     monkeypatch.setattr(
         kms_module.KmsKeyDecryptor, "from_env", classmethod(lambda cls, environ=None: decryptor)
     )
@@ -114,10 +118,15 @@ def test_main_serves_until_sigterm(monkeypatch, vault_log_handlers):
                 except OSError:
                     time.sleep(0.05)
                     continue
+                fields = {"a": key.seal_field("a", "b")}
+                authorization = authorize(api, vault_id="v_main", fields=["a"], issued_at=int(time.time()))
                 with sock:
-                    payload = key.request({"a": key.seal_field("a", "b")}).to_wire()
+                    payload = key.request(fields, authorization=authorization.to_wire()).to_wire()
                     write_frame(sock, json.dumps(payload).encode())
                     replies.append(json.loads(read_frame(sock)))
+                with transport.connect(16, 5050, timeout=5) as unauthorized:
+                    write_frame(unauthorized, json.dumps(key.request(fields).to_wire()).encode())
+                    replies.append(json.loads(read_frame(unauthorized)))
                 break
             signal.raise_signal(signal.SIGTERM)
 
@@ -129,7 +138,8 @@ def test_main_serves_until_sigterm(monkeypatch, vault_log_handlers):
         finally:
             thread.join(10)
         assert signal.getsignal(signal.SIGTERM) == previous
-    assert replies == [{"fields": {"a": "b"}, "errors": []}]
+    assert replies[0] == {"fields": {"a": "b"}, "errors": []}
+    assert replies[1]["code"] == "Unauthorized" and "fields" not in replies[1]
     assert decryptor.warmed_up
     assert decryptor.closed
 

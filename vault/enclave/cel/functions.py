@@ -18,6 +18,8 @@ Beyond upstream's table:
 * the timestamp accessors (``getFullYear`` ... ``getMilliseconds``) without a time zone
   argument read the timestamp in its own offset, as upstream does; cel-python would
   use the host's local time zone.
+* the masking functions ``mask``, ``email_domain``, ``year`` and ``bucket``
+  (:mod:`vault.enclave.cel.masking`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from celpy.evaluation import (
 from vault.enclave.cel.convert import duration_nanoseconds, rfc3339
 from vault.enclave.cel.dates import DateParseError, parse_iso_date, whole_years
 from vault.enclave.cel.errors import CelFunctionError, type_name
+from vault.enclave.cel.masking import MASKING_FUNCTIONS, MaskingRefused
 from vault.enclave.cel.operators import NUMERIC_KINDS, OPERATORS, compare, kind_of
 
 Clock = Callable[[], datetime.datetime]
@@ -102,7 +105,7 @@ def _function(name: str, body: Callable[..., Result]) -> CELFunction:
     def call(*args: Any) -> Result:
         try:
             return body(*args)
-        except _Refused as refusal:
+        except (_Refused, MaskingRefused) as refusal:
             return CelFunctionError(name, str(refusal))
 
     call.__name__ = name
@@ -387,6 +390,7 @@ def vault_functions(clock: Clock) -> Mapping[str, CELFunction]:
         "max": _extreme(lambda order: order > 0),
         "min": _extreme(lambda order: order < 0),
     }
+    bodies.update(MASKING_FUNCTIONS)
     for name, (field, fallback) in _ACCESSORS.items():
         bodies[name] = _timestamp_accessor(field, fallback)
     table: dict[str, CELFunction] = {name: _function(name, body) for name, body in bodies.items()}

@@ -1,0 +1,353 @@
+"""Lambda concurrency: execution environments started on demand, reused warm, waited for or
+throttled beyond their limit; and a backend that stays as consistent as DynamoDB under it."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto.dynamodb.responses import DynamoHandler
+
+from emulator.aws.backends import AwsBackend, BackendConfig, start_backend
+from emulator.aws.backends.moto_isolation import table_names
+from emulator.aws.dynamodb.proxy import DynamoDbFaultProxy
+from emulator.aws.gateway.event import HttpRequest
+from emulator.aws.gateway.runtime import (
+    ExecutionEnvironments,
+    FunctionThrottled,
+    HandlerError,
+    InvocationUsage,
+    NoFreeEnvironment,
+)
+from emulator.aws.gateway.server import ApiGateway, GatewayConfig, parse_args
+from emulator.daemon.config import EmulatorConfig
+from vault.api.store import NewVault, VaultStore
+from vault.infra.table import create_table_kwargs
+
+#: Bound on every wait of these tests.
+WAIT = 10.0
+
+
+class FakeEnvironment:
+    """An execution environment in this process: counts its starts, holds invocations at a gate."""
+
+    def __init__(self, pool_log: list[FakeEnvironment], gate: threading.Event | None = None) -> None:
+        self.gate = gate
+        self.started = 0
+        self.invocations = 0
+        self.active = 0
+        self.environment: dict[str, str] = {}
+        self.last_usage: InvocationUsage | None = None
+        self._pending_init = False
+        pool_log.append(self)
+
+    @property
+    def pid(self) -> int | None:
+        return 1000 + self.started
+
+    def start(self) -> None:
+        self.started += 1
+        self._pending_init = True
+
+    def configure(self, environment: Mapping[str, str]) -> None:
+        self.environment = dict(environment)
+
+    def __call__(self, event: dict[str, Any], context: Any) -> Any:
+        self.active += 1
+        try:
+            assert self.active == 1, "an environment serves one invocation at a time"
+            if self.gate is not None:
+                assert self.gate.wait(WAIT)
+            self.invocations += 1
+            init, self._pending_init = (0.25 if self._pending_init else None), False
+            self.last_usage = InvocationUsage(0.001, 0.001, 64, init)
+            if event.get("httpMethod") == "DELETE":
+                raise HandlerError("RuntimeError")
+            return {"statusCode": 200, "body": json.dumps({"env": id(self)})}
+        finally:
+            self.active -= 1
+
+    def stop(self) -> None:
+        pass
+
+
+def pool(
+    concurrency: int, reserved: int | None = None, gate: threading.Event | None = None
+) -> tuple[ExecutionEnvironments, list[FakeEnvironment]]:
+    created: list[FakeEnvironment] = []
+    environments = ExecutionEnvironments(
+        lambda: FakeEnvironment(created, gate), concurrency=concurrency, reserved=reserved
+    )
+    return environments, created
+
+
+def request(method: str = "GET", path: str = "/v1/vaults/x") -> HttpRequest:
+    return HttpRequest(method, path, "", [("Host", "127.0.0.1:1")], b"")
+
+
+def dispatch_all(gateway: ApiGateway, count: int) -> tuple[list[Any], list[threading.Thread]]:
+    """``count`` requests at once, each on its own thread: their responses (in order, once
+    joined) and the threads."""
+    responses: list[Any] = [None] * count
+
+    def one(index: int) -> None:
+        responses[index] = gateway.dispatch(request())
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    return responses, threads
+
+
+def join(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+
+
+def wait_for(condition: Any) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.005)
+
+
+# -- execution environments -------------------------------------------------------------
+
+
+def test_environments_start_on_demand_up_to_the_limit_and_are_reused_warm() -> None:
+    gate = threading.Event()
+    environments, created = pool(3, gate=gate)
+    environments.start()
+    environments.configure({"TABLE_NAME": "t"})
+    assert len(created) == 1 and created[0].started == 1
+    gateway = ApiGateway(GatewayConfig(), environments)
+    responses, threads = dispatch_all(gateway, 5)
+    # Three run at once (one environment each); the other two wait for one of them.
+    wait_for(lambda: environments.busy == 3)
+    assert len(created) == 3
+    assert all(env.environment == {"TABLE_NAME": "t"} for env in created)
+    gate.set()
+    join(threads)
+    assert [r.status for r in responses] == [200] * 5
+    assert len(created) == 3 and all(env.started == 1 for env in created)
+    assert sum(env.invocations for env in created) == 5
+    # Warm environments serve what follows: no new start.
+    for _ in range(4):
+        assert gateway.dispatch(request()).status == 200
+    assert len(created) == 3 and environments.started == 3
+
+
+def test_init_duration_is_on_the_first_report_line_of_each_environment(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    environments, created = pool(1)
+    environments.start()
+    gateway = ApiGateway(GatewayConfig(), environments)
+    with caplog.at_level(logging.INFO, logger="emulator.aws.gateway.server"):
+        for method in ("GET", "GET", "DELETE"):
+            gateway.dispatch(request(method))
+    reports = [r.getMessage() for r in caplog.records if r.getMessage().startswith("REPORT ")]
+    assert len(reports) == 3  # a handler that raised is reported too
+    fields = [
+        dict(part.split(": ", 1) for part in line.removeprefix("REPORT ").split("\t")) for line in reports
+    ]
+    assert fields[0]["Init Duration"] == "250.00 ms"
+    assert all("Init Duration" not in later for later in fields[1:])
+    # Lambda's order: Init Duration after Max Memory Used.
+    assert list(fields[0])[:6] == [
+        "RequestId",
+        "Duration",
+        "Billed Duration",
+        "Memory Size",
+        "Max Memory Used",
+        "Init Duration",
+    ]
+
+
+def test_beyond_the_limit_an_invocation_waits_until_its_deadline() -> None:
+    gate = threading.Event()
+    environments, created = pool(1, gate=gate)
+    environments.start()
+    gateway = ApiGateway(GatewayConfig(integration_timeout=0.3), environments)
+    responses, threads = dispatch_all(gateway, 1)
+    wait_for(lambda: environments.busy == 1)
+    began = time.monotonic()
+    waited = gateway.dispatch(request())
+    assert waited.status == 504
+    assert json.loads(waited.body) == {"message": "Endpoint request timed out"}
+    assert 0.2 < time.monotonic() - began < 2.0
+    gate.set()
+    join(threads)
+    assert len(created) == 1 and created[0].invocations == 1  # the one that timed out never ran
+
+
+def test_no_free_environment_is_reported_at_the_deadline() -> None:
+    gate = threading.Event()
+    environments, _ = pool(1, gate=gate)
+    environments.start()
+    holder = threading.Thread(target=environments.invoke, args=({}, None, time.monotonic() + WAIT))
+    holder.start()
+    wait_for(lambda: environments.busy == 1)
+    with pytest.raises(NoFreeEnvironment):
+        environments.invoke({}, None, time.monotonic() + 0.05)
+    gate.set()
+    join([holder])
+
+
+def test_beyond_the_reserved_concurrency_the_function_is_throttled(caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    environments, created = pool(4, reserved=2, gate=gate)
+    environments.start()
+    gateway = ApiGateway(GatewayConfig(), environments)
+    responses, threads = dispatch_all(gateway, 2)
+    wait_for(lambda: environments.busy == 2)
+    with caplog.at_level(logging.ERROR, logger="emulator.aws.gateway.server"):
+        began = time.monotonic()
+        throttled = gateway.dispatch(request())
+    assert time.monotonic() - began < 1.0  # at once, no waiting
+    # API Gateway's answer to an invocation Lambda refused (Lambda's 429 TooManyRequestsException).
+    assert throttled.status == 500
+    assert json.loads(throttled.body) == {"message": "Internal server error"}
+    assert dict(throttled.headers)["x-amzn-ErrorType"] == "InternalServerErrorException"
+    assert any(
+        "429" in r.getMessage() and "ReservedFunctionConcurrentInvocationLimitExceeded" in r.getMessage()
+        for r in caplog.records
+    )
+    with pytest.raises(FunctionThrottled):
+        environments.invoke({}, None, time.monotonic() + WAIT)
+    gate.set()
+    join(threads)
+    assert [r.status for r in responses] == [200, 200]
+    assert len(created) == 2  # never more environments than reserved
+
+
+@pytest.mark.parametrize(("concurrency", "reserved"), [(0, None), (2, 3), (2, 0)])
+def test_impossible_concurrency_settings_are_refused(concurrency: int, reserved: int | None) -> None:
+    with pytest.raises(ValueError, match="concurrency"):
+        ExecutionEnvironments(lambda: FakeEnvironment([]), concurrency=concurrency, reserved=reserved)
+    with pytest.raises(ValueError, match="concurrency"):
+        EmulatorConfig(lambda_concurrency=concurrency, reserved_concurrency=reserved)
+    argv = ["--concurrency", str(concurrency)] + (
+        [] if reserved is None else ["--reserved-concurrency", str(reserved)]
+    )
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+
+
+def test_the_default_concurrency_is_the_number_of_cores() -> None:
+    assert parse_args([]).concurrency == (os.cpu_count() or 1)
+    assert EmulatorConfig().lambda_concurrency == (os.cpu_count() or 1)
+    assert EmulatorConfig().reserved_concurrency is None
+
+
+# -- consistency of the moto backend under concurrent calls ------------------------------
+
+TABLE = "vault-concurrency"
+FIELDS = [f"field_{index:02d}" for index in range(24)]
+WRITERS, WRITES_EACH, READERS, READS_EACH = 3, 15, 3, 40
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[AwsBackend]:
+    with start_backend(BackendConfig(kind="moto", state_dir=tmp_path)) as started:
+        yield started
+
+
+def test_request_table_names_cover_single_transactional_and_batch_calls() -> None:
+    assert table_names({"TableName": "a", "Key": {}}) == {"a"}
+    assert table_names(
+        {"TransactItems": [{"Update": {"TableName": "b"}}, {"Put": {"TableName": "a"}}, "junk"]}
+    ) == {"a", "b"}
+    assert table_names({"RequestItems": {"c": {}, "d": {}}}) == {"c", "d"}
+    assert table_names(None) == set() and table_names({"TableName": 3}) == set()
+    # What the patch wraps: moto's handler method, called without arguments.
+    assert list(inspect.signature(inspect.unwrap(DynamoHandler.call_action)).parameters) == ["self"]
+
+
+def test_every_concurrent_read_sees_one_whole_write(backend: AwsBackend) -> None:
+    """PATCH-like transactions and decrypt-like reads at once, through the DynamoDB proxy:
+    every read returns all fields as one transaction wrote them."""
+    proxy = DynamoDbFaultProxy(backend.upstream("dynamodb"), region="us-east-1", credentials=("test", "test"))
+    proxy.start()
+    try:
+
+        def client() -> Any:
+            return boto3.client(
+                "dynamodb",
+                endpoint_url=proxy.endpoint_url,
+                region_name="us-east-1",
+                aws_access_key_id="test",
+                aws_secret_access_key="test",
+                config=Config(retries={"max_attempts": 1}, max_pool_connections=4),
+            )
+
+        client().create_table(**create_table_kwargs(TABLE))
+        store = VaultStore(client(), TABLE)
+        vault = NewVault(
+            vault_id="v_concurrency",
+            suite_id=b"\x00\x10\x00\x01\x00\x01",
+            public_key=b"p" * 32,
+            encrypted_private_key=b"k" * 48,
+            encoding_version=2,
+            created_micros=1,
+            fields={name: b"state-0" for name in FIELDS},
+        )
+        first = store.transaction()
+        first.put_vault(vault)
+        store.commit(first)
+        written = {b"state-0"}
+        seen: list[set[bytes]] = []
+        failures: list[BaseException] = []
+        start = threading.Barrier(WRITERS + READERS, timeout=WAIT)
+
+        def writer(index: int) -> None:
+            own = VaultStore(client(), TABLE)
+            start.wait()
+            for round_ in range(WRITES_EACH):
+                state = f"state-{index}-{round_}".encode()
+                written.add(state)
+                transaction = own.transaction()
+                transaction.update_vault(
+                    vault.vault_id, modified_micros=2 + round_, fields={name: state for name in FIELDS}
+                )
+                own.commit(transaction)
+
+        def reader() -> None:
+            own = VaultStore(client(), TABLE)
+            start.wait()
+            for _ in range(READS_EACH):
+                record = own.get_vault(vault.vault_id, FIELDS)
+                assert record is not None
+                seen.append({record.fields[name] for name in FIELDS})
+
+        def guarded(target: Any, *args: Any) -> None:
+            try:
+                target(*args)
+            except BaseException as exc:  # noqa: BLE001 - reported by the test below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=(writer, i)) for i in range(WRITERS)]
+        threads += [threading.Thread(target=guarded, args=(reader,)) for _ in range(READERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+            assert not thread.is_alive()
+        assert not failures, failures[0]
+        assert len(seen) == READERS * READS_EACH
+        torn = [values for values in seen if len(values) != 1]
+        assert not torn, f"{len(torn)} of {len(seen)} reads mixed writes"
+        assert all(values <= written for values in seen)
+    finally:
+        proxy.stop()
