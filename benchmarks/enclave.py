@@ -64,7 +64,13 @@ class _PlaintextKeyDecryptor:
         self._der = der
 
     def decrypt_private_key(
-        self, *, ciphertext: bytes, vault_id: str, region: str, credential: Credential
+        self,
+        *,
+        ciphertext: bytes,
+        vault_id: str,
+        region: str,
+        credential: Credential,
+        authorizer: str | None = None,
     ) -> bytes:
         return self._der
 

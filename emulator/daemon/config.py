@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from emulator.aws.backends.config import BACKEND_KINDS, BackendKind
+from emulator.daemon.enclave_spec import EnclaveSpec, EnclaveSpecError, load_spec, vault_spec
 from vault.common.transport import DEFAULT_ENCLAVE_CID
 
 EnclaveRuntime = Literal["namespace", "container"]
@@ -40,6 +41,8 @@ _LONGEST_SOCKET_NAME = 60
 
 #: Each execution environment is a process of its own (~70 MB): a bound on what one ``up`` starts.
 MAX_LAMBDA_CONCURRENCY = 64
+#: nitro-cli's ``vsock-proxy --num_workers`` default (the parent's service passes none).
+DEFAULT_VSOCK_PROXY_WORKERS = 4
 
 
 def default_lambda_concurrency() -> int:
@@ -74,6 +77,14 @@ class EmulatorConfig:
     lambda_concurrency: int = field(default_factory=default_lambda_concurrency)
     #: The API function's reserved concurrency (``None``: none): beyond it, invocations are throttled.
     reserved_concurrency: int | None = None
+    #: Production's bottlenecks (``--production-limits``): the vsock-proxy relays at most
+    #: ``vsock_proxy_workers`` connections at once (more wait), and the KMS front throttles
+    #: the cryptographic operations past KMS's published request quotas for ``region``.
+    production_limits: bool = False
+    vsock_proxy_workers: int = DEFAULT_VSOCK_PROXY_WORKERS
+    #: Multiplies every KMS request quota (production limits only): below 1, a load test on
+    #: one machine reaches the quotas at a fraction of production's request rates.
+    kms_quota_scale: float = 1.0
     #: Seconds ``up`` waits for the whole emulator to become healthy.
     startup_timeout: float = 120.0
     #: Keep vaults, audit and keys across ``down`` and ``up`` (the backend's state under
@@ -82,6 +93,8 @@ class EmulatorConfig:
     #: Interpreter for LocalStack's virtualenv (``--localstack-python``); ``None``: the
     #: backend's default (``$VAULT_LOCALSTACK_PYTHON``, else one found on PATH or pyenv).
     localstack_python: Path | None = None
+    #: The enclave spec file (:mod:`emulator.daemon.enclave_spec`); ``None``: the vault's spec.
+    enclave_spec: Path | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_KINDS:
@@ -97,6 +110,10 @@ class EmulatorConfig:
             raise ValueError(
                 f"the Lambda concurrency must be within 1..{MAX_LAMBDA_CONCURRENCY}, not {concurrency}"
             )
+        if self.vsock_proxy_workers < 1:
+            raise ValueError(f"the vsock-proxy workers must be at least 1, not {self.vsock_proxy_workers}")
+        if not self.kms_quota_scale > 0:
+            raise ValueError(f"the KMS quota scale must be positive, not {self.kms_quota_scale}")
         if reserved is not None and not 1 <= reserved <= concurrency:
             raise ValueError(
                 f"the reserved concurrency must be within 1..{self.lambda_concurrency} "
@@ -106,6 +123,21 @@ class EmulatorConfig:
         if self.localstack_python is not None:
             # Absolute: the daemon resolves it from another working directory.
             object.__setattr__(self, "localstack_python", Path(self.localstack_python).absolute())
+        if self.enclave_spec is not None:
+            object.__setattr__(self, "enclave_spec", Path(self.enclave_spec).absolute())
+            # Refused here, before anything starts (EnclaveSpecError names the key).
+            spec = self.spec
+            if spec.image.kind == "dockerfile" and self.enclave_runtime != "container":
+                raise EnclaveSpecError("image.dockerfile", "a Dockerfile image needs the container runtime")
+            if spec.instance_role is not None and self.instance_role_name == DEFAULT_INSTANCE_ROLE:
+                object.__setattr__(self, "instance_role_name", spec.instance_role)
+
+    @property
+    def spec(self) -> EnclaveSpec:
+        """The enclave this run launches: the spec file's, or the vault's."""
+        if self.enclave_spec is None:
+            return vault_spec(self.region)
+        return load_spec(self.enclave_spec, region=self.region)
 
     @property
     def layout(self) -> StateLayout:
@@ -123,6 +155,7 @@ class EmulatorConfig:
         data = asdict(self)
         data["state_dir"] = str(self.state_dir)
         data["localstack_python"] = str(self.localstack_python) if self.localstack_python else None
+        data["enclave_spec"] = str(self.enclave_spec) if self.enclave_spec else None
         return data
 
     @classmethod
@@ -132,6 +165,8 @@ class EmulatorConfig:
         values["state_dir"] = Path(values.get("state_dir", DEFAULT_STATE_DIR))
         python = values.get("localstack_python")
         values["localstack_python"] = Path(python) if python else None
+        spec = values.get("enclave_spec")
+        values["enclave_spec"] = Path(spec) if spec else None
         return cls(**values)
 
 

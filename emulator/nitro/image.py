@@ -30,7 +30,7 @@ import importlib.metadata as metadata
 import json
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,8 +72,8 @@ def source_root() -> Path:
     return Path(vault.__file__).resolve().parent.parent
 
 
-def _image_files(root: Path) -> Iterable[tuple[str, Path]]:
-    for entry in IMAGE_SOURCES:
+def _image_files(root: Path, sources: Sequence[str]) -> Iterable[tuple[str, Path]]:
+    for entry in sources:
         path = root / entry
         if path.is_file():
             yield entry, path
@@ -101,15 +101,22 @@ def assemble_image(
     overrides: Mapping[str, bytes] | None = None,
     root: Path | None = None,
     version: str | None = None,
+    sources: Sequence[str] = IMAGE_SOURCES,
+    name: str = IMAGE_NAME,
+    entrypoint: Sequence[str] = ENTRYPOINT,
 ) -> EnclaveImage:
-    """(Re)create ``destination`` as an enclave image and return it with its manifest."""
+    """(Re)create ``destination`` as an enclave image and return it with its manifest.
+
+    By default the image is the vault's (the enclave tier's file set under ``root``);
+    ``sources`` ``("",)`` takes every file under ``root``, as an enclave spec's image directory.
+    """
     root = source_root() if root is None else root
     overrides = {_check_relative(path): content for path, content in (overrides or {}).items()}
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
     files: dict[str, str] = {}
-    for relative, source in _image_files(root):
+    for relative, source in _image_files(root, sources):
         content = overrides.get(relative)
         data = source.read_bytes() if content is None else content
         _write(destination / relative, data)
@@ -119,9 +126,9 @@ def assemble_image(
             _write(destination / relative, content)
             files[relative] = hashlib.sha256(content).hexdigest()
     manifest: dict[str, object] = {
-        "name": IMAGE_NAME,
+        "name": name,
         "version": version or _project_version(),
-        "entrypoint": list(ENTRYPOINT),
+        "entrypoint": list(entrypoint),
         "files": dict(sorted(files.items())),
         "overrides": sorted(overrides),
     }

@@ -2,7 +2,8 @@
 
 vault-emulator up [--backend moto|localstack] [--enclave-runtime namespace|container]
                   [--state-dir DIR] [--port N] [--localstack-python PATH] [--persist]
-                  [--lambda-concurrency N] [--reserved-concurrency N]
+                  [--lambda-concurrency N] [--reserved-concurrency N] [--enclave SPEC]
+                  [--production-limits [--vsock-proxy-workers N] [--kms-quota-scale F]]
 vault-emulator status [--json]
 vault-emulator logs [COMPONENT] [-f]
 vault-emulator down
@@ -13,7 +14,8 @@ vault-emulator fault list | active | clear | NAME on [KEY=VALUE ...] | NAME off
 
 ``up`` prints its progress (each component with its seconds, and the slow steps inside
 them) to stderr and the result to stdout. Its exit codes: 0 running (or already
-running), 1 failed to start, 2 a bad option (e.g. an unusable --localstack-python),
+running), 1 failed to start, 2 a bad option (e.g. an unusable --localstack-python, or an
+--enclave spec refused with the key named: ``[enclave-spec-invalid] KEY: ...``),
 4 the --port is in use (found before anything started).
 """
 
@@ -32,12 +34,14 @@ from emulator.daemon import lifecycle
 from emulator.daemon.config import (
     DEFAULT_GATEWAY_PORT,
     DEFAULT_STATE_DIR,
+    DEFAULT_VSOCK_PROXY_WORKERS,
     MAX_LAMBDA_CONCURRENCY,
     RUNTIMES,
     EmulatorConfig,
     StateLayout,
     default_lambda_concurrency,
 )
+from emulator.daemon.enclave_spec import EnclaveSpecError
 from emulator.daemon.state import EmulatorState
 from emulator.faults.catalogue import CATALOGUE, FaultController, FaultError, describe
 from emulator.host.process import tail_file
@@ -75,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--persist",
         action="store_true",
         help="keep vaults, audit, keys and the PKI across down and up (clear them with reset)",
+    )
+    up.add_argument(
+        "--enclave",
+        type=Path,
+        metavar="SPEC",
+        help="run the enclave an enclave spec (TOML) describes instead of the vault's; the vault's "
+        "parent and API are not started (see README, 'Bring your own enclave')",
     )
     commands.add_parser("down", parents=[common], help="stop the emulator and everything it started")
     status = commands.add_parser("status", parents=[common], help="show components, addresses, pids, health")
@@ -146,6 +157,28 @@ def _start_options(parser: argparse.ArgumentParser) -> None:
         "beyond it is throttled, as Lambda throttles it, and API Gateway answers 500",
     )
     parser.add_argument(
+        "--production-limits",
+        action="store_true",
+        help="reproduce production's bottlenecks: the vsock-proxy's worker limit (nitro-cli's "
+        "--num_workers; a connection beyond it waits) and KMS's request quotas for the "
+        "cryptographic operations in the emulated Region's tier (ThrottlingException past them)",
+    )
+    parser.add_argument(
+        "--vsock-proxy-workers",
+        type=int,
+        default=DEFAULT_VSOCK_PROXY_WORKERS,
+        metavar="N",
+        help="with --production-limits: the vsock-proxy's --num_workers "
+        f"(default: {DEFAULT_VSOCK_PROXY_WORKERS}, nitro-cli's)",
+    )
+    parser.add_argument(
+        "--kms-quota-scale",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="with --production-limits: multiply every KMS request quota by F (default: 1)",
+    )
+    parser.add_argument(
         "--enclave-devices",
         action="store_true",
         help="run the enclave with its production configuration (/dev/nsm, AF_VSOCK), led to the "
@@ -178,9 +211,13 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         lambda_concurrency=getattr(args, "lambda_concurrency", default_lambda_concurrency()),
         reserved_concurrency=getattr(args, "reserved_concurrency", None),
         debug_mode=args.debug_mode,
+        production_limits=getattr(args, "production_limits", False),
+        vsock_proxy_workers=getattr(args, "vsock_proxy_workers", DEFAULT_VSOCK_PROXY_WORKERS),
+        kms_quota_scale=getattr(args, "kms_quota_scale", 1.0),
         enclave_devices=getattr(args, "enclave_devices", False),
         persist=getattr(args, "persist", False),
         localstack_python=args.localstack_python,
+        enclave_spec=getattr(args, "enclave", None),
     )
 
 
@@ -198,10 +235,17 @@ def format_table(state: EmulatorState) -> str:
 
 
 def cmd_up(args: argparse.Namespace, layout: StateLayout) -> int:
-    config = config_from_args(args)
+    try:
+        config = config_from_args(args)
+    except EnclaveSpecError as exc:
+        # Refused before anything starts.
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_OPTION
+    spec = config.spec
     with ProgressPrinter(sys.stderr) as progress:
         progress.line(
-            f"starting the vault emulator ({config.backend} backend, {config.enclave_runtime} enclave) ..."
+            f"starting the {'vault ' if spec.vault_api else ''}emulator ({config.backend} backend, "
+            f"{config.enclave_runtime} enclave{'' if spec.vault_api else ' ' + spec.name}) ..."
         )
         try:
             state = lifecycle.up(config, echo=progress.line, on_step=progress)
@@ -222,8 +266,14 @@ def cmd_up(args: argparse.Namespace, layout: StateLayout) -> int:
     print(format_table(state))
     print()
     print(f"ready in {state.startup_seconds:.2f} s")
-    print(f"API:     {state.api_url}")
-    print(f"Swagger: {state.api_url}/swagger")
+    if spec.vault_api:
+        print(f"API:     {state.api_url}")
+        print(f"Swagger: {state.api_url}/swagger")
+    else:
+        ports = ", ".join(str(port) for port in spec.ports)
+        print(f"enclave: {spec.name} on CID {config.enclave_cid}, vsock ports {ports}")
+        print(f"vsock:   {layout.vsock_dir} (vsock-<cid>-<port>.sock)")
+        print(f"PCR0:    {state.facts.get('pcr0', '')}")
     print(f"stop with: vault-emulator down --state-dir {args.state_dir}")
     if config.persist:
         print(
@@ -368,6 +418,12 @@ def concurrency_problem(args: argparse.Namespace) -> str | None:
         return f"--lambda-concurrency must be within 1..{MAX_LAMBDA_CONCURRENCY}"
     if reserved is not None and not 1 <= reserved <= (concurrency or 1):
         return f"--reserved-concurrency must be within 1..{concurrency} (--lambda-concurrency)"
+    workers = getattr(args, "vsock_proxy_workers", None)
+    if workers is not None and workers < 1:
+        return "--vsock-proxy-workers must be at least 1"
+    scale = getattr(args, "kms_quota_scale", None)
+    if scale is not None and not scale > 0:
+        return "--kms-quota-scale must be positive"
     return None
 
 

@@ -6,6 +6,17 @@
 * ``vault_api_url``: the API's base URL (``.../v1``).
 * ``vault_client``: a :class:`emulator.tools.client.VaultClient` for that URL.
 
+Generic fixtures, for any enclave application (their API: :mod:`emulator.tools.enclave_fixtures`):
+
+* ``nitro_test_pki`` (session): a test PKI, the root that attestation documents chain to.
+* ``nsm``: an :class:`~emulator.tools.enclave_fixtures.EmulatedNsm` in this process
+  (``nsm.attest(measurements, public_key=...)`` signs a document).
+* ``attested_kms``: an :class:`~emulator.tools.enclave_fixtures.AttestedKms`, the KMS front
+  over moto trusting ``nsm``'s root (``create_key(measurements)``, ``client``, ``recipient``).
+* ``nitro_enclave`` (module): a :class:`~emulator.tools.enclave_fixtures.RunningEnclave`
+  started from the spec that ``nitro_enclave_spec`` returns (override it, or parametrize
+  ``nitro_enclave`` indirectly with a spec path, or pass ``--nitro-enclave-spec``).
+
 Options: ``--vault-emulator-backend`` (or ``VAULT_EMULATOR_BACKEND``; default
 ``moto``), ``--vault-emulator-runtime`` (or ``VAULT_EMULATOR_RUNTIME``; default
 ``namespace``), and ``--vault-api-url`` (or ``VAULT_API_URL``) to run the same tests
@@ -20,18 +31,23 @@ nothing beyond pytest and starts nothing.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from emulator.daemon.state import EmulatorState
+    from emulator.nitro.pki import TestPki
     from emulator.tools.client import VaultClient
+    from emulator.tools.enclave_fixtures import AttestedKms, EmulatedNsm, RunningEnclave
 
 BACKEND_ENV = "VAULT_EMULATOR_BACKEND"
 RUNTIME_ENV = "VAULT_EMULATOR_RUNTIME"
 API_URL_ENV = "VAULT_API_URL"
+SPEC_ENV = "NITRO_ENCLAVE_SPEC"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -54,6 +70,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="vault_api_url",
         default=None,
         help=f"use this running API instead of starting the emulator (env {API_URL_ENV})",
+    )
+    group.addoption(
+        "--nitro-enclave-spec",
+        dest="nitro_enclave_spec",
+        default=None,
+        help=f"the enclave spec (TOML) the nitro_enclave fixture starts (env {SPEC_ENV})",
     )
 
 
@@ -108,3 +130,69 @@ def vault_client(vault_api_url: str) -> Iterator[VaultClient]:
         yield client
     finally:
         client.close()
+
+
+# -- generic fixtures: any enclave application ----------------------------------------------
+# Their modules (moto, boto3, the emulator) load only when one of them is requested.
+
+
+@pytest.fixture(scope="session")
+def nitro_test_pki() -> TestPki:
+    """A test PKI (root, intermediates): what the ``nsm`` fixture signs with."""
+    from emulator.nitro.pki import TestPki  # loaded on first use (see vault_emulator)
+
+    return TestPki.create()
+
+
+@pytest.fixture
+def nsm(nitro_test_pki: TestPki) -> Iterator[EmulatedNsm]:
+    """The emulated NSM in this process: ``nsm.attest(measurements, public_key=...)``."""
+    from emulator.tools.enclave_fixtures import emulated_nsm  # loaded on first use
+
+    with emulated_nsm(nitro_test_pki) as emulated:
+        yield emulated
+
+
+@pytest.fixture(scope="session")
+def nitro_moto_url() -> Iterator[str]:
+    """A moto server on loopback (the backend of ``attested_kms``), one per session."""
+    from emulator.tools.enclave_fixtures import moto_server  # loaded on first use
+
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture
+def attested_kms(nsm: EmulatedNsm, nitro_moto_url: str) -> Iterator[AttestedKms]:
+    """The KMS attestation front over moto, trusting ``nsm``'s root."""
+    from emulator.tools.enclave_fixtures import attested_kms as start  # loaded on first use
+
+    with start(nsm, nitro_moto_url) as kms:
+        yield kms
+
+
+@pytest.fixture(scope="module")
+def nitro_enclave_spec(request: pytest.FixtureRequest) -> Path:
+    """The spec ``nitro_enclave`` starts: ``--nitro-enclave-spec`` or ``$NITRO_ENCLAVE_SPEC``; override it."""
+    value = _option(request.config, "nitro_enclave_spec", SPEC_ENV, None)
+    if not value:
+        raise pytest.UsageError(
+            "nitro_enclave needs a spec: override the nitro_enclave_spec fixture, parametrize "
+            f"nitro_enclave indirectly, or pass --nitro-enclave-spec (env {SPEC_ENV})"
+        )
+    return Path(value)
+
+
+@pytest.fixture(scope="module")
+def nitro_enclave(request: pytest.FixtureRequest) -> Iterator[RunningEnclave]:
+    """The spec's enclave, run by the emulator in its sandbox (one per module)."""
+    from emulator.tools.enclave_fixtures import short_directory, start_nitro_enclave  # first use
+
+    param = getattr(request, "param", None)
+    spec = Path(param) if param is not None else request.getfixturevalue("nitro_enclave_spec")
+    state_dir = short_directory("nitro-enclave-")
+    try:
+        with start_nitro_enclave(spec, state_dir) as running:
+            yield running
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)

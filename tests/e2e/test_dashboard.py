@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 
 from e2e.faults.support import PII, documented, expect_error
+from emulator.daemon.control import control_request
 from emulator.daemon.state import EmulatorState
 from emulator.faults.catalogue import FaultController
 from emulator.tools.client import VaultClient
+from emulator.tools.demo import CHANGED_CODE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: Bound of every wait for the page (each is a poll of the DOM).
@@ -222,3 +224,31 @@ def test_the_dashboard_shows_the_emulator_and_switches_a_fault(
         allowed = [d for d in decisions if d[1] == "allowed"]
         assert any(d[0] == KEY_PAIR and d[2] for d in allowed), decisions
         client.delete(vault_id)
+
+
+def relaunch(stack: EmulatorState, overrides: dict[str, str]) -> dict[str, str]:
+    reply = control_request(stack.layout, {"op": "relaunch-enclave", "overrides": overrides})
+    assert reply.get("ok"), reply
+    result: dict[str, str] = reply["result"]
+    return result
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package")
+def test_an_enclave_of_changed_code_shows_its_pcr0_beside_the_policy_s(stack: EmulatorState) -> None:
+    row = "document.querySelector('#pcrs tr[data-pcr=\"PCR0\"]')"
+    with chromium() as browser:
+        browser.attach(dashboard_url(stack))
+        try:
+            launched = relaunch(stack, CHANGED_CODE)
+            assert launched["pcr0"] != launched["policy_pcr0"]
+            cells = browser.wait_for(
+                "(r => r && r.cells[3].textContent === 'MISMATCH'"
+                f" ? [...r.cells].map(c => c.textContent) : null)({row})"
+            )
+            assert cells == ["PCR0", launched["pcr0"], launched["policy_pcr0"], "MISMATCH"]
+            summary = browser.evaluate("document.getElementById('pcrs-summary').textContent")
+            assert "no decrypt statement admits this enclave" in summary, summary
+        finally:
+            restored = relaunch(stack, {})
+        assert restored["pcr0"] == restored["policy_pcr0"]
+        browser.wait_for(f"{row}.cells[3].textContent === 'match'")

@@ -60,7 +60,10 @@ _ERROR_DESCRIPTIONS = {
         "each entry of `errors` has `loc`, `type` (stable) and `msg` (readable, never the value sent)"
     ),
     500: "Internal error",
-    502: "The enclave or the decryption service failed",
+    502: (
+        "The enclave or the decryption service failed, or the API could not sign the decrypt's "
+        "authorization (AuthorizationFailed)"
+    ),
     503: "No enclave available",
     504: (
         "Did not answer in time: the decryption service (ParentTimeout), the enclave after taking the "

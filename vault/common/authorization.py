@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -52,8 +52,8 @@ FORMAT = "nitro-vault-authorization/1"
 DOMAIN = (FORMAT + "\n").encode("ascii")
 #: KMS key spec and signing algorithm of the API's authorizer key (the CDK app and the
 #: emulator create it with these); P-384 with ECDSA_SHA_384 verifies as well.
-KEY_SPEC = "ECC_NIST_P256"
-SIGNING_ALGORITHM = "ECDSA_SHA_256"
+KEY_SPEC: Final = "ECC_NIST_P256"
+SIGNING_ALGORITHM: Final = "ECDSA_SHA_256"
 #: Encryption-context key that binds a vault's private key to its authorizer's public key.
 AUTHORIZER_CONTEXT_KEY = "authorizer"
 #: Longest lifetime (expiry - issue) an enclave accepts; the API issues shorter ones.

@@ -471,6 +471,9 @@ class Dashboard:
             return self._route(request)
         except DashboardError as exc:
             return _error(exc.status, exc.code, exc.message)
+        except Exception as exc:  # answered as JSON like every other refusal; the type is logged
+            log.exception("dashboard request failed: %s", type(exc).__name__)
+            return _error(500, "DashboardError", "the dashboard failed to answer; see the gateway's log")
 
     # -- who may ask -----------------------------------------------------------------
 

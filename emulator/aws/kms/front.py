@@ -125,6 +125,7 @@ from emulator.aws.kms.errors import (
 from emulator.aws.kms.key_states import DEFAULT_TTL, KeyDirectory, KeyInfo, KeyUse, check_state
 from emulator.aws.kms.operations import Operation, Treatment, operation
 from emulator.aws.kms.policy import RequestContext, evaluate, explain
+from emulator.aws.kms.quotas import RequestQuotas
 from emulator.aws.sigv4 import Principal, SigV4Failure, SigV4Verifier
 from emulator.aws.upstream import Reply, Upstream, upstream_for
 from emulator.faults.hooks import FaultHooks
@@ -327,6 +328,8 @@ class KmsFront:
         self.clock = clock
         #: Switched by the emulator's fault injector; see :meth:`apply_faults`.
         self.faults = FaultHooks()
+        #: KMS's request quotas, when the emulator reproduces them (``None``: no throttling).
+        self.quotas: RequestQuotas | None = None
         #: What the front decided recently, and why (read by the emulator's dashboard).
         self.decisions = DecisionLog()
         #: ``None``: the backend's own ``DeriveSharedSecret`` derives shared secrets.
@@ -354,6 +357,18 @@ class KmsFront:
         if injected.kind == "throttle":
             raise KmsError.of(THROTTLING)
         raise KmsError.of(INTERNAL, "injected failure", status=injected.status)
+
+    def apply_quotas(self, operation: str, payload: Mapping[str, Any]) -> None:
+        """Throttle a request past its KMS request quota, when quotas are on (once per request)."""
+        if self.quotas is not None:
+            self.quotas.admit(operation, payload, self._key_spec)
+
+    def _key_spec(self, key: str) -> str | None:
+        try:
+            return self.keys.lookup(key).spec
+        except KmsError:
+            # An unknown key is refused by the operation itself; it counts as symmetric meanwhile.
+            return None
 
     def add_identity(self, access_key_id: str, identity: Identity | str) -> None:
         """Map an access key id to a principal (an ARN string is shorthand for ``Identity(arn)``)."""
@@ -1008,6 +1023,7 @@ class _Handler(LoopbackHandler):
             front.apply_faults(name)
             payload = self._json(body)
             identity = front.identify(headers, self.path, body)
+            front.apply_quotas(name, payload)
             status, response_headers, data = front.serve(op, identity, payload, headers, body)
             self._send(status, data, response_headers)
         except KmsError as error:

@@ -63,10 +63,14 @@ class EmulatorParts:
     parent: ParentComponent
     gateway: GatewayComponent
 
+    #: The vault's spec runs the vault's parent, gateway and table proxy; another spec only its enclave.
+    vault_api: bool = True
+
     @property
     def components(self) -> list[Component]:
-        """In the order of the status table."""
-        return [
+        """In the order of the status table (those this run starts)."""
+        vault_only = () if self.vault_api else (self.dynamodb_proxy, self.parent, self.gateway)
+        every = [
             self.backend,
             self.image,
             self.pki,
@@ -80,10 +84,13 @@ class EmulatorParts:
             self.parent,
             self.gateway,
         ]
+        return [component for component in every if component not in vault_only]
 
 
 def build_components(context: Context) -> EmulatorParts:
     config = context.config
+    # The enclave spec (the vault's unless --enclave named one), read once per run.
+    spec = config.spec
     credentials = make_credentials(config)
     # PCR3 of any enclave on the simulated instance: fixed by the instance role.
     pcr3 = pcr3_for_role_arn(config.instance_role_arn)
@@ -93,15 +100,15 @@ def build_components(context: Context) -> EmulatorParts:
         # Published so tests and the demo can sign; they are test-only keys of this emulator run.
         context.facts["sigv4_principal"] = credentials.principals[0].to_json()
     backend = BackendComponent(context)
-    image = ImageComponent(context)
+    image = ImageComponent(context, spec)
     pki = PkiComponent(context)
     imds = ImdsComponent(context, instance=credentials.instance)
     dynamodb_proxy = DynamoDbProxyComponent(context, backend)
-    provision = ProvisionComponent(context, backend, image, pcr3=pcr3)
+    provision = ProvisionComponent(context, backend, image, pcr3=pcr3, spec=spec)
     kms_front = KmsFrontComponent(context, backend, provision, pki, credentials=credentials)
-    vsock_proxy = VsockProxyComponent(context, kms_front)
+    vsock_proxy = VsockProxyComponent(context, kms_front, spec=spec)
     nsm = NsmComponent(context, pki)
-    enclave = EnclaveComponent(context, image, nsm, vsock_proxy, pcr3=pcr3)
+    enclave = EnclaveComponent(context, image, nsm, vsock_proxy, pcr3=pcr3, spec=spec)
     parent = ParentComponent(context, imds)
     gateway = GatewayComponent(context, provision, kms_front, parent, dynamodb_proxy, credentials=credentials)
     return EmulatorParts(
@@ -118,6 +125,7 @@ def build_components(context: Context) -> EmulatorParts:
         enclave=enclave,
         parent=parent,
         gateway=gateway,
+        vault_api=spec.vault_api,
     )
 
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -24,9 +25,10 @@ from pathlib import Path
 
 from emulator.aws.backends import default_cache_dir
 from emulator.daemon.components.base import Component, Context, Health
-from emulator.daemon.components.image import ImageComponent
+from emulator.daemon.components.image import ImageComponent, assemble_spec_image, image_dir_name
 from emulator.daemon.components.nsm import NsmComponent
 from emulator.daemon.components.vsock_proxy import VsockProxyComponent
+from emulator.daemon.enclave_spec import EnclaveSpec
 from emulator.daemon.key_release import device_preload, enclave_service_env
 from emulator.faults.hooks import ProcessError
 from emulator.host import procfs
@@ -53,20 +55,23 @@ from emulator.nitro.sandbox import (
     Sandbox,
     SandboxSpec,
     enclave_environment,
+    interpreter_site_packages,
 )
-from vault.common.transport import ENCLAVE_PORT
+from vault.common.transport import TransportConfig
 from vault.infra.artifacts import ENCLAVE
 from vault.infra.key_policy import EnclaveMeasurements
 
 #: Generous bound: the wait ends as soon as the enclave listens.
 START_TIMEOUT = 60.0
-#: The module the enclave program runs (how it is told apart from the sandbox's own processes).
+#: The module the vault's enclave program runs (how it is told apart from the sandbox's own
+#: processes); another spec's program is :attr:`EnclaveSpec.program`.
 ENCLAVE_PROGRAM = "vault.enclave"
 #: How long a started sandbox may take to show its process (the NSM socket is bound to it).
 PROCESS_TIMEOUT = 30.0
 #: Where a launch's copy of the image lives (namespace runtime), under the state's work dir.
 LAUNCH_DIR = "enclave-launch"
-CHANGED_IMAGE = "enclave-vault-changed"
+#: The suffix of the directory a relaunch with overrides assembles (the vault's: enclave-vault-changed).
+CHANGED_SUFFIX = "-changed"
 
 #: Makes the sandbox of a launch (tests give their own); ``None``: the configured runtime's.
 SandboxFactory = Callable[[SandboxSpec], Sandbox]
@@ -105,7 +110,7 @@ class Relaunched:
         }
 
 
-def enclave_program(roots: list[int]) -> list[int]:
+def enclave_program(roots: list[int], program: str = ENCLAVE_PROGRAM) -> list[int]:
     """The enclave program's process(es) below the sandbox: leaves of the tree running the module.
 
     The sandbox's own processes (``unshare``, the namespace's init) carry the program's
@@ -114,7 +119,7 @@ def enclave_program(roots: list[int]) -> list[int]:
     links = procfs.children_map()
     pids = procfs.tree(roots, links)
     leaves = [pid for pid in pids if not any(child in pids for child in links.get(pid, []))]
-    return [pid for pid in leaves if ENCLAVE_PROGRAM in procfs.cmdline(pid)] or pids
+    return [pid for pid in leaves if program in procfs.cmdline(pid)] or pids
 
 
 class EnclaveComponent(Component):
@@ -128,9 +133,11 @@ class EnclaveComponent(Component):
         vsock_proxy: VsockProxyComponent,
         *,
         pcr3: str,
+        spec: EnclaveSpec,
         make_sandbox: SandboxFactory | None = None,
     ) -> None:
         super().__init__(context, image, nsm, vsock_proxy)
+        self.spec = spec
         self.image = image
         self.nsm = nsm
         self.vsock_proxy = vsock_proxy
@@ -146,8 +153,33 @@ class EnclaveComponent(Component):
     def cid(self) -> int:
         return self.config.enclave_cid
 
-    def _listen_socket(self) -> Path:
-        return self.vsock_proxy.vsock_dir / f"vsock-{self.cid}-{ENCLAVE_PORT}.sock"
+    def _listen_sockets(self) -> list[Path]:
+        """One per port of the spec: the enclave is up once it listens on every one."""
+        return [self.vsock_proxy.vsock_dir / f"vsock-{self.cid}-{port}.sock" for port in self.spec.ports]
+
+    def _listening(self) -> bool:
+        return all(unix_socket_open(path) for path in self._listen_sockets())
+
+    def _program_env(self, *, vsock_dir: Path, nsm_socket: Path, devices: bool) -> dict[str, str]:
+        """The vault's service environment, or another spec's: where its NSM and vsock are, and its env."""
+        if self.spec.vault_api:
+            return enclave_service_env(
+                vsock_dir=vsock_dir, nsm_socket=nsm_socket, enclave_cid=self.cid, devices=devices
+            )
+        if devices:
+            return dict(self.spec.env)
+        transport = TransportConfig(kind="uds", uds_dir=vsock_dir, local_cid=self.cid)
+        return {**transport.as_env(), "VAULT_NSM": f"uds:{nsm_socket}", **self.spec.env}
+
+    def _python_path(self) -> list[str]:
+        # The container image carries its own libraries (deps/).
+        if self.config.enclave_runtime != "namespace":
+            return []
+        # The vault: the enclave tier's dependency set and nothing else of this interpreter's
+        # (the sandbox runs python -S). Another spec's program gets this interpreter's libraries.
+        if self.spec.vault_api:
+            return [str(dependency_set(ENCLAVE))]
+        return interpreter_site_packages()
 
     def start(self) -> None:
         self._launch(self.image.built.image.directory)
@@ -155,6 +187,9 @@ class EnclaveComponent(Component):
     def _prepare(self, source: Path) -> EnclaveImage:
         """The private copy of ``source`` that this launch measures and runs."""
         if self.config.enclave_runtime == "namespace":
+            return snapshot_image(source, self.layout.work / LAUNCH_DIR)
+        if self.spec.image.kind == "dockerfile":
+            # Measured without the Dockerfile; the build context adds it (_make_sandbox).
             return snapshot_image(source, self.layout.work / LAUNCH_DIR)
         # The container runs what the build context holds; app/ is the image's copy.
         context_dir = container_build_context(
@@ -194,16 +229,11 @@ class EnclaveComponent(Component):
             vsock_dir=vsock_dir,
             env=enclave_environment(
                 image_dir=running.directory,
-                extra=enclave_service_env(
-                    vsock_dir=vsock_dir, nsm_socket=nsm_socket, enclave_cid=self.cid, devices=devices
-                ),
-                # The enclave tier's dependency set and nothing else of this interpreter's
-                # (the sandbox runs python -S); the container image carries its own (deps/).
-                python_path=[str(dependency_set(ENCLAVE))]
-                if self.config.enclave_runtime == "namespace"
-                else (),
+                extra=self._program_env(vsock_dir=vsock_dir, nsm_socket=Path(nsm_socket), devices=devices),
+                python_path=self._python_path(),
             ),
             log_path=self.log_path,
+            command=list(self.spec.entrypoint),
             shared_dirs=(Path(nsm_socket).parent,),
             preload=preload,
         )
@@ -214,6 +244,7 @@ class EnclaveComponent(Component):
         self.context.facts.update(
             enclave_id=enclave_id,
             enclave_cid=self.cid,
+            enclave_ports=list(self.spec.ports),
             nsm_socket=str(nsm_socket),
             running_image_dir=str(source),
             running_pcr0=measurements.pcr0,
@@ -222,7 +253,7 @@ class EnclaveComponent(Component):
         sandbox.start()
         self.nsm.service.bind_peer(enclave_id, self._peer_rule(sandbox))
         wait_until(
-            lambda: unix_socket_open(self._listen_socket()),
+            self._listening,
             timeout=START_TIMEOUT,
             what="enclave",
             alive=sandbox.running,
@@ -256,8 +287,21 @@ class EnclaveComponent(Component):
             self.engine_config = engine_config
         base = ensure_base_image(BaseImageSpec(), engine.docker_host, cache / "base-image").name
         # Tagged by the measurement: a changed byte is another image.
-        tag = f"nitro-vault-enclave:{launch.measurements.pcr0[:16]}"
-        context_dir = launch.image.directory.parent
+        repository = "nitro-vault-enclave" if self.spec.vault_api else f"nitro-enclave-{self.spec.name}"
+        tag = f"{repository}:{launch.measurements.pcr0[:16]}"
+        dockerfile = self.spec.image.dockerfile
+        if dockerfile is not None:
+            # The spec's own context: the measured copy, and its Dockerfile beside it.
+            context_dir = self.layout.work / "enclave-build"
+            if context_dir.exists():
+                shutil.rmtree(context_dir)
+            shutil.copytree(launch.image.directory, context_dir, symlinks=True)
+            for current, _, _ in os.walk(context_dir):
+                Path(current).chmod(0o755)
+            shutil.copy2(dockerfile, context_dir / "Dockerfile")
+        else:
+            # The vault's context holds the image's copy as app/.
+            context_dir = launch.image.directory.parent
         return ContainerSandbox(
             spec, ContainerImageSpec(context_dir, tag, base), docker_host=engine.docker_host
         )
@@ -269,7 +313,8 @@ class EnclaveComponent(Component):
         """
         policy = self.image.built
         if overrides:
-            source = assemble_image(self.layout.images / CHANGED_IMAGE, overrides=overrides).directory
+            changed = self.layout.images / f"{image_dir_name(self.spec)}{CHANGED_SUFFIX}"
+            source = assemble_spec_image(self.spec, changed, overrides=overrides).directory
         else:
             source = policy.image.directory
         self._stop_sandbox()
@@ -292,7 +337,7 @@ class EnclaveComponent(Component):
         sandbox = self.sandbox
         if sandbox is None or not sandbox.running():
             raise ProcessError("the enclave is not running")
-        victims = enclave_program(list(sandbox.pids()))
+        victims = enclave_program(list(sandbox.pids()), self.spec.program)
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -324,10 +369,10 @@ class EnclaveComponent(Component):
     def health(self) -> Health:
         if self.sandbox is None or not self.sandbox.running():
             return Health(False, "not running")
-        return Health(unix_socket_open(self._listen_socket()), self.sandbox.describe())
+        return Health(self._listening(), self.sandbox.describe())
 
     def address(self) -> str:
-        return f"vsock://{self.cid}:{ENCLAVE_PORT}"
+        return ",".join(f"vsock://{self.cid}:{port}" for port in self.spec.ports)
 
     def pids(self) -> list[int]:
         return list(self.sandbox.pids()) if self.sandbox is not None else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from emulator.aws.backends.moto_server import MotoBackend
 from emulator.aws.kms.front import Identity, KmsFront
 from emulator.aws.kms.moto_keys import MotoKeyAgreement
+from emulator.aws.kms.quotas import QuotaSettings, RequestQuotas
 from emulator.daemon.components.backend import BackendComponent
 from emulator.daemon.components.base import Component, Context, Health
 from emulator.daemon.components.credentials import Credentials
@@ -66,6 +67,10 @@ class KmsFrontComponent(Component):
             # moto serves in this process and holds the keys, but has no DeriveSharedSecret.
             key_agreement=MotoKeyAgreement() if isinstance(backend, MotoBackend) else None,
         )
+        if self.config.production_limits:
+            front.quotas = RequestQuotas(
+                QuotaSettings(region=self.config.region, scale=self.config.kms_quota_scale)
+            )
         front.start()
         self._front = front
         self.context.facts["kms_endpoint"] = front.endpoint_url

@@ -1,5 +1,8 @@
-"""Creating the vault table and the KMS key, whose policy names the measured image, and the
-API's authorizer key (decision D16), whose policy lets only the API's role sign."""
+"""Creating the KMS key whose policy names the measured image; for the vault's spec also the
+vault table and the API's authorizer key (decision D16), whose policy lets only the API's role sign.
+
+Another spec gets one symmetric key under ``alias/<spec name>``, its policy the spec's
+template with the measured PCRs filled in."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from emulator.aws.backends import KEY_STORE_NAME, KeyMaterialStore, provision
 from emulator.daemon.components.backend import BackendComponent
 from emulator.daemon.components.base import Component, Context
 from emulator.daemon.components.image import ImageComponent
+from emulator.daemon.enclave_spec import EnclaveSpec
 from vault.infra.authorizer_key import (
     ALIAS as AUTHORIZER_ALIAS,
 )
@@ -21,7 +25,10 @@ from vault.infra.authorizer_key import (
     build_authorizer_key_policy,
     create_key_arguments,
 )
-from vault.infra.key_policy import KeyPolicyParams, build_key_policy
+from vault.infra.key_policy import EnclaveMeasurements, KeyPolicyParams, build_key_policy
+
+#: PCR8 of an image without a signing certificate, as the NSM attests it.
+_UNSIGNED_PCR8 = "0" * 96
 
 
 @dataclass(frozen=True)
@@ -47,17 +54,53 @@ def ensure_authorizer_key(kms: Any) -> str:
     return str(metadata["Arn"])
 
 
+def policy_values(
+    measurements: EnclaveMeasurements, *, pcr3: str, account_id: str, region: str, instance_role_arn: str
+) -> dict[str, str]:
+    """What a spec's key policy template is filled in with."""
+    return {
+        "PCR0": measurements.pcr0,
+        "PCR1": measurements.pcr1,
+        "PCR2": measurements.pcr2,
+        "PCR3": pcr3,
+        "PCR8": measurements.pcr8 or _UNSIGNED_PCR8,
+        "ACCOUNT_ID": account_id,
+        "REGION": region,
+        "INSTANCE_ROLE_ARN": instance_role_arn,
+    }
+
+
+def ensure_spec_key(kms: Any, spec: EnclaveSpec) -> str:
+    """The ARN of the spec's key under ``alias/<name>``, created if the backend has none."""
+    alias = f"alias/{spec.name}"
+    try:
+        return str(kms.describe_key(KeyId=alias)["KeyMetadata"]["Arn"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NotFoundException":
+            raise
+    metadata = kms.create_key(Description=f"enclave key of {spec.name}")["KeyMetadata"]
+    kms.create_alias(AliasName=alias, TargetKeyId=metadata["KeyId"])
+    return str(metadata["Arn"])
+
+
 class ProvisionComponent(Component):
     name = "provision"
     is_step = True
 
     def __init__(
-        self, context: Context, backend: BackendComponent, image: ImageComponent, *, pcr3: str
+        self,
+        context: Context,
+        backend: BackendComponent,
+        image: ImageComponent,
+        *,
+        pcr3: str,
+        spec: EnclaveSpec,
     ) -> None:
         super().__init__(context, backend, image)
         self.backend = backend
         self.image = image
         self.pcr3 = pcr3
+        self.spec = spec
         self._provisioned: Provisioned | None = None
 
     @property
@@ -65,6 +108,9 @@ class ProvisionComponent(Component):
         return self.require(self._provisioned)
 
     def start(self) -> None:
+        if self.spec.key_policy.kind == "template":
+            self._start_spec_key()
+            return
         policy = build_key_policy(
             KeyPolicyParams(
                 account_id=self.config.account_id,
@@ -91,6 +137,22 @@ class ProvisionComponent(Component):
         self.context.facts.update(
             table_name=self.config.table_name, key_arn=result.key_arn, authorizer_key_arn=authorizer_arn
         )
+
+    def _start_spec_key(self) -> None:
+        # As for the vault, the KMS front enforces the policy; the backend's key carries none.
+        config = self.config
+        policy = self.spec.key_policy.render(
+            policy_values(
+                self.image.built.measurements,
+                pcr3=self.pcr3,
+                account_id=config.account_id,
+                region=config.region,
+                instance_role_arn=config.instance_role_arn,
+            )
+        )
+        key_arn = ensure_spec_key(self.backend.backend.client("kms"), self.spec)
+        self._provisioned = Provisioned("", key_arn, policy)
+        self.context.facts.update(key_arn=key_arn)
 
     def address(self) -> str:
         return self._provisioned.key_arn if self._provisioned is not None else ""

@@ -221,3 +221,19 @@ def test_the_instance_role_cannot_sign_with_the_api_key(attacker: Attacker) -> N
             SigningAlgorithm=SIGNING_ALGORITHM,
         )
     assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
+
+
+def test_the_audit_names_the_caller_and_the_authorized_request(
+    vault_target: VaultTarget, client: VaultClient
+) -> None:
+    """Audit before reveal: the record carries the principal API Gateway verified and the request id."""
+    vault_id = client.create({"first_name": FIRST, "ssn9": SSN})
+    client.decrypt(vault_id, ["ssn4"], reason="audited")
+    response = client.request("GET", f"/vaults/{vault_id}/audit")
+    assert response.status_code == 200
+    event = response.json()["events"][0]
+    assert (event["event"], event["outcome"], event["reason"]) == ("DecryptVault", "Success", "audited")
+    assert event["request_id"]
+    principal = vault_target.state.facts.get("sigv4_principal") if vault_target.state is not None else None
+    if principal is not None and vault_target.signer is not None:
+        assert event["principal"] == principal["arn"]

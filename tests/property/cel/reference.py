@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import cel
 
@@ -120,17 +120,16 @@ def _year(value: object) -> int:
 
 def _bucket(number: object, size: object) -> int | float:
     if isinstance(number, float) or isinstance(size, float):
-        if isinstance(number, bool) or isinstance(size, bool):
+        pair = (number, size)
+        if any(isinstance(item, bool) or not isinstance(item, (int, float)) for item in pair):
             raise ReferenceFunctionError("expected numbers")
-        if not isinstance(number, (int, float)) or not isinstance(size, (int, float)):
-            raise ReferenceFunctionError("expected numbers")
-        if not (math.isfinite(number) and math.isfinite(size)) or size <= 0:
+        low, step = float(cast(float, number)), float(cast(float, size))
+        if not (math.isfinite(low) and math.isfinite(step)) or step <= 0:
             raise ReferenceFunctionError("bad size or number")
-        result = math.floor(number / size) if abs(number / size) < 2**52 else number // size
-        value = float(result) * size if math.isfinite(float(result) * size) else math.inf
-        if not math.isfinite(value):
+        quotient = low / step
+        if not math.isfinite(quotient) or not math.isfinite(math.floor(quotient) * step):
             raise ReferenceFunctionError("out of range")
-        return float(number // size) * size
+        return float(math.floor(quotient) * step)
     whole, step = _whole(number), _whole(size)
     if step <= 0:
         raise ReferenceFunctionError("bad size")

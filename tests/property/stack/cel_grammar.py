@@ -3,7 +3,8 @@
 A small typed grammar (string, int and bool expressions) over the schema fields, the
 outputs of earlier expressions in the same request (they are in scope, decision D3), the
 vault's function library (spec 6.2: case mapping, digests, hex and base64 in both
-directions, ``date(...).age()``) and standard CEL (``size``, arithmetic, comparisons, also
+directions, ``date(...).age()``; the masking functions ``mask``, ``email_domain``,
+``year`` and ``bucket``) and standard CEL (``size``, arithmetic, comparisons, also
 of ints with uints and doubles, ``startsWith``/``contains``, the conditional operator).
 Expressions stay small and cheap,
 so the enclave's time and size limits never decide an outcome; many still fail on some
@@ -80,6 +81,14 @@ def string_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy
     )
     decode = st.builds(lambda kind, e: f"{kind}_decode({e})", st.sampled_from(_ENCODERS), inner)
     concat = st.builds(lambda a, b: f"({a} + {b})", inner, inner)
+    # keep_last mostly within a value's length, sometimes beyond it or negative.
+    mask = st.builds(
+        lambda e, n, m: f"{e}.mask({n})" if m else f"mask({e}, {n})",
+        inner,
+        st.one_of(st.integers(0, 12).map(str), ints),
+        st.booleans(),
+    )
+    domain = st.builds(lambda e, m: _call("email_domain", e, m), inner, st.booleans())
     # Repetition weighs the choice: mostly transforms that succeed, some that fail.
     return st.one_of(
         leaf,
@@ -93,6 +102,8 @@ def string_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy
         decode,
         concat,
         concat,
+        mask,
+        domain,
         st.builds(lambda e: f"string({e})", ints),
         st.builds(lambda c, a, b: f"({c} ? {a} : {b})", bools, inner, inner),
     )
@@ -103,18 +114,29 @@ def int_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[st
     if scope.ints:
         leaves.append(st.sampled_from(scope.ints))
     if "dob" in scope.strings:
-        leaves.append(st.just("int(date(dob).age())"))
+        leaves += [st.just("int(date(dob).age())"), st.just("year(dob)")]
     leaf = st.one_of(leaves)
     if depth <= 0:
         return leaf
     strings = st.deferred(lambda: string_expression(scope, depth - 1))
     inner = st.deferred(lambda: int_expression(scope, depth - 1))
     size = st.builds(lambda e, m: _call("size", e, m), strings, st.booleans())
+    # Sizes mostly positive literals, sometimes an expression (zero or negative: an error).
+    bucket = st.builds(
+        # Parenthesised: a literal receiver such as `5.bucket(2)` would read as a double.
+        lambda a, b, m: f"({a}).bucket({b})" if m else f"bucket({a}, {b})",
+        inner,
+        st.one_of(st.integers(1, 20).map(str), inner),
+        st.booleans(),
+    )
     return st.one_of(
         leaf,
         size,
         size,
+        bucket,
         st.builds(lambda e: f"int(date({e}).age())", strings),
+        st.builds(lambda e, m: _call("year", e, m), strings, st.booleans()),
+        st.builds(lambda e: f"year(date({e}))", strings),
         st.builds(
             lambda a, op, b: f"({a} {op} {b})", inner, st.sampled_from(["+", "-", "*", "/", "%"]), inner
         ),
@@ -129,7 +151,7 @@ def _numbers(scope: Scope) -> st.SearchStrategy[str]:
         st.sampled_from(["0.5", "39.5", "-1.0", "dyn(40)", "40u"]),
     ]
     if "dob" in scope.strings:
-        options.append(st.just("date(dob).age()"))
+        options += [st.just("date(dob).age()"), st.just("bucket(date(dob).age(), 10)")]
     return st.one_of(options)
 
 

@@ -196,6 +196,8 @@ class TestBucket:
             ("bucket(47u, 2.5)", 45.0),
             ("bucket(-0.5, 1.0)", -1.0),
             ("bucket(0.3, 0.1)", 0.2),
+            # The quotient is rounded before the floor: 1.0 / 0.1 is 10.0 in doubles.
+            ("bucket(1.0, 0.1)", 1.0),
             ("bucket(72.4, 0.5)", 72.0),
         ],
     )

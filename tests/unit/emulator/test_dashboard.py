@@ -476,3 +476,44 @@ def test_checked_limit() -> None:
             continue
         with pytest.raises(ValueError, match="limit must be a whole number"):
             checked_limit(bad, 50, 500)
+
+
+class GarbledControl:
+    """A control channel whose replies are not what the daemon sends."""
+
+    def request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return {"ok": True, "result": ["not", "an", "object"]}
+
+
+def test_an_unexpected_failure_is_a_json_500_and_names_no_detail(layout: StateLayout) -> None:
+    dashboard = Dashboard(layout, control=GarbledControl())
+    response = dashboard.handle(
+        HttpRequest("GET", "/_emulator/api/faults", "", [("Host", "127.0.0.1:1")], b"")
+    )
+    assert response.status == 500
+    assert json.loads(response.body) == {
+        "error": {
+            "code": "DashboardError",
+            "message": "the dashboard failed to answer; see the gateway's log",
+        }
+    }
+
+
+def test_the_gateway_routes_the_dashboard_before_its_faults_and_signatures(
+    layout: StateLayout, daemon: StandInDaemon
+) -> None:
+    gateway = ApiGateway(
+        GatewayConfig(),
+        lambda event, context: {"statusCode": 200, "body": "{}"},
+        Dashboard(layout, audit=lambda _state: AUDIT),
+    )
+    gateway.faults.throttle(10)  # API Gateway's own throttle covers the stage, not the dashboard
+    ok = gateway.dispatch(HttpRequest("GET", "/_emulator/api/components", "", [("Host", "127.0.0.1:1")], b""))
+    assert ok.status == 200
+    refused = gateway.dispatch(
+        HttpRequest("GET", "/_emulator/", "", [("Host", "127.0.0.1:1")], b"", source_ip="198.51.100.4")
+    )
+    assert (refused.status, error_code(refused.body)) == (403, "NotLoopback")
+    assert (
+        gateway.dispatch(HttpRequest("GET", "/v1/vaults", "", [("Host", "127.0.0.1:1")], b"")).status == 429
+    )

@@ -24,7 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from emulator.daemon.components import build_components
+from emulator.daemon.components.base import Context
+from emulator.daemon.config import EmulatorConfig
 from emulator.nitro.attestation import verify_document
+from emulator.nitro.measure import measure_image
 from emulator.nitro.nsm import NsmService, ProcessTree
 from emulator.nitro.pki import TestPki
 from emulator.nitro.preload import (
@@ -39,8 +43,11 @@ from emulator.nitro.preload import (
     find_compiler,
 )
 from emulator.nitro.sandbox import NamespaceSandbox, SandboxSpec, enclave_environment
+from emulator.tools.cli import build_parser, config_from_args
 from vault.common.transport import DEFAULT_ENCLAVE_CID, PARENT_CID, VMADDR_CID_ANY
 from vault.infra.key_policy import EnclaveMeasurements, pcr3_for_role_arn
+
+from .test_enclave_launch import StandInSandbox
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "examples" / "nsm-pcr0" / "main.c"
@@ -665,3 +672,49 @@ def test_the_namespace_sandbox_injects_the_preload(
     assert MEASUREMENTS.pcr0 in spec.log_path.read_text()
     # The library was never copied into what the image measures.
     assert sorted(p.name for p in image.iterdir()) == before
+
+
+# -- the emulator's device mode -------------------------------------------------------------
+
+
+def test_up_enclave_devices_is_an_option() -> None:
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["up", "--enclave-devices"])).enclave_devices is True
+    assert config_from_args(parser.parse_args(["up"])).enclave_devices is False
+
+
+def test_device_mode_launches_the_production_configuration(
+    cache_dir: Path, library: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The components build the library in the shared cache: here, this module's.
+    monkeypatch.setenv("NITRO_VAULT_EMULATOR_CACHE_DIR", str(cache_dir))
+    state_dir = Path(tempfile.mkdtemp(prefix="devices-", dir="/tmp"))
+    config = EmulatorConfig(state_dir=state_dir, port=0, enclave_devices=True)
+    config.layout.ensure()
+    built = build_components(Context(config, config.layout))
+    built.enclave.make_sandbox = lambda spec: StandInSandbox(spec, config.enclave_cid)
+    try:
+        for component in (built.image, built.pki, built.nsm, built.enclave):
+            component.start()
+        sandbox = built.enclave.sandbox
+        assert sandbox is not None
+        spec = sandbox.spec
+        # The enclave is configured as in production: nothing names the emulator's sockets ...
+        assert not {"VAULT_NSM", "VAULT_VSOCK_TRANSPORT", "VAULT_VSOCK_UDS_DIR"} & set(spec.env)
+        # ... and the preload library leads /dev/nsm and AF_VSOCK to them.
+        assert spec.preload is not None and spec.preload.library.parent.parent == cache_dir / "preload"
+        env = spec.process_env()
+        assert env["LD_PRELOAD"] == str(spec.preload.library)
+        assert env[NSM_SOCKET_ENV] == str(built.enclave.context.facts["nsm_socket"])
+        assert env[VSOCK_DIR_ENV] == str(config.layout.vsock_dir)
+        assert env[VSOCK_CID_ENV] == str(config.enclave_cid)
+        # The library is not in the image, so the measurement is the image's alone.
+        assert measure_image(spec.image_dir).pcr0 == built.image.built.measurements.pcr0
+        assert not list(spec.image_dir.rglob(LIBRARY_NAME))
+        parent = built.parent.environment()
+        assert "VAULT_VSOCK_TRANSPORT" not in parent and parent[VSOCK_CID_ENV] == str(PARENT_CID)
+        assert parent["LD_PRELOAD"] == str(spec.preload.library) and NSM_SOCKET_ENV not in parent
+    finally:
+        built.enclave.stop()
+        built.nsm.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)

@@ -18,8 +18,10 @@ most the argument's CEL type, never the argument.
   (``bucket(47, 10) == 40``, ``bucket(-1, 10) == -10``). With ints and uints the
   arithmetic is exact and the result has ``number``'s type (``bucket(date(dob).age(),
   10)`` is a uint, as ``age()`` is); with a double on either side both are taken as
-  doubles, as the comparison operators do, and the result is a double. ``size`` must
-  be above 0; doubles must be finite, and the result must fit its type.
+  doubles, as the comparison operators do, and the result is the double
+  ``floor(number / size) * size`` (the quotient rounded to a double before the floor,
+  so ``bucket(1.0, 0.1) == 1.0``). ``size`` must be above 0; doubles must be finite,
+  and the result must fit its type.
 """
 
 from __future__ import annotations
@@ -91,8 +93,12 @@ def _double_bucket(number: float, size: float) -> Result:
         raise MaskingRefused("number and size must be finite")
     if size <= 0:
         raise MaskingRefused("size must be greater than 0")
-    # Floor division of floats is the floor of the exact quotient of the two doubles.
-    result = (number // size) * size
+    # The quotient rounded to a double first, as (number / size).floor() * size in Rust:
+    # bucket(1.0, 0.1) is 1.0. Python's float // floors the exact quotient (0.9 here).
+    quotient = number / size
+    if not math.isfinite(quotient):
+        raise MaskingRefused("result out of double range")
+    result = math.floor(quotient) * size
     if not math.isfinite(result):
         raise MaskingRefused("result out of double range")
     return ct.DoubleType(result)

@@ -195,11 +195,11 @@ async function loadAudit(vaultId) {
   }
 }
 
-function refresh() {
-  loadComponents();
-  loadDecisions();
-  loadPcrs();
-  if (!switching && !document.activeElement.classList.contains("params")) loadFaults();
+// One round at a time: while the daemon is busy (a relaunch takes seconds), polls wait instead of piling up.
+async function refresh() {
+  const editing = document.activeElement && document.activeElement.classList.contains("params");
+  await Promise.all([loadComponents(), loadDecisions(), loadPcrs(), switching || editing ? null : loadFaults()]);
+  setTimeout(refresh, REFRESH_MS);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -207,9 +207,5 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     loadAudit(document.getElementById("vault-id").value.trim());
   });
-  loadComponents();
-  loadPcrs();
-  loadFaults();
-  loadDecisions();
-  setInterval(refresh, REFRESH_MS);
+  refresh();
 });
