@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
 import shutil
+import time
+from collections.abc import Callable
 
 import nox
 
@@ -14,9 +17,26 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests", "cdk", "e2e"]
 
 PYTHON = "3.11"
+# The slowest tests of a run, listed at its end: where a session's time goes.
+DURATIONS = "--durations=20"
+
+
+def timed(func: Callable[[nox.Session], None]) -> Callable[[nox.Session], None]:
+    """Log the session's own time to the second; nox's closing summary rounds to minutes."""
+
+    @functools.wraps(func)
+    def run(session: nox.Session) -> None:
+        start = time.perf_counter()
+        try:
+            func(session)
+        finally:
+            session.log(f"session {func.__name__} ran {time.perf_counter() - start:.0f} s")
+
+    return run
 
 
 @nox.session(python=PYTHON)
+@timed
 def lint(session: nox.Session) -> None:
     """ruff over the tree; mypy (strict) over vault, emulator, cdk/vault_cdk and benchmarks
     (``[tool.mypy]`` in pyproject.toml names the files and the modules not clean yet)."""
@@ -28,11 +48,27 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def tests(session: nox.Session) -> None:
     """Unit and property tests (no network, no external services)."""
     session.install("-e", ".[test]")
     env = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
-    session.run("pytest", "tests/unit", "tests/property", "-m", "not e2e", *session.posargs, env=env)
+    # One worker per core (pytest-xdist); worksteal rebalances around the few long property tests.
+    # ``nox -s tests -- -n 0`` runs in one process (a later -n wins).
+    session.run(
+        "pytest",
+        "tests/unit",
+        "tests/property",
+        "-m",
+        "not e2e",
+        "-n",
+        "auto",
+        "--dist",
+        "worksteal",
+        DURATIONS,
+        *session.posargs,
+        env=env,
+    )
 
 
 def _system_exports(session: nox.Session, *targets: str) -> dict[str, str]:
@@ -57,6 +93,7 @@ def demo(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def e2e(session: nox.Session) -> None:
     """End-to-end tests through the emulator on every backend and enclave runtime."""
     session.install("-e", ".[test]")
@@ -67,7 +104,9 @@ def e2e(session: nox.Session) -> None:
     env["VAULT_E2E_REQUIRE_STACKS"] = "1"
     env["HYPOTHESIS_PROFILE"] = os.environ.get("HYPOTHESIS_PROFILE", "ci")
     try:
-        session.run("pytest", "tests/e2e", "tests/property", "-m", "e2e", *session.posargs, env=env)
+        session.run(
+            "pytest", "tests/e2e", "tests/property", "-m", "e2e", DURATIONS, *session.posargs, env=env
+        )
     finally:
         session.run("python", "-m", "emulator.host.system", "stop", "dockerd", env=env)
 
@@ -80,6 +119,7 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
 def cdk(session: nox.Session) -> None:
     """The CDK app: offline synth (cdk-nag included) on Node 24 from PyPI, then tests/cdk."""
     session.install("-e", ".[cdk]", "pytest", "pytest-timeout")

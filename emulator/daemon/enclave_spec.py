@@ -286,7 +286,9 @@ def _key_policy(data: Mapping[str, Any] | None, base: Path) -> KeyPolicySpec:
     if data is None:
         return DEFAULT_KEY_POLICY
     if "template" in data and "document" in data:
-        raise EnclaveSpecError("key_policy.document", "give either key_policy.template or key_policy.document")
+        raise EnclaveSpecError(
+            "key_policy.document", "give either key_policy.template or key_policy.document"
+        )
     if "template" in data:
         key = "key_policy.template"
         path = _resolve(base, data["template"], key, directory=False)

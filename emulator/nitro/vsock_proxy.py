@@ -116,6 +116,11 @@ class VsockProxy:
         )
         self._server.start()
 
+    @property
+    def server(self) -> RelayServer | WorkerPoolRelay | None:
+        """The running relay (a :class:`WorkerPoolRelay` with ``num_workers``); ``None`` when stopped."""
+        return self._server
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -51,7 +51,7 @@ REGION = "us-east-1"
 INSTANCE_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/nitro-enclave-instance-role"
 #: The instance role's test access key at the KMS front (its secret: :data:`INSTANCE_SECRET`).
 INSTANCE_ACCESS_KEY = "ASIANITROENCLAVE0001"
-INSTANCE_SECRET = "nitro-enclave-instance-secret"
+INSTANCE_SECRET = "nitro-enclave-instance-secret"  # noqa: S105 - a test principal of the emulated KMS, not a credential
 #: Measurements of no particular image: what the fixtures attest unless told otherwise.
 EXAMPLE_MEASUREMENTS = EnclaveMeasurements(pcr0="a0" * 48, pcr1="b1" * 48, pcr2="c2" * 48)
 RECIPIENT_ALGORITHM = "RSAES_OAEP_SHA_256"
@@ -65,9 +65,7 @@ def short_directory(prefix: str) -> Path:
 class EmulatedNsm:
     """The emulated NSM in this process; attests to whatever measurements it is given."""
 
-    def __init__(
-        self, pki: TestPki, socket_dir: Path, *, instance_role_arn: str = INSTANCE_ROLE_ARN
-    ) -> None:
+    def __init__(self, pki: TestPki, socket_dir: Path, *, instance_role_arn: str = INSTANCE_ROLE_ARN) -> None:
         self.pki = pki
         self.instance_role_arn = instance_role_arn
         self.service = NsmService(pki, socket_dir)
@@ -218,12 +216,12 @@ class AttestedKms:
         self.front.set_key_policy(arn, policy if policy is not None else self.policy(measurements))
         return arn
 
-    def recipient(
-        self, measurements: EnclaveMeasurements = EXAMPLE_MEASUREMENTS, **attest: Any
-    ) -> Recipient:
+    def recipient(self, measurements: EnclaveMeasurements = EXAMPLE_MEASUREMENTS, **attest: Any) -> Recipient:
         """A fresh RSA key and an NSM document for ``measurements`` carrying its public key."""
         private_key = recipient_key()
-        return Recipient(private_key, self.nsm.attest(measurements, public_key=public_key_der(private_key), **attest))
+        return Recipient(
+            private_key, self.nsm.attest(measurements, public_key=public_key_der(private_key), **attest)
+        )
 
     @staticmethod
     def recipient_for(document: bytes, private_key: rsa.RSAPrivateKey) -> Recipient:

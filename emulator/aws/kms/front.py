@@ -70,6 +70,10 @@ where KMS would say ``AccessDeniedException``; no plaintext leaves the front eit
 Fault hooks (``KmsFront.faults``, an :class:`emulator.faults.hooks.FaultHooks`): per
 operation, throttle the next N requests with ``ThrottlingException``, fail them with a
 status (``KMSInternalException``), or hold them before they are answered.
+
+Request quotas (``KmsFront.quotas``, opt-in, :mod:`emulator.aws.kms.quotas`): KMS's published
+quotas for the cryptographic operations, counted after a request is identified; past one
+the answer is KMS's ``ThrottlingException``.
 """
 
 from __future__ import annotations

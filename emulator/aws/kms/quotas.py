@@ -225,8 +225,7 @@ class RequestQuotas:
         Returns the quota counted (``None``: the request counts against none of these).
         """
         quota = quota_for(operation, payload, key_spec)
-        bucket = self._buckets.get(quota) if quota is not None else None
-        if bucket is None:
+        if quota is None or (bucket := self._buckets.get(quota)) is None:
             return None
         with self._lock:
             if bucket.take():

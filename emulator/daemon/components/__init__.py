@@ -14,6 +14,10 @@
     parent          imds
     gateway         provision, kms-front, parent, dynamodb-proxy
 
+The enclave spec of the run (:mod:`emulator.daemon.enclave_spec`; the vault's by default)
+sets the image, the enclave's entry point and ports, the vsock-proxy's port and the key
+policy; a spec other than the vault's runs neither dynamodb-proxy, parent nor gateway.
+
 A component starts as soon as what it needs is up; independent ones start in
 parallel. Product processes (parent, enclave, API
 gateway with the Lambda handler) each run as their own process with their own,

@@ -38,7 +38,6 @@ from emulator.host.system.base_image import BaseImageSpec, ensure_base_image
 from emulator.host.system.dockerd import DockerEngine, DockerEngineConfig, ensure_engine
 from emulator.nitro.image import (
     EnclaveImage,
-    assemble_image,
     container_build_context,
     load_image,
     remove_snapshot,

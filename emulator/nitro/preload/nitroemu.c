@@ -28,8 +28,9 @@
  * Emulated descriptors are tracked per fd together with the inode they had when they
  * were made, so a descriptor closed behind the library's back (close_range, a raw
  * syscall) and reused for another file is not mistaken for an emulated one. dup,
- * dup2, dup3 and fcntl(F_DUPFD[_CLOEXEC]) copy the tracking. All state is guarded by
- * one mutex, which a fork hands to the child unlocked. Only SOCK_STREAM is offered, as
+ * dup2, dup3 and fcntl(F_DUPFD[_CLOEXEC]) copy the tracking. The table is guarded by a
+ * mutex, NSM requests by another (the driver serializes them too); a fork hands both
+ * to the child unlocked. Only SOCK_STREAM is offered, as
  * Nitro Enclaves offer. Statically linked programs and raw system calls bypass
  * LD_PRELOAD and therefore this library.
  */
@@ -162,6 +163,8 @@ static unsigned int peer_cid = DEFAULT_PEER_CID;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+/* One NSM request at a time per process, as the driver's own mutex serializes them. */
+static pthread_mutex_t nsm_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct entry *table;
 static size_t table_size;
 
@@ -184,8 +187,14 @@ static void diagnose(const char *what, const char *detail) {
 }
 
 /* A fork while another thread holds the table lock must not leave the child locked out. */
-static void before_fork(void) { pthread_mutex_lock(&table_lock); }
-static void after_fork(void) { pthread_mutex_unlock(&table_lock); }
+static void before_fork(void) {
+    pthread_mutex_lock(&nsm_lock);
+    pthread_mutex_lock(&table_lock);
+}
+static void after_fork(void) {
+    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&nsm_lock);
+}
 
 static void initialize(void) {
     const char *value;
@@ -472,6 +481,7 @@ static int nsm_ioctl(unsigned long request, void *argument) {
     struct nsm_raw raw;
     unsigned char *response = NULL;
     size_t response_length = 0;
+    int rc;
 
     if (request != NSM_IOCTL_RAW) {
         errno = EINVAL;
@@ -490,9 +500,11 @@ static int nsm_ioctl(unsigned long request, void *argument) {
         errno = EFAULT;
         return -1;
     }
-    if (nsm_exchange((const unsigned char *)(uintptr_t)raw.request.addr, (size_t)raw.request.len, &response,
-                     &response_length) != 0)
-        return -1;
+    pthread_mutex_lock(&nsm_lock);
+    rc = nsm_exchange((const unsigned char *)(uintptr_t)raw.request.addr, (size_t)raw.request.len, &response,
+                      &response_length);
+    pthread_mutex_unlock(&nsm_lock);
+    if (rc != 0) return -1;
     /* Truncate any message that does not fit (drivers/misc/nsm.c, parse_resp_raw). */
     if (raw.response.len > response_length) raw.response.len = response_length;
     if (raw.response.len > 0) {

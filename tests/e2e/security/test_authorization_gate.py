@@ -25,7 +25,10 @@ import requests
 from botocore.exceptions import ClientError
 
 from e2e.security.targets import VaultTarget
-from emulator.tools.client import VaultClient
+from emulator.daemon import lifecycle
+from emulator.daemon.config import EmulatorConfig
+from emulator.daemon.state import EmulatorState
+from emulator.tools.client import SigV4Signer, VaultClient
 from tests.support.authorization import LocalSigner
 from vault.common.authorization import SIGNING_ALGORITHM, Grant, SignedAuthorization, sign
 from vault.common.framing import read_json, write_json
@@ -223,17 +226,38 @@ def test_the_instance_role_cannot_sign_with_the_api_key(attacker: Attacker) -> N
     assert refused.value.response["Error"]["Code"] == "AccessDeniedException"
 
 
-def test_the_audit_names_the_caller_and_the_authorized_request(
-    vault_target: VaultTarget, client: VaultClient
-) -> None:
-    """Audit before reveal: the record carries the principal API Gateway verified and the request id."""
-    vault_id = client.create({"first_name": FIRST, "ssn9": SSN})
-    client.decrypt(vault_id, ["ssn4"], reason="audited")
-    response = client.request("GET", f"/vaults/{vault_id}/audit")
+@pytest.fixture(scope="module")
+def sigv4_stack(
+    vault_target: VaultTarget, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmulatorState]:
+    """An emulator whose gateway checks SigV4 (``--sigv4``), as API Gateway with IAM authorization does."""
+    state = vault_target.emulator("an emulator of our own, started with --sigv4")
+    config = EmulatorConfig(
+        state_dir=tmp_path_factory.mktemp("emulator-sigv4"),
+        backend=state.backend,  # type: ignore[arg-type]
+        enclave_runtime=state.enclave_runtime,  # type: ignore[arg-type]
+        port=0,
+        sigv4=True,
+    )
+    started = lifecycle.up(config)
+    try:
+        yield started
+    finally:
+        lifecycle.down(config.layout)
+
+
+def test_the_audit_names_the_caller_and_the_authorized_request(sigv4_stack: EmulatorState) -> None:
+    """Audit before reveal, end to end: the record names the principal the gateway verified."""
+    principal = sigv4_stack.facts["sigv4_principal"]
+    signer = SigV4Signer(
+        principal["access_key_id"], principal["secret_access_key"], sigv4_stack.facts["region"]
+    )
+    with VaultClient(sigv4_stack.api_url, signer=signer) as api:
+        vault_id = api.create({"first_name": FIRST, "ssn9": SSN})
+        assert api.decrypt(vault_id, ["ssn4"], reason="audited").data == {"ssn4": SSN[-4:]}
+        response = api.request("GET", f"/vaults/{vault_id}/audit")
     assert response.status_code == 200
     event = response.json()["events"][0]
     assert (event["event"], event["outcome"], event["reason"]) == ("DecryptVault", "Success", "audited")
+    assert event["principal"] == principal["arn"]
     assert event["request_id"]
-    principal = vault_target.state.facts.get("sigv4_principal") if vault_target.state is not None else None
-    if principal is not None and vault_target.signer is not None:
-        assert event["principal"] == principal["arn"]

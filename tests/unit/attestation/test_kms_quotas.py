@@ -184,8 +184,7 @@ def throttle_error(call: Any, **kwargs: Any) -> dict[str, Any]:
     with pytest.raises(ClientError) as throttled:
         call(**kwargs)
     assert throttled.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    error: dict[str, Any] = throttled.value.response["Error"]
-    return error
+    return dict(throttled.value.response["Error"])
 
 
 def test_off_by_default_a_burst_beyond_any_small_quota_passes(harness: Harness, keys: dict[str, str]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from emulator.daemon.components.base import Context
 from emulator.daemon.components.image import assemble_spec_image
 from emulator.daemon.config import DEFAULT_INSTANCE_ROLE, EmulatorConfig
 from emulator.daemon.enclave_spec import (
+    DEFAULT_KEY_POLICY,
     SPEC_ERROR_CODE,
     EnclaveSpecError,
     load_spec,
@@ -78,6 +78,12 @@ def write_pong(directory: Path, **overrides: str) -> Path:
     return spec
 
 
+def allowlist(*entries: tuple[str, int]) -> str:
+    """A ``[vsock_proxy]`` table with these allow-list entries."""
+    inline = ", ".join(f'{{ address = "{address}", port = {port} }}' for address, port in entries)
+    return f"[vsock_proxy]\nallowlist = [{inline}]\n"
+
+
 def refusal(spec: Path) -> EnclaveSpecError:
     with pytest.raises(EnclaveSpecError) as refused:
         load_spec(spec, region=REGION)
@@ -110,11 +116,15 @@ def test_a_valid_spec_is_read_with_paths_relative_to_it(tmp_path: Path) -> None:
         ({"image": '[image]\ndirectory = "missing"\n'}, "image.directory"),
         ({"image": '[image]\ndirectory = "app"\ndockerfile = "Dockerfile"\n'}, "image.dockerfile"),
         (
-            {"proxy": '[vsock_proxy]\nallowlist = [{ address = "s3.us-east-1.amazonaws.com", port = 443 }]\n'},
+            {
+                "proxy": allowlist(("s3.us-east-1.amazonaws.com", 443)),
+            },
             "vsock_proxy.allowlist[0].address",
         ),
         (
-            {"proxy": '[vsock_proxy]\nallowlist = [{ address = "kms.eu-west-1.amazonaws.com", port = 443 }]\n'},
+            {
+                "proxy": allowlist(("kms.eu-west-1.amazonaws.com", 443)),
+            },
             "vsock_proxy.allowlist[0].address",
         ),
         (
@@ -144,7 +154,9 @@ def test_a_template_that_is_no_json_policy_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_key_policy_template_is_filled_with_the_measured_pcrs(tmp_path: Path) -> None:
-    template = {"Statement": [{"Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": "${PCR0}"}}}]}
+    template = {
+        "Statement": [{"Condition": {"StringEqualsIgnoreCase": {"kms:RecipientAttestation:PCR0": "${PCR0}"}}}]
+    }
     (tmp_path / "policy.json").write_text(json.dumps(template))
     spec = load_spec(write_pong(tmp_path, policy='[key_policy]\ntemplate = "policy.json"\n'), region=REGION)
     values = {"PCR0": "ab" * 48, "PCR1": "", "PCR2": "", "PCR3": "", "PCR8": "", "ACCOUNT_ID": "1"}
@@ -174,7 +186,9 @@ def test_up_refuses_a_bad_spec_before_anything_starts(
 
 
 def test_the_spec_names_the_instance_role_unless_the_config_does(tmp_path: Path) -> None:
-    spec = write_pong(tmp_path, head='name = "pong"\nentrypoint = ["x"]\nports = [1]\ninstance_role = "pong-role"\n')
+    spec = write_pong(
+        tmp_path, head='name = "pong"\nentrypoint = ["x"]\nports = [1]\ninstance_role = "pong-role"\n'
+    )
     config = EmulatorConfig(state_dir=tmp_path / "state", enclave_spec=spec)
     assert config.instance_role_name == "pong-role"
     assert EmulatorConfig.from_json(json.loads(json.dumps(config.to_json()))) == config
@@ -262,4 +276,4 @@ def test_parse_spec_resolves_against_the_base_it_is_given(tmp_path: Path) -> Non
     data = {"name": "x", "entrypoint": ["/bin/true"], "ports": [7], "image": {"directory": "app"}}
     spec = parse_spec(data, base=tmp_path, region=REGION)
     assert spec.image.root == (tmp_path / "app").resolve() and spec.program == "true"
-    assert textwrap.dedent(spec.key_policy.template).startswith("{")
+    assert spec.key_policy == DEFAULT_KEY_POLICY

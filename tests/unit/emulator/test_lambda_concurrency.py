@@ -7,6 +7,8 @@ import inspect
 import json
 import logging
 import os
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -27,10 +29,13 @@ from emulator.aws.gateway.runtime import (
     FunctionThrottled,
     HandlerError,
     InvocationUsage,
+    LambdaRuntime,
     NoFreeEnvironment,
 )
-from emulator.aws.gateway.server import ApiGateway, GatewayConfig, parse_args
+from emulator.aws.gateway.server import ApiGateway, GatewayConfig, LambdaContext, parse_args
 from emulator.daemon.config import EmulatorConfig
+from emulator.host import bootstrap
+from emulator.tools.cli import build_parser, config_from_args, main
 from vault.api.store import NewVault, StoredValue, VaultStore
 from vault.infra.table import create_table_kwargs
 
@@ -251,6 +256,64 @@ def test_the_default_concurrency_is_the_number_of_cores() -> None:
     assert parse_args([]).concurrency == (os.cpu_count() or 1)
     assert EmulatorConfig().lambda_concurrency == (os.cpu_count() or 1)
     assert EmulatorConfig().reserved_concurrency is None
+
+
+def test_the_cli_passes_the_concurrency_settings_on(tmp_path: Path) -> None:
+    parser = build_parser()
+    args = parser.parse_args(["up", "--lambda-concurrency", "3", "--reserved-concurrency", "2"])
+    config = config_from_args(args)
+    assert (config.lambda_concurrency, config.reserved_concurrency) == (3, 2)
+    assert EmulatorConfig.from_json(config.to_json()) == config
+    with pytest.raises(SystemExit) as refused:
+        main(["up", "--state-dir", str(tmp_path), "--lambda-concurrency", "1", "--reserved-concurrency", "2"])
+    assert refused.value.code == 2
+    assert not (tmp_path / "state.json").exists()
+
+
+HANDLER = """
+import os, time
+
+def handler(event, context):
+    time.sleep(float(event.get("sleep", 0)))
+    return {"statusCode": 200, "body": str(os.getpid()) + " " + os.environ.get("TABLE_NAME", "")}
+"""
+
+
+def test_real_processes_serve_concurrent_invocations_and_report_their_cold_start(tmp_path: Path) -> None:
+    (tmp_path / "fn.py").write_text(textwrap.dedent(HANDLER))
+    command = [sys.executable, "-I", "-S", "-u", bootstrap.__file__, "--tier", "api"]
+    command += ["--path", str(tmp_path), "--entry", "fn:handler", "--"]
+    environments = ExecutionEnvironments(
+        lambda: LambdaRuntime(command, {"PATH": os.environ.get("PATH", "")}), concurrency=2
+    )
+    environments.start()
+    try:
+        environments.configure({"TABLE_NAME": "t"})
+        config = GatewayConfig()
+        results: list[Any] = [None, None]
+
+        def invoke(index: int) -> None:
+            context = LambdaContext(config, f"req-{index}", time.monotonic() + WAIT)
+            results[index] = environments.invoke({"sleep": 0.5}, context, context.deadline)
+
+        threads = [threading.Thread(target=invoke, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        join(threads)
+        bodies = [invocation.result["body"].split() for invocation in results]
+        # Two processes at once, each configured with the function's environment.
+        assert len({pid for pid, _ in bodies}) == 2 and all(table == "t" for _, table in bodies)
+        assert sorted(environments.pids()) == sorted(int(pid) for pid, _ in bodies)
+        # The second environment started for its first invocation: its cold start is on it.
+        inits = [invocation.usage.init_seconds for invocation in results]
+        assert all(init is not None and init > 0 for init in inits)
+        context = LambdaContext(config, "req-2", time.monotonic() + WAIT)
+        again = environments.invoke({}, context, context.deadline)
+        assert again.error is None and again.usage is not None and again.usage.init_seconds is None
+        assert environments.started == 2
+    finally:
+        environments.stop()
+    assert environments.pids() == []
 
 
 # -- consistency of the moto backend under concurrent calls ------------------------------
