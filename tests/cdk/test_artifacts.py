@@ -119,6 +119,7 @@ PROVIDERS = {
     "lark": {"cel-python", "lark"},
     "pydantic": {"pydantic"},
     "pydantic_core": {"pydantic"},
+    "re2": {"google-re2"},
     "requests": {"requests"},
     "starlette": {"starlette"},
     "urllib3": {"urllib3", "requests", "botocore", "boto3"},

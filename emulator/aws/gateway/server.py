@@ -316,8 +316,7 @@ class ApiGateway:
                 finally:
                     usage = self.handler.last_usage if isinstance(self.handler, LambdaRuntime) else None
                     if usage is not None:
-                        # Measured in the function's process, where the handler ran.
-                        self._report(request_id, usage.seconds, usage.cpu_seconds, usage.max_memory_mb)
+                        self._report_usage(request_id, usage)
                     else:
                         self._report(request_id, time.perf_counter() - began, time.thread_time() - cpu)
 

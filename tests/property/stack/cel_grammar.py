@@ -14,6 +14,7 @@ which is what the oracle must agree on too.
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import string
@@ -59,6 +60,12 @@ def string_literal() -> st.SearchStrategy[str]:
     return st.text(_LITERAL_ALPHABET, max_size=8).map(lambda text: json.dumps(text, ensure_ascii=False))
 
 
+def date_literal() -> st.SearchStrategy[str]:
+    """A ``YYYY-MM-DD`` literal, as a date of birth is stored."""
+    days = st.dates(datetime.date(1800, 1, 1), datetime.date(2100, 12, 31))
+    return days.map(lambda day: json.dumps(day.isoformat()))
+
+
 def string_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[str]:
     leaves: list[st.SearchStrategy[str]] = [string_literal()]
     if scope.strings:
@@ -88,7 +95,9 @@ def string_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy
         st.one_of(st.integers(0, 12).map(str), ints),
         st.booleans(),
     )
-    domain = st.builds(lambda e, m: _call("email_domain", e, m), inner, st.booleans())
+    # An '@' between two strings mostly gives an address; a bare string mostly has none.
+    address = st.one_of(st.builds(lambda a, b: f'({a} + "@" + {b})', inner, inner), inner)
+    domain = st.builds(lambda e, m: _call("email_domain", e, m), address, st.booleans())
     # Repetition weighs the choice: mostly transforms that succeed, some that fail.
     return st.one_of(
         leaf,
@@ -121,6 +130,8 @@ def int_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[st
     strings = st.deferred(lambda: string_expression(scope, depth - 1))
     inner = st.deferred(lambda: int_expression(scope, depth - 1))
     size = st.builds(lambda e, m: _call("size", e, m), strings, st.booleans())
+    # Mostly dates, sometimes any string (a name: an error).
+    dates = st.one_of(date_literal(), date_literal(), strings)
     # Sizes mostly positive literals, sometimes an expression (zero or negative: an error).
     bucket = st.builds(
         # Parenthesised: a literal receiver such as `5.bucket(2)` would read as a double.
@@ -135,8 +146,8 @@ def int_expression(scope: Scope, depth: int = MAX_DEPTH) -> st.SearchStrategy[st
         size,
         bucket,
         st.builds(lambda e: f"int(date({e}).age())", strings),
-        st.builds(lambda e, m: _call("year", e, m), strings, st.booleans()),
-        st.builds(lambda e: f"year(date({e}))", strings),
+        st.builds(lambda e, m: _call("year", e, m), dates, st.booleans()),
+        st.builds(lambda e: f"year(date({e}))", dates),
         st.builds(
             lambda a, op, b: f"({a} {op} {b})", inner, st.sampled_from(["+", "-", "*", "/", "%"]), inner
         ),
