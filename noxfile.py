@@ -177,6 +177,16 @@ def cdk(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+@timed
+def mutation(session: nox.Session) -> None:
+    """mutmut over the security-critical modules (``tests/mutation/run.py`` maps each to its tests);
+    prints the score and the survivors per module. ``-- MODULE...`` runs a subset. Not in the default run."""
+    session.install("-e", ".[mutation]")
+    env = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "dev")}
+    session.run("python", "tests/mutation/run.py", *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON)
 def load(session: nox.Session) -> None:
     """30 s of creates and decrypts at 4 and 16 clients on a fresh moto emulator."""
     session.install("-e", ".[test]")

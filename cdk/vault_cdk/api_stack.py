@@ -21,6 +21,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from vault.api.reveal_policy import POLICY_ENV
 from vault.infra import table as table_def
 from vault.infra.artifacts import API
 from vault.infra.authorizer_key import (
@@ -293,6 +294,9 @@ class ApiStack(Stack):
         # Unset means audit items never expire; a number of days makes them carry expire_at.
         if config.audit_retention_days > 0:
             environment["AUDIT_RETENTION_DAYS"] = str(config.audit_retention_days)
+        # Without a policy the API lets every caller decrypt everything (and says so at start).
+        if config.reveal_policy is not None:
+            environment[POLICY_ENV] = config.reveal_policy
         return environment
 
     def _rest_api(self, config: VaultConfig, alias: lambda_.Alias, log_key: kms.IKey) -> apigw.RestApi:

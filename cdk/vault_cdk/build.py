@@ -7,11 +7,15 @@ build host's own architecture does not matter); ``cdk synth`` afterwards is offl
 * ``parent-wheels``: a nitro-vault wheel of the parent's file set alone plus the parent's
   libraries for arm64 / Python 3.11 (Amazon Linux 2023's ``python3.11``), for the
   instances' artifacts.
-* ``enclave-context``: the Docker build context of the enclave image (``app/``, ``deps/``
-  and the Dockerfile), for ``docker build`` then ``nitro-cli build-enclave``.
+* ``enclave-context``: the Docker build context of the enclave image (``app/`` = the enclave
+  tier's file set and its ``manifest.json``, ``deps/`` and the Dockerfile), for
+  ``docker build`` then ``nitro-cli build-enclave``. It is assembled by
+  :func:`vault.infra.artifacts.enclave_build_context`, which the emulator's container
+  runtime uses too.
 
 What each tier ships comes from :mod:`vault.infra.artifacts`; the requirement lists are read
-from ``pyproject.toml`` so they never diverge from it.
+from ``pyproject.toml`` so they never diverge from it. This module needs pip, not the CDK
+libraries.
 """
 
 from __future__ import annotations
@@ -24,14 +28,22 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vault.infra.artifacts import API, ENCLAVE, PARENT, Tier
+from vault.infra.artifacts import (
+    API,
+    ENCLAVE,
+    PARENT,
+    MissingSource,
+    Tier,
+    enclave_build_context,
+    source_files,
+    write_app,
+)
 
 from .config import CDK_DIR, REPO_ROOT
-from .packaging import copy_sources
 
 #: Amazon Linux 2023 (Lambda's python3.13 and the instances) has glibc 2.34 and the enclave's
 #: Debian bookworm base 2.36, so every manylinux tag up to 2.34 fits. pip takes the tags
@@ -110,7 +122,14 @@ def tier_project(tier: Tier, destination: Path, root: Path = REPO_ROOT) -> Path:
     """
     project = _project(root / "pyproject.toml")
     staged = _fresh(destination)
-    copy_sources(root, tier.sources, staged)
+    try:
+        files = source_files(root, tier.sources)
+    except MissingSource as exc:
+        raise SystemExit(f"the {tier.name} tier: {exc}") from exc
+    for relative, file in files:
+        target = staged / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
     extras = project.get("optional-dependencies", {})
     if tier.extra not in extras:
         raise SystemExit(f"pyproject.toml has no optional dependency group {tier.extra!r}")
@@ -164,21 +183,47 @@ def parent_wheels(out: Path, find_links: Sequence[str]) -> None:
     )
 
 
-def enclave_context(out: Path, find_links: Sequence[str]) -> None:
+def enclave_app(destination: Path, root: Path = REPO_ROOT) -> Path:
+    """(Re)create ``destination`` as the enclave image's code: the tier's file set and its manifest.
+
+    Written by :func:`vault.infra.artifacts.write_app` with the project's version, as the
+    emulator writes its enclave image, so both measure the same.
+    """
+    try:
+        files = source_files(root, ENCLAVE.sources)
+    except MissingSource as exc:
+        raise SystemExit(f"the enclave tier: {exc}") from exc
+    write_app(destination, files, version=str(_project(root / "pyproject.toml")["version"]))
+    return destination
+
+
+def enclave_context(
+    out: Path, find_links: Sequence[str], *, install: Callable[[Path], None] | None = None
+) -> Path:
+    """The enclave image's build context in ``out``; ``install`` fills ``deps/`` (default: pip)."""
     image = ENCLAVE.image
     if image is None:
         raise SystemExit("the enclave tier defines no image")
-    context = _fresh(out)
-    copy_sources(REPO_ROOT, ENCLAVE.sources, context / "app")
-    shutil.copy2(REPO_ROOT / image.dockerfile, context / "Dockerfile")
-    _pip(
-        "install",
-        "--target",
-        str(context / "deps"),
-        *_platform_args(ENCLAVE.python_version),
-        *_find_links(find_links),
-        *requirements(ENCLAVE.extra),
-    )
+
+    def pip_target(deps: Path) -> None:
+        _pip(
+            "install",
+            "--target",
+            str(deps),
+            *_platform_args(ENCLAVE.python_version),
+            *_find_links(find_links),
+            *requirements(ENCLAVE.extra),
+        )
+
+    # The code is staged outside the context, which enclave_build_context recreates.
+    with tempfile.TemporaryDirectory(prefix="enclave-app-") as scratch:
+        app = enclave_app(Path(scratch) / "app")
+        try:
+            return enclave_build_context(
+                out, app=app, dockerfile=REPO_ROOT / image.dockerfile, install_deps=install or pip_target
+            )
+        except MissingSource as exc:
+            raise SystemExit(str(exc)) from exc
 
 
 COMMANDS = {

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vault.api.reveal_policy import RevealPolicyError, parse_spec
 from vault.infra.key_policy import EnclaveMeasurements, MeasurementsError
 
 PREFIX = "vault:"
@@ -61,7 +62,10 @@ CONTEXT_KEYS = (
     "apiBurstLimit",
     "scaling",
     "tags",
+    "revealPolicy",
 )
+#: The policy travels in one Lambda environment variable; Lambda allows 4 KB for all of them.
+MAX_REVEAL_POLICY_BYTES = 3072
 
 
 class ConfigError(ValueError):
@@ -128,6 +132,8 @@ class VaultConfig:
     #: Further images the key policy lets decrypt, each in its own statement: the other side
     #: of a rolling image upgrade.
     additional_measurements: tuple[EnclaveMeasurements, ...] = ()
+    #: The validated reveal policy as compact JSON (``REVEAL_POLICY``); ``None``: no policy.
+    reveal_policy: str | None = None
 
     def stack_name(self, tier: str) -> str:
         return f"{self.prefix}-{tier}"
@@ -207,6 +213,29 @@ def _mapping(context: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 def _path(value: str) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else (CDK_DIR / path).resolve()
+
+
+def _reveal_policy(context: Mapping[str, Any]) -> str | None:
+    """``vault:revealPolicy``: a JSON policy file, validated as the API validates it at cold start."""
+    value = _string(context, "revealPolicy")
+    if not value:
+        return None
+    path = _path(value)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}revealPolicy: cannot read {path} ({exc.__class__.__name__})") from None
+    try:
+        spec = parse_spec(text)
+    except RevealPolicyError as exc:
+        raise ConfigError(f"{PREFIX}revealPolicy: {exc}") from None
+    compact = json.dumps(spec.model_dump(mode="json", exclude_defaults=True), separators=(",", ":"))
+    if len(compact.encode("utf-8")) > MAX_REVEAL_POLICY_BYTES:
+        raise ConfigError(
+            f"{PREFIX}revealPolicy is {len(compact)} bytes as compact JSON; at most "
+            f"{MAX_REVEAL_POLICY_BYTES} fit in the API's environment"
+        )
+    return compact
 
 
 def _scaling(context: Mapping[str, Any]) -> ScalingThresholds:
@@ -420,4 +449,5 @@ def load_config(context: Mapping[str, Any]) -> VaultConfig:
         api_burst_limit=_int(context, "apiBurstLimit", 200, minimum=1),
         scaling=_scaling(context),
         tags={str(key): str(value) for key, value in tags.items()},
+        reveal_policy=_reveal_policy(context),
     )

@@ -17,10 +17,13 @@ prefer them to the source), the launch measures the copy and the sandbox runs th
 What runs is what was measured, whatever happens to the state directory afterwards; a
 changed byte there shows in the PCRs of the next launch.
 
-For the container runtime, :func:`container_build_context` lays out a Docker build
-context: the ``Dockerfile``, the image as ``app/`` and the enclave's installed Python
-distributions as ``deps/`` (copied from this environment, because an image build here
-cannot reach a package index).
+The image's code and manifest are written by :func:`vault.infra.artifacts.write_app`, the
+function the production build context's ``app/`` comes from. For the container runtime,
+:func:`container_build_context` lays out the Docker build context with
+:func:`vault.infra.artifacts.enclave_build_context`, as ``python -m vault_cdk.build
+enclave-context`` does: the same ``Dockerfile``, the image as ``app/``, and as ``deps/`` the
+enclave's installed Python distributions (copied from this environment, because an image
+build here cannot reach a package index).
 """
 
 from __future__ import annotations
@@ -37,15 +40,19 @@ from pathlib import Path
 import vault
 from emulator.host.artifacts import ArtifactError, dependency_set
 from emulator.nitro.measure import is_bytecode_cache
-from vault.infra.artifacts import ENCLAVE
+from vault.infra import artifacts
+from vault.infra.artifacts import ENCLAVE, MissingSource, enclave_build_context, write_app
 
-IMAGE_NAME = "enclave-vault"
-MANIFEST_NAME = "manifest.json"
+IMAGE_NAME = artifacts.ENCLAVE_IMAGE_NAME
+MANIFEST_NAME = artifacts.MANIFEST_NAME
 #: What an enclave image contains, relative to the directory holding the ``vault`` package:
 #: the enclave tier's file set, the same the production EIF is built from.
 IMAGE_SOURCES = ENCLAVE.sources
-ENTRYPOINT = ("python3", "-m", "vault.enclave")
-DOCKERFILE = Path(vault.__file__).parent / "enclave" / "Dockerfile"
+ENTRYPOINT = ENCLAVE.image.command if ENCLAVE.image is not None else ("python3", "-m", "vault.enclave")
+#: The enclave tier's Dockerfile, the one the production image is built from.
+DOCKERFILE = Path(vault.__file__).resolve().parent.parent / (
+    ENCLAVE.image.dockerfile if ENCLAVE.image is not None else "vault/enclave/Dockerfile"
+)
 _SKIP_NAMES = frozenset({"Dockerfile"})
 #: The project's distribution (its version goes into the manifest).
 PROJECT_DISTRIBUTION = "nitro-vault"
@@ -112,27 +119,14 @@ def assemble_image(
     """
     root = source_root() if root is None else root
     overrides = {_check_relative(path): content for path, content in (overrides or {}).items()}
-    if destination.exists():
-        shutil.rmtree(destination)
-    destination.mkdir(parents=True)
-    files: dict[str, str] = {}
-    for relative, source in _image_files(root, sources):
-        content = overrides.get(relative)
-        data = source.read_bytes() if content is None else content
-        _write(destination / relative, data)
-        files[relative] = hashlib.sha256(data).hexdigest()
-    for relative, content in overrides.items():
-        if relative not in files:
-            _write(destination / relative, content)
-            files[relative] = hashlib.sha256(content).hexdigest()
-    manifest: dict[str, object] = {
-        "name": name,
-        "version": version or _project_version(),
-        "entrypoint": list(entrypoint),
-        "files": dict(sorted(files.items())),
-        "overrides": sorted(overrides),
-    }
-    (destination / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    manifest = write_app(
+        destination,
+        _image_files(root, sources),
+        version=version or _project_version(),
+        overrides=overrides,
+        name=name,
+        entrypoint=entrypoint,
+    )
     return EnclaveImage(destination, manifest)
 
 
@@ -170,11 +164,6 @@ def remove_snapshot(directory: Path) -> None:
     shutil.rmtree(directory)
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-
-
 def _project_version() -> str:
     try:
         return metadata.version(PROJECT_DISTRIBUTION)
@@ -196,24 +185,30 @@ def load_image(directory: Path) -> EnclaveImage:
 def container_build_context(image: EnclaveImage, context_dir: Path, deps_cache: Path | None = None) -> Path:
     """Lay out ``context_dir`` for ``docker build`` from ``image``; return it.
 
-    ``deps/`` is the enclave tier's dependency set (:func:`emulator.host.artifacts.dependency_set`,
-    kept under ``deps_cache``, by default the machine's cache).
+    The context is assembled by :func:`vault.infra.artifacts.enclave_build_context`, as
+    ``python -m vault_cdk.build enclave-context`` assembles production's: the same
+    Dockerfile and the same ``app/`` bytes (the image as it is now, bytecode caches left out:
+    what the launch measures). ``deps/`` differs in origin: here it is the enclave tier's
+    dependency set copied from this interpreter's installed distributions
+    (:func:`emulator.host.artifacts.dependency_set`, kept under ``deps_cache``, by default the
+    machine's cache), because the emulator's image build is offline; production installs it
+    with ``pip install --target`` for the base image's Python.
     """
-    if not DOCKERFILE.is_file():
-        raise ImageError(f"{DOCKERFILE} is missing")
     try:
         deps = dependency_set(ENCLAVE, cache_root=deps_cache)
     except ArtifactError as exc:
         raise ImageError(str(exc)) from exc
-    if context_dir.exists():
-        shutil.rmtree(context_dir)
-    context_dir.mkdir(parents=True)
-    shutil.copy2(DOCKERFILE, context_dir / "Dockerfile")
-    # The image as it is now, without bytecode caches: what the launch measures in app/.
-    shutil.copytree(image.directory, context_dir / "app", symlinks=True, ignore=_ignore_bytecode)
-    # Hard links keep a 100 MB dependency tree from being copied per build.
-    shutil.copytree(deps, context_dir / "deps", copy_function=_link_or_copy)
-    return context_dir
+
+    def install_deps(target: Path) -> None:
+        # Hard links keep a 100 MB dependency tree from being copied per build.
+        shutil.copytree(deps, target, dirs_exist_ok=True, copy_function=_link_or_copy)
+
+    try:
+        return enclave_build_context(
+            context_dir, app=image.directory, dockerfile=DOCKERFILE, install_deps=install_deps
+        )
+    except MissingSource as exc:
+        raise ImageError(str(exc)) from exc
 
 
 def _link_or_copy(source: str, target: str) -> None:

@@ -35,6 +35,8 @@ class AuditEventType(enum.StrEnum):
     CREATE = "CreateVault"
     UPDATE = "UpdateVault"
     DELETE = "DeleteVault"
+    #: ``DELETE ?forget=true``: the vault item, its encrypted private key included, is gone.
+    FORGET = "ForgetVault"
     DECRYPT = "DecryptVault"
 
 
@@ -68,7 +70,7 @@ class AuditRecord:
     fields: Sequence[str] = ()
     reason: str | None = None
     outcome: str = SUCCESS
-    #: The caller's principal ARN (decrypts only).
+    #: The caller's principal ARN (decrypts and forgets).
     principal: str | None = None
     #: Output names of the CEL expressions asked for (never the expressions' text).
     expressions: Sequence[str] = ()

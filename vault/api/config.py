@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from vault.api.reveal_policy import POLICY_ENV, RevealPolicy, RevealPolicyError, load_policy
+
 DEFAULT_PARENT_TIMEOUT_SECONDS = 5.0
 #: API Gateway gives the integration 10 s; a parent timeout beyond that can never be observed.
 MAX_PARENT_TIMEOUT_SECONDS = 10.0
@@ -36,6 +38,8 @@ class ApiConfig:
     #: whose public key new vaults are bound to. Without it the API signs nothing, and an
     #: enclave that checks authorizations refuses its decrypts.
     authorizer_key_arn: str | None = None
+    #: Who may receive which fields and expressions (``REVEAL_POLICY``); ``None``: anyone, anything.
+    reveal_policy: RevealPolicy | None = None
 
     @property
     def decrypt_url(self) -> str:
@@ -63,7 +67,16 @@ class ApiConfig:
             kms_endpoint_url=_optional_url("KMS_ENDPOINT_URL", env.get("KMS_ENDPOINT_URL", "")),
             audit_retention_days=_retention(env.get("AUDIT_RETENTION_DAYS", "")),
             authorizer_key_arn=env.get("AUTHORIZER_KEY_ARN", "").strip() or None,
+            reveal_policy=reveal_policy(env),
         )
+
+
+def reveal_policy(env: Mapping[str, str]) -> RevealPolicy | None:
+    """The policy in ``REVEAL_POLICY``; an invalid one is a :class:`ConfigError` saying why."""
+    try:
+        return load_policy(env)
+    except RevealPolicyError as exc:
+        raise ConfigError(f"{POLICY_ENV}: {exc}") from None
 
 
 def _base_url(name: str, value: str) -> str:

@@ -48,6 +48,7 @@ def build_service(
         ),
         region=config.region,
         audit_retention_days=config.audit_retention_days,
+        reveal_policy=config.reveal_policy,
     )
 
 

@@ -35,6 +35,8 @@ class ErrorCode(enum.StrEnum):
     PARENT_ERROR = "ParentError"
     #: The API could not sign the decrypt's authorization (decision D16).
     AUTHORIZATION_FAILED = "AuthorizationFailed"
+    #: The reveal policy does not let this caller receive these fields or expressions.
+    REVEAL_NOT_ALLOWED = "RevealNotAllowed"
 
 
 class ApiError(Exception):
@@ -75,6 +77,16 @@ def vault_not_found() -> ApiError:
 
 def validation_error(details: dict[str, Any] | None = None) -> ApiError:
     return ApiError(422, ErrorCode.VALIDATION_ERROR, "Invalid request data", details=details)
+
+
+def reveal_not_allowed(fields: list[str], expressions: list[str]) -> ApiError:
+    """403 naming the refused field names and expression output names (never values or texts)."""
+    return ApiError(
+        403,
+        ErrorCode.REVEAL_NOT_ALLOWED,
+        "The reveal policy does not allow these fields or expressions for this caller",
+        details={"fields": fields, "expressions": expressions},
+    )
 
 
 def transaction_cancelled() -> ApiError:

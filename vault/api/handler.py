@@ -7,17 +7,24 @@ read from the environment at the first request (see :mod:`vault.api.dependencies
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from vault.api.app import create_app
+from vault.api.config import reveal_policy
 from vault.api.errors import ApiError, ErrorCode
 from vault.api.headers import with_security_headers
 from vault.api.observability import logger, metrics, tracer
 
 app = create_app()
+
+# Read at cold start, so that an invalid reveal policy stops the container (ConfigError
+# says what is wrong) before it answers anything, and a missing one is said once.
+if reveal_policy(os.environ) is None:
+    logger.warning("No reveal policy (REVEAL_POLICY): every caller may decrypt every field")
 
 #: Methods whose requests carry a body; the only body the API takes is JSON.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

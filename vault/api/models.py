@@ -242,7 +242,7 @@ class DecryptResult(BaseModel):
 
 
 class AuditEvent(BaseModel):
-    event: str = Field(description="CreateVault, UpdateVault, DeleteVault or DecryptVault")
+    event: str = Field(description="CreateVault, UpdateVault, DeleteVault, ForgetVault or DecryptVault")
     timestamp: str = Field(description="When it happened (RFC 3339, UTC, microseconds)")
     reason: str | None = Field(description="The decrypt reason, or RemoveFields for a field removal")
     fields: list[str] = Field(description="Field names involved (never their values)")
@@ -252,7 +252,9 @@ class AuditEvent(BaseModel):
             "yet recorded) or Unknown (the request went out and no answer came back); null for old records"
         )
     )
-    principal: str | None = Field(default=None, description="The caller's principal ARN (decrypts)")
+    principal: str | None = Field(
+        default=None, description="The caller's principal ARN (decrypts and forgets)"
+    )
     expressions: list[str] = Field(
         default_factory=list, description="Output names of the expressions asked for (decrypts)"
     )

@@ -8,11 +8,12 @@ the app. A known path asked with another method answers 405 with an ``Allow`` he
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.api_gateway import Router
 from aws_lambda_powertools.event_handler.depends import Depends
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
@@ -165,18 +166,48 @@ def update_vault(
     summary="Delete a vault",
     description=(
         "Send `delete_all: true` to delete the vault, or a non-empty `fields` to remove those fields "
-        "(removing ssn9 also removes ssn4). A body that names nothing to delete is refused with 422."
+        "(removing ssn9 also removes ssn4). A body that names nothing to delete is refused with 422.\n\n"
+        "With `?forget=true` the vault is forgotten: the whole vault item, every field and the vault's "
+        "encrypted private key, is deleted in one conditional write with a `ForgetVault` audit record "
+        "(the caller's principal, no values); the vault's earlier audit records are kept. Forgetting "
+        "takes no body (send none); a second forget answers 404. Copies in table backups remain "
+        "recoverable for their retention (see the README)."
     ),
     responses=_responses("Deleted", 404, 409, 422, 500),
 )
 def delete_vault(
     vault_id: VaultId,
-    body: Annotated[DeleteBody, Body(openapi_examples={"delete": {"value": EXAMPLE_DELETE}})],
     service: Service,
+    body: Annotated[
+        DeleteBody | None,
+        Body(
+            description="What to delete; required without `forget=true`, refused with it",
+            openapi_examples={"delete": {"value": EXAMPLE_DELETE}},
+        ),
+    ] = None,
+    forget: Annotated[
+        Literal["true", "false"],
+        Query(
+            title="Forget the vault",
+            description="`true`: delete the vault item with its encrypted private key (no body)",
+        ),
+    ] = "false",
 ) -> dict[str, Any]:
     _annotate(vault_id)
+    if forget == "true":
+        if body is not None:
+            raise _body_refused("forget_with_body")
+        service.forget(vault_id, _caller())
+        return {}
+    if body is None:
+        raise _body_refused("missing")
     service.delete(vault_id, body)
     return {}
+
+
+def _body_refused(rule: str) -> RequestValidationError:
+    """A 422 rendered like every schema refusal (location ``body``, a stable ``type``)."""
+    return RequestValidationError([{"type": rule, "loc": ("body",), "input": {}, "ctx": {}}])
 
 
 @router.post(

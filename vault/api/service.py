@@ -30,7 +30,14 @@ from vault.api.audit import (
     encode_token,
 )
 from vault.api.crypto import SSN4, SSN9, seal_fields
-from vault.api.errors import ApiError, ErrorCode, internal_error, validation_error, vault_not_found
+from vault.api.errors import (
+    ApiError,
+    ErrorCode,
+    internal_error,
+    reveal_not_allowed,
+    validation_error,
+    vault_not_found,
+)
 from vault.api.ids import new_vault_id
 from vault.api.kms import KeyGenerationError, KeyPairGenerator, SigningError
 from vault.api.models import (
@@ -44,6 +51,7 @@ from vault.api.models import (
 )
 from vault.api.observability import Metric, count, logger
 from vault.api.parent import OutcomeUnknown, ParentClient
+from vault.api.reveal_policy import RevealPlan, RevealPolicy, RevealRefused
 from vault.api.store import NewVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
 from vault.common.authorization import DEFAULT_LIFETIME_SECONDS, Grant, Signer, sign
 from vault.common.messages import DecryptRequest
@@ -89,6 +97,8 @@ class VaultService:
     #: Signs each decrypt's authorization (decision D16); ``None``: decrypts go unsigned.
     authorizer: Signer | None = None
     authorization_lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS
+    #: Who may receive which fields and expressions; ``None``: every caller may ask for anything.
+    reveal_policy: RevealPolicy | None = None
 
     # -- writes ---------------------------------------------------------------------
 
@@ -160,6 +170,30 @@ class VaultService:
             "Vault deleted" if body.delete_all else "Vault fields removed", extra={"vault_id": vault_id}
         )
 
+    def forget(self, vault_id: str, caller: Caller | None = None) -> None:
+        """Delete the whole vault item: every field and the encrypted private key stored with them.
+
+        One conditional write with the ``ForgetVault`` record (the caller, no names or
+        values), so a missing vault is 404 and writes nothing, and a second forget is 404.
+        The vault's earlier audit records stay: they hold names and principals, no values.
+        """
+        caller = caller or Caller()
+        txn = self.store.transaction()
+        txn.delete_vault(vault_id)
+        self._audit(
+            txn,
+            AuditRecord(
+                AuditEventType.FORGET,
+                vault_id,
+                self.clock(),
+                principal=caller.principal,
+                gateway_request_id=caller.gateway_request_id,
+            ),
+        )
+        self.store.commit(txn)
+        count(Metric.VAULT_DELETE)
+        logger.info("Vault forgotten", extra={"vault_id": vault_id})
+
     # -- reads ----------------------------------------------------------------------
 
     def presence(self, vault_id: str, fields_query: str | None) -> dict[str, bool]:
@@ -195,8 +229,9 @@ class VaultService:
         it is completed with the outcome afterwards.
         """
         names = list(body.fields)
-        record = self._require(vault_id, names, parts=_DECRYPT_PARTS)
         caller = caller or Caller()
+        plan, refused = self._plan(caller, body)
+        record = self._require(vault_id, plan.opened, parts=_DECRYPT_PARTS)
         request_id = self.request_ids()
         audit = AuditRecord(
             AuditEventType.DECRYPT,
@@ -211,7 +246,10 @@ class VaultService:
             gateway_request_id=caller.gateway_request_id,
         )
         try:
-            prepared = self._prepare_decrypt(record, names, body.expressions)
+            if refused is not None:
+                # Refused before anything is signed or sent; the refusal is audited like any failure.
+                raise reveal_not_allowed(refused.fields, refused.expressions)
+            prepared = self._prepare_decrypt(record, plan.opened, body.expressions)
         except ApiError as exc:
             self._write_audit(replace(audit, outcome=exc.code.value))
             raise
@@ -221,6 +259,13 @@ class VaultService:
         else:
             self._write_audit(audit)
             result = self._ask_parent(audit, prepared.request, prepared)
+        if plan.inputs_only:
+            # Opened for the expressions only: their plaintext never leaves the API.
+            hidden = frozenset(plan.inputs_only)
+            result = DecryptResult(
+                data={key: value for key, value in result.data.items() if key not in hidden},
+                errors=result.errors,
+            )
         count(Metric.VAULT_DECRYPT)
         logger.info(
             "Vault decrypted",
@@ -229,6 +274,17 @@ class VaultService:
         return result
 
     # -- helpers --------------------------------------------------------------------
+
+    def _plan(self, caller: Caller, body: DecryptBody) -> tuple[RevealPlan, RevealRefused | None]:
+        """What to open for ``body``, and the policy's refusal if it allows less than asked."""
+        asked = RevealPlan(plaintext=tuple(body.fields), inputs_only=())
+        if self.reveal_policy is None:
+            return asked, None
+        try:
+            plan = self.reveal_policy.plan(caller.principal, body.reason, body.fields, body.expressions)
+        except RevealRefused as refused:
+            return asked, refused
+        return plan, None
 
     def _authorize(self, audit: AuditRecord, request: DecryptRequest) -> DecryptRequest:
         """``request`` with the API's signed authorization of exactly it, under the audit's request id."""

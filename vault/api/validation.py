@@ -71,6 +71,7 @@ _FIXED_MESSAGES: dict[str, str] = {
     "null_not_allowed": "null is not allowed; omit the field instead",
     "expression_too_long": f"must be at most {MAX_EXPRESSION_LENGTH} bytes (UTF-8)",
     "nothing_to_delete": "set delete_all to true or name at least one field",
+    "forget_with_body": "forget=true takes no body; send none",
     "utf8_invalid": "is not valid UTF-8",
 }
 
@@ -219,6 +220,10 @@ def _text(rule: str, error: Mapping[str, Any], loc: list[str | int], shape: Body
         return _length(rule.removeprefix("string_"), ctx, "character")
     if rule in ("too_short", "too_long"):
         return _length(rule, ctx, "item")
+    if rule == "literal_error":
+        # The schema's own choices (for example forget's 'true' or 'false'), never the input.
+        expected = ctx.get("expected")
+        return f"must be {expected}" if isinstance(expected, str) else None
     if rule == "string_pattern_mismatch":
         pattern = ctx.get("pattern")
         return f"must match {pattern}" if isinstance(pattern, str) else None

@@ -14,6 +14,10 @@ the modules its entry point imports, nothing the enclave never runs (test double
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +26,14 @@ TierName = Literal["enclave", "api", "parent"]
 #: Interpreter caches: never part of an artifact (the interpreter would prefer them to the source).
 _CACHE_PARTS = frozenset({"__pycache__"})
 _CACHE_SUFFIXES = (".pyc", ".pyo")
+#: The enclave image's manifest, written next to its code (``app/manifest.json``): every file
+#: with its SHA-256, the image's name, version and command. It is part of what is measured.
+MANIFEST_NAME = "manifest.json"
+ENCLAVE_IMAGE_NAME = "enclave-vault"
+#: The layout of the enclave image's Docker build context (what ``vault/enclave/Dockerfile`` copies).
+CONTEXT_APP = "app"
+CONTEXT_DEPS = "deps"
+CONTEXT_DOCKERFILE = "Dockerfile"
 
 
 @dataclass(frozen=True)
@@ -155,7 +167,93 @@ def source_files(root: Path, sources: tuple[str, ...]) -> list[tuple[str, Path]]
             raise MissingSource(f"{entry} is missing under {root}")
         for file in files:
             relative = file.relative_to(root)
-            if _CACHE_PARTS.intersection(relative.parts) or file.suffix in _CACHE_SUFFIXES:
+            if _is_cache(relative):
                 continue
             found.append((relative.as_posix(), file))
     return found
+
+
+def _is_cache(relative: Path) -> bool:
+    return bool(_CACHE_PARTS.intersection(relative.parts)) or relative.suffix in _CACHE_SUFFIXES
+
+
+def write_app(
+    destination: Path,
+    files: Iterable[tuple[str, Path]],
+    *,
+    version: str,
+    overrides: Mapping[str, bytes] | None = None,
+    name: str = ENCLAVE_IMAGE_NAME,
+    entrypoint: Iterable[str] | None = None,
+) -> dict[str, object]:
+    """(Re)create ``destination`` as an enclave image's code: ``files`` and its manifest; return the manifest.
+
+    ``files`` are (path inside the image, source file); ``overrides`` replace or add contents
+    by path. The production build context's ``app/`` and the emulator's image are both
+    written by this function, so the two hold the same bytes and measure the same.
+    """
+    overrides = dict(overrides or {})
+    command = list(entrypoint) if entrypoint is not None else list(_enclave_command())
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    digests: dict[str, str] = {}
+    for relative, source in files:
+        content = overrides.get(relative)
+        data = source.read_bytes() if content is None else content
+        _write(destination / relative, data)
+        digests[relative] = hashlib.sha256(data).hexdigest()
+    for relative, content in overrides.items():
+        if relative not in digests:
+            _write(destination / relative, content)
+            digests[relative] = hashlib.sha256(content).hexdigest()
+    manifest: dict[str, object] = {
+        "name": name,
+        "version": version,
+        "entrypoint": command,
+        "files": dict(sorted(digests.items())),
+        "overrides": sorted(overrides),
+    }
+    (destination / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def _enclave_command() -> tuple[str, ...]:
+    if ENCLAVE.image is None:
+        raise ValueError("the enclave tier defines no image")
+    return ENCLAVE.image.command
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def _skip_caches(directory: str, names: list[str]) -> set[str]:
+    return {name for name in names if _is_cache(Path(name))}
+
+
+def enclave_build_context(
+    destination: Path, *, app: Path, dockerfile: Path, install_deps: Callable[[Path], None]
+) -> Path:
+    """(Re)create ``destination`` as the enclave image's Docker build context; return it.
+
+    ``app/`` is a copy of the image code in ``app`` (written by :func:`write_app`; bytecode
+    caches left out), ``Dockerfile`` the enclave's, and ``deps/`` what ``install_deps`` puts
+    into the directory it is given: the enclave tier's dependency set, for the image's Python.
+    ``python -m vault_cdk.build enclave-context`` and the emulator's container runtime both
+    build their context here; only how ``deps/`` is filled differs.
+    """
+    if not dockerfile.is_file():
+        raise MissingSource(f"the enclave Dockerfile {dockerfile} is missing")
+    if not (app / MANIFEST_NAME).is_file():
+        raise MissingSource(f"{app} is not an enclave image: it has no {MANIFEST_NAME}")
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    shutil.copyfile(dockerfile, destination / CONTEXT_DOCKERFILE)
+    shutil.copytree(app, destination / CONTEXT_APP, symlinks=True, ignore=_skip_caches)
+    deps = destination / CONTEXT_DEPS
+    deps.mkdir()
+    install_deps(deps)
+    return destination

@@ -148,6 +148,35 @@ def test_delete_refuses_schema_breaking_bodies(api_with_vault: Any, raw: str) ->
 
 
 @SHARED
+@given(value=st.text(max_size=8).filter(lambda value: value not in ("true", "false")))
+def test_forget_refuses_every_value_but_true_and_false(api_with_vault: Any, value: str) -> None:
+    api, vault_id = api_with_vault
+    before = api.items()
+    response = api.call("DELETE", f"/vaults/{vault_id}", query={"forget": value})
+    assert response.status == 422, response.text
+    assert [(error["loc"], error["type"]) for error in response.json["errors"]] == [
+        (["query", "forget"], "literal_error")
+    ]
+    assert api.items() == before
+
+
+@SHARED
+@given(
+    body=st.sampled_from(
+        [{"delete_all": True}, {"fields": ["email"]}, {"delete_all": True, "fields": ["dob"]}]
+    )
+)
+def test_forget_refuses_a_body_naming_what_to_delete(api_with_vault: Any, body: dict[str, Any]) -> None:
+    api, vault_id = api_with_vault
+    before = api.items()
+    response = api.call("DELETE", f"/vaults/{vault_id}", query={"forget": "true"}, body=body)
+    assert_refused(api, before, response)
+    assert [(error["loc"], error["type"]) for error in response.json["errors"]] == [
+        (["body"], "forget_with_body")
+    ]
+
+
+@SHARED
 @given(data=st.data(), route=st.sampled_from(sorted(VALID_BODIES)))
 def test_over_deep_or_over_long_json_is_refused_on_every_route(
     api_with_vault: Any, data: st.DataObject, route: str

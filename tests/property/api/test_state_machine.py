@@ -1,7 +1,7 @@
 """Stateful property: the API behaves like a dictionary of vaults, and never logs a field value.
 
 A Hypothesis ``RuleBasedStateMachine`` creates, updates, removes fields from, deletes,
-reads, decrypts and audits vaults through the real handler (moto for DynamoDB and KMS,
+forgets, reads, decrypts and audits vaults through the real handler (moto for DynamoDB and KMS,
 the project's enclave request handler behind a parent double), and keeps a model: the
 stored values per vault and the audit trail. After every step the vault the step
 touched is read back with GET and decrypted in full, and both must agree with the model.
@@ -148,6 +148,20 @@ class VaultMachine(RuleBasedStateMachine):
         self.deleted.add(vault_id)
         del self.stored[vault_id]
         self._log(vault_id, ("DeleteVault", None, [], "Success"))
+
+    @rule(vault_id=vaults)
+    def forget(self, vault_id: str) -> None:
+        response = self.api.call("DELETE", f"/vaults/{vault_id}", query={"forget": "true"})
+        self.touched = vault_id
+        if vault_id in self.deleted:
+            self._expect_missing(response.status, response.json)
+            return
+        assert (response.status, response.json) == (200, {})
+        # The whole item, the encrypted private key with the fields.
+        assert self.api.vault_item(vault_id) is None
+        self.deleted.add(vault_id)
+        del self.stored[vault_id]
+        self._log(vault_id, ("ForgetVault", None, [], "Success"))
 
     @rule(vault_id=vaults, names=st.lists(st.sampled_from(SCHEMA_FIELDS), max_size=5), data=st.data())
     def get(self, vault_id: str, names: list[str], data: st.DataObject) -> None:

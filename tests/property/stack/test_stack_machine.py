@@ -2,7 +2,7 @@
 
 A Hypothesis ``RuleBasedStateMachine`` drives the API of a running emulator (moto or
 LocalStack backend, the real parent and the sandboxed enclave) or of an external API:
-create, update, remove fields, delete, presence reads, decrypts with generated CEL
+create, update, remove fields, delete, forget, presence reads, decrypts with generated CEL
 expressions, audit reads. The model is a dictionary of stored plaintexts per vault plus
 the audit trail each vault should have. After every step, the vault the step touched is
 read back (presence map, a full decrypt and its audit trail) and must agree with the model:
@@ -212,6 +212,21 @@ class StackMachine(RuleBasedStateMachine):
         self.deleted.add(vault_id)
         del self.stored[vault_id]
         self.audit_log[vault_id].append(("DeleteVault", None, [], "Success"))
+
+    @rule(vault_id=vaults)
+    def forget(self, vault_id: str) -> None:
+        self.touched = vault_id
+        path = f"/vaults/{vault_id}"
+        forget = {"forget": "true"}
+        if vault_id in self.deleted:
+            response = self._send("DELETE", path, params=forget)
+            assert (response.status_code, response.json()) == (404, NOT_FOUND), response.text
+            return
+        response = self._send("DELETE", path, params=forget)
+        assert (response.status_code, response.json()) == (200, {}), response.text
+        self.deleted.add(vault_id)
+        del self.stored[vault_id]
+        self.audit_log[vault_id].append(("ForgetVault", None, [], "Success"))
 
     @rule(
         vault_id=vaults,

@@ -17,7 +17,10 @@ from emulator.nitro.image import (
     container_build_context,
     load_image,
 )
-from vault.infra.artifacts import ENCLAVE
+from emulator.nitro.measure import measure_image
+from vault.infra.artifacts import CONTEXT_DEPS, ENCLAVE
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 #: A file for each entry the enclave tier lists: the file itself, or a package's ``__init__.py``.
 TIER_FILES = sorted(entry if entry.endswith(".py") else f"{entry}/__init__.py" for entry in IMAGE_SOURCES)
@@ -110,3 +113,46 @@ def test_the_container_context_carries_code_and_libraries(tmp_path: Path) -> Non
     # the context's libraries are the enclave tier's dependency set, copied once per cache
     assert dependency_set(ENCLAVE, cache_root=tmp_path / "deps") == deps
     assert [p.name for p in (tmp_path / "deps").iterdir()] == [deps.name]
+
+
+def _context_files(context: Path) -> dict[str, bytes]:
+    """Every file of a build context but its dependency tree, by relative path."""
+    return {
+        path.relative_to(context).as_posix(): path.read_bytes()
+        for path in sorted(context.rglob("*"))
+        if path.is_file() and path.relative_to(context).parts[0] != CONTEXT_DEPS
+    }
+
+
+def test_the_container_runtime_builds_the_context_the_cdk_build_produces(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "cdk"))
+    # The CDK app's package is not on the unit tests' path until the line above puts it there.
+    from vault_cdk import build
+
+    installed: list[Path] = []
+
+    def install(deps: Path) -> None:
+        # Production fills deps/ with pip for the base image's Python; here only where is checked.
+        installed.append(deps)
+        (deps / "marker").write_text("deps\n")
+
+    production = build.enclave_context(tmp_path / "production", [], install=install)
+    emulated = container_build_context(
+        assemble_image(tmp_path / "image"), tmp_path / "emulated", tmp_path / "deps"
+    )
+    assert installed == [production / CONTEXT_DEPS]
+    production_files = _context_files(production)
+    emulated_files = _context_files(emulated)
+    # Same Dockerfile, same app/ (the tier's file set and the manifest), byte for byte.
+    assert sorted(production_files) == sorted(emulated_files)
+    assert production_files == emulated_files
+    assert production_files["Dockerfile"] == (REPO_ROOT / "vault" / "enclave" / "Dockerfile").read_bytes()
+    assert {f"app/{relative}" for relative in json.loads(production_files["app/manifest.json"])["files"]} == {
+        name for name in production_files if name.startswith("app/") and name != "app/manifest.json"
+    }
+    # So both measure the same: the PCR0 the key policy pins is the one the emulator attests.
+    assert measure_image(production / "app") == measure_image(emulated / "app")
+    # Only deps/ differs in origin: the emulator copies this interpreter's distributions.
+    assert (emulated / CONTEXT_DEPS / "cbor2").is_dir()

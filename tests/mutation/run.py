@@ -1,0 +1,191 @@
+"""Mutation testing of the security-critical modules with mutmut (``nox -s mutation``).
+
+Each module is mutated in its own scratch copy of the checkout (under ``.nox/mutation/``, so the
+working tree never holds a ``mutants/`` directory), against only the tests that cover it: mutmut
+first runs that selection once to learn which test reaches which function, then runs, for every
+mutant, only the tests that reach the mutated function. Prints each module's score, its surviving
+mutants with their diffs, and the total; exits non-zero below the target.
+
+    python -m tests.mutation.run                       # every module in MODULES
+    python -m tests.mutation.run vault/common/framing.py emulator/aws/sigv4.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+WORK = ROOT / ".nox" / "mutation"
+TARGET = 0.95
+
+# Module -> the tests that exercise it. Narrow on purpose: the selection runs once per module
+# before the mutants, and a test outside it can neither kill nor slow a mutant.
+MODULES: dict[str, tuple[str, ...]] = {
+    "emulator/nitro/attestation.py": ("tests/unit/attestation", "tests/property/attestation"),
+    "emulator/nitro/cose.py": ("tests/unit/attestation", "tests/property/attestation"),
+    "emulator/nitro/pki.py": ("tests/unit/attestation", "tests/property/attestation"),
+    "emulator/aws/kms/policy.py": (
+        "tests/unit/attestation",
+        "tests/property/attestation",
+        "tests/property/key_policy",
+    ),
+    "vault/infra/key_policy.py": (
+        "tests/property/key_policy",
+        "tests/unit/attestation/test_kms_front_matrix.py",
+    ),
+    "emulator/aws/kms/front.py": (
+        "tests/unit/attestation/test_kms_front.py",
+        "tests/unit/attestation/test_kms_front_gate.py",
+        "tests/unit/attestation/test_kms_front_matrix.py",
+        "tests/unit/attestation/test_kms_front_recipient.py",
+        "tests/unit/attestation/test_kms_quotas.py",
+    ),
+    "emulator/aws/sigv4.py": ("tests/unit/emulator/test_sigv4.py",),
+    "vault/common/hpke.py": ("tests/unit/common/test_hpke.py", "tests/property/common/test_hpke_props.py"),
+    "emulator/aws/kms/cms.py": (
+        "tests/unit/attestation/test_ber_cms.py",
+        "tests/unit/attestation/test_key_release.py",
+    ),
+    "vault/enclave/cms.py": (
+        "tests/unit/attestation/test_ber_cms.py",
+        "tests/unit/attestation/test_key_release.py",
+    ),
+    "vault/enclave/handler.py": ("tests/unit/enclave", "tests/property/enclave"),
+    "vault/enclave/kms_decryptor.py": (
+        "tests/unit/enclave/test_kms_decryptor.py",
+        "tests/unit/attestation/test_key_release.py",
+    ),
+    "vault/common/framing.py": (
+        "tests/unit/common/test_framing.py",
+        "tests/unit/common/test_mutation_framing.py",
+        "tests/property/common/test_framing_props.py",
+    ),
+    "vault/common/logs.py": ("tests/unit/common/test_logs.py",),
+    "vault/common/authorization.py": (
+        "tests/unit/common/test_authorization.py",
+        "tests/unit/enclave/test_handler_authorization.py",
+        "tests/unit/api/test_authorization.py",
+    ),
+}
+
+# What the tests need besides the mutated packages and tests/ (which mutmut copies itself).
+COPY = ("vault", "emulator", "tests", "benchmarks", "pyproject.toml")
+RESULT = re.compile(r"^\s+(?P<name>\S+): (?P<status>.+)$")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    module: str
+    counts: dict[str, int]
+    survivors: tuple[str, ...]
+    seconds: float
+
+    @property
+    def judged(self) -> int:
+        """Mutants with a verdict; 'not checked' and 'skipped' ones are not counted either way."""
+        return sum(n for status, n in self.counts.items() if status not in ("not checked", "skipped"))
+
+    @property
+    def killed(self) -> int:
+        return self.judged - len(self.survivors)
+
+    @property
+    def score(self) -> float:
+        return self.killed / self.judged if self.judged else 1.0
+
+
+def _toml_list(items: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+
+
+def _prepare(module: str, tests: tuple[str, ...]) -> Path:
+    """A fresh copy of the checkout whose pyproject.toml carries this module's mutmut config."""
+    work = WORK / module.replace("/", "_").removesuffix(".py")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache", "mutants")
+    for name in COPY:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=ignore)
+        else:
+            shutil.copy2(source, work / name)
+    config = (
+        "\n[tool.mutmut]\n"
+        f"source_paths = {_toml_list(['vault', 'emulator'])}\n"
+        f"only_mutate = {_toml_list([module])}\n"
+        f"also_copy = {_toml_list(['benchmarks'])}\n"
+        f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+        # No xdist, no per-test timeout plugin fight: mutmut forks per mutant and times it itself.
+        f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-p', 'no:xdist', '-m', 'not e2e'])}\n"
+        "use_git_change_detection = false\n"
+    )
+    with (work / "pyproject.toml").open("a", encoding="utf-8") as handle:
+        handle.write(config)
+    return work
+
+
+def _run_module(module: str, tests: tuple[str, ...], mutmut: list[str], env: dict[str, str]) -> Outcome:
+    work = _prepare(module, tests)
+    start = time.perf_counter()
+    subprocess.run([*mutmut, "run"], cwd=work, env=env, check=False)
+    seconds = time.perf_counter() - start
+    listing = subprocess.run(
+        [*mutmut, "results", "--all", "true"], cwd=work, env=env, check=True, capture_output=True, text=True
+    ).stdout
+    counts: dict[str, int] = {}
+    survivors: list[str] = []
+    for line in listing.splitlines():
+        match = RESULT.match(line)
+        if match is None:
+            continue
+        status = match["status"].strip()
+        counts[status] = counts.get(status, 0) + 1
+        # A mutant that hangs the tests is caught (the run would not finish); one no test reaches is not.
+        if status in ("survived", "no tests", "suspicious"):
+            survivors.append(match["name"])
+    for name in survivors:
+        shown = subprocess.run(
+            [*mutmut, "show", name], cwd=work, env=env, check=False, capture_output=True, text=True
+        )
+        print(shown.stdout)
+    return Outcome(module=module, counts=counts, survivors=tuple(survivors), seconds=seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("modules", nargs="*", help="module paths (default: every module in MODULES)")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in MODULES]
+    if unknown:
+        parser.error(f"not a mutation target: {', '.join(unknown)} (known: {', '.join(MODULES)})")
+    selected = args.modules or list(MODULES)
+    mutmut = [sys.executable, "-m", "mutmut"]
+    env = {**os.environ, "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "dev")}
+    outcomes = [_run_module(module, MODULES[module], mutmut, env) for module in selected]
+    print(f"\n{'module':<36} {'killed':>7} {'judged':>7} {'score':>7} {'time':>7}  survivors")
+    for o in outcomes:
+        print(
+            f"{o.module:<36} {o.killed:>7} {o.judged:>7} {o.score:>7.1%} {o.seconds:>6.0f}s  "
+            + (", ".join(o.survivors) or "-")
+        )
+    killed = sum(o.killed for o in outcomes)
+    judged = sum(o.judged for o in outcomes)
+    score = killed / judged if judged else 1.0
+    print(f"{'total':<36} {killed:>7} {judged:>7} {score:>7.1%} {sum(o.seconds for o in outcomes):>6.0f}s")
+    return 0 if score >= TARGET else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
