@@ -226,7 +226,7 @@ def enclave_context(
             raise SystemExit(str(exc)) from exc
 
 
-COMMANDS = {
+COMMANDS: dict[str, tuple[Callable[[Path, Sequence[str]], object], Path]] = {
     "lambda-deps": (lambda_deps, CDK_DIR / "build" / "lambda-deps"),
     "parent-wheels": (parent_wheels, CDK_DIR / "build" / "artifacts" / "wheels"),
     "enclave-context": (enclave_context, CDK_DIR / "build" / "enclave-context"),

@@ -81,4 +81,4 @@ def test_a_missing_or_oversized_policy_stops_synth(tmp_path: Path) -> None:
     ]
     path = _write(tmp_path, {"version": 1, "rules": rules})
     with pytest.raises(ConfigError, match="at most"):
-        load_config(app_context(tmp_path, **{"vault:revealPolicy": str(path)}))
+        load_config(app_context(tmp_path / "big", **{"vault:revealPolicy": str(path)}))

@@ -48,7 +48,10 @@ MODULES: dict[str, tuple[str, ...]] = {
         "tests/unit/attestation/test_kms_front_recipient.py",
         "tests/unit/attestation/test_kms_quotas.py",
     ),
-    "emulator/aws/sigv4.py": ("tests/unit/emulator/test_sigv4.py",),
+    "emulator/aws/sigv4.py": (
+        "tests/unit/emulator/test_sigv4.py",
+        "tests/unit/emulator/test_mutation_sigv4.py",
+    ),
     "vault/common/hpke.py": ("tests/unit/common/test_hpke.py", "tests/property/common/test_hpke_props.py"),
     "emulator/aws/kms/cms.py": (
         "tests/unit/attestation/test_ber_cms.py",
@@ -78,6 +81,14 @@ MODULES: dict[str, tuple[str, ...]] = {
 
 # What the tests need besides the mutated packages and tests/ (which mutmut copies itself).
 COPY = ("vault", "emulator", "tests", "benchmarks", "pyproject.toml")
+# Prints each named mutant's status and diff; run inside the scratch copy (mutmut reads its config there).
+SHOW = """
+import sys
+from mutmut.mutation.diff_apply import find_mutant, get_diff_for_mutant
+for name in sys.argv[1:]:
+    print(f"# {name}")
+    print(get_diff_for_mutant(name, path=find_mutant(name).path))
+"""
 RESULT = re.compile(r"^\s+(?P<name>\S+): (?P<status>.+)$")
 
 
@@ -153,11 +164,9 @@ def _run_module(module: str, tests: tuple[str, ...], mutmut: list[str], env: dic
         # A mutant that hangs the tests is caught (the run would not finish); one no test reaches is not.
         if status in ("survived", "no tests", "suspicious"):
             survivors.append(match["name"])
-    for name in survivors:
-        shown = subprocess.run(
-            [*mutmut, "show", name], cwd=work, env=env, check=False, capture_output=True, text=True
-        )
-        print(shown.stdout)
+    if survivors:
+        # One process for all diffs: ``mutmut show`` per mutant re-reads the whole tree each time.
+        subprocess.run([sys.executable, "-c", SHOW, *survivors], cwd=work, env=env, check=False)
     return Outcome(module=module, counts=counts, survivors=tuple(survivors), seconds=seconds)
 
 

@@ -47,7 +47,9 @@ def test_email_domain_is_the_lowercased_text_after_the_last_at(local: str, domai
 def test_email_domain_without_an_at_is_an_error_without_the_value(value: str) -> None:
     result = ENGINE.evaluate({"e": value}, {"out": "email_domain(e)"})
     assert result.values["out"] is None
-    assert result.errors == ["[out] Execution Error: Error executing function 'email_domain': no '@' in the email address"]
+    assert result.errors == [
+        "[out] Execution Error: Error executing function 'email_domain': no '@' in the email address"
+    ]
 
 
 @given(st.dates(datetime.date(1, 1, 1), datetime.date(9999, 12, 31)))
@@ -63,7 +65,9 @@ def test_bucket_of_ints_is_the_greatest_multiple_not_above(number: int, size: in
     floor = number - number % size
     if floor < -(2**63):
         assert result.values["out"] is None
-        assert result.errors == ["[out] Execution Error: Error executing function 'bucket': result out of int range"]
+        assert result.errors == [
+            "[out] Execution Error: Error executing function 'bucket': result out of int range"
+        ]
         return
     assert result.errors == []
     assert result.values["out"] == floor
@@ -73,7 +77,9 @@ def test_bucket_of_ints_is_the_greatest_multiple_not_above(number: int, size: in
 
 @given(st.integers(0, 2**64 - 1), st.integers(1, 2**64 - 1))
 def test_bucket_of_uints_stays_a_uint(number: int, size: int) -> None:
-    expression = f"type(bucket({number}u, {size}u)) == uint && bucket({number}u, {size}u) == {number - number % size}u"
+    expression = (
+        f"type(bucket({number}u, {size}u)) == uint && bucket({number}u, {size}u) == {number - number % size}u"
+    )
     assert _output(expression) is True
 
 

@@ -48,7 +48,9 @@ class TestMask:
         assert evaluate_one(engine, expression) == expected
 
     @pytest.mark.parametrize("keep_last", [9, 10, 1000, 9223372036854775807])
-    def test_a_value_no_longer_than_keep_last_is_masked_entirely(self, engine: CelEngine, keep_last: int) -> None:
+    def test_a_value_no_longer_than_keep_last_is_masked_entirely(
+        self, engine: CelEngine, keep_last: int
+    ) -> None:
         # Never shown whole: a short or truncated value is masked like the rest.
         assert evaluate_one(engine, f"mask(ssn, {keep_last})", {"ssn": "123456789"}) == "*********"
 
@@ -111,7 +113,9 @@ class TestEmailDomain:
         assert error_of(engine, "email_domain(email)", {"email": email}) == _refusal("email_domain", detail)
 
     def test_refuses_non_strings(self, engine: CelEngine) -> None:
-        assert error_of(engine, "email_domain(1)") == _refusal("email_domain", "expected a string argument, got int")
+        assert error_of(engine, "email_domain(1)") == _refusal(
+            "email_domain", "expected a string argument, got int"
+        )
 
 
 class TestYear:
@@ -126,7 +130,11 @@ class TestYear:
             # The timestamp's own offset, as getFullYear() without a time zone.
             ("year(timestamp('2020-12-31T23:00:00-05:00'))", 2020),
             ("year(timestamp('2021-01-01T01:00:00+05:00'))", 2021),
-            ("year(timestamp('2021-01-01T01:00:00+05:00')) == timestamp('2021-01-01T01:00:00+05:00').getFullYear()", True),
+            (
+                "year(timestamp('2021-01-01T01:00:00+05:00'))"
+                " == timestamp('2021-01-01T01:00:00+05:00').getFullYear()",
+                True,
+            ),
         ],
     )
     def test_year(self, engine: CelEngine, expression: str, expected: object) -> None:
@@ -201,7 +209,9 @@ class TestBucket:
             ("bucket(72.4, 0.5)", 72.0),
         ],
     )
-    def test_with_a_double_both_are_doubles(self, engine: CelEngine, expression: str, expected: float) -> None:
+    def test_with_a_double_both_are_doubles(
+        self, engine: CelEngine, expression: str, expected: float
+    ) -> None:
         value = evaluate_one(engine, expression)
         assert value == expected
         assert type(value) is float
@@ -219,7 +229,9 @@ class TestBucket:
             ("bucket(47, 10) + 1", 41),
         ],
     )
-    def test_the_result_keeps_the_number_type(self, engine: CelEngine, expression: str, expected: object) -> None:
+    def test_the_result_keeps_the_number_type(
+        self, engine: CelEngine, expression: str, expected: object
+    ) -> None:
         assert evaluate_one(engine, expression) == expected
 
     def test_age_bucketing(self, fixed_engine: CelEngine) -> None:

@@ -11,8 +11,9 @@ Public contract::
 Functions: spec 6.2 (``is_empty``, ``to_lowercase``, ``to_uppercase``, ``sha256``,
 ``sha384``, ``sha512`` — plain digests, decision D4 —, ``hex_encode``, ``hex_decode``,
 ``base64_encode``, ``base64_decode``, ``date``, ``today_utc``, ``age``), cel-python's
-standard functions and macros, plus ``max``/``min``, ``substring`` and time-zone-stable
-timestamp accessors (see :mod:`vault.enclave.cel.functions`).
+standard functions and macros, plus ``max``/``min``, ``substring``, time-zone-stable
+timestamp accessors (see :mod:`vault.enclave.cel.functions`) and the masking functions
+``mask``, ``email_domain``, ``year``, ``bucket`` (:mod:`vault.enclave.cel.masking`).
 
 Logging: no cel-python or lark record ever reaches a handler, at any level (see
 :mod:`vault.enclave.cel.library_logs`); error texts are rebuilt without operands (see
