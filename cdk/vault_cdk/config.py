@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vault.api.reveal_policy import RevealPolicyError, parse_spec
+from vault.api.reveal_policy import RevealPolicyError, deployable
 from vault.infra.key_policy import EnclaveMeasurements, MeasurementsError
 
 PREFIX = "vault:"
@@ -226,10 +226,9 @@ def _reveal_policy(context: Mapping[str, Any]) -> str | None:
     except OSError as exc:
         raise ConfigError(f"{PREFIX}revealPolicy: cannot read {path} ({exc.__class__.__name__})") from None
     try:
-        spec = parse_spec(text)
+        compact = deployable(text)
     except RevealPolicyError as exc:
         raise ConfigError(f"{PREFIX}revealPolicy: {exc}") from None
-    compact = json.dumps(spec.model_dump(mode="json", exclude_defaults=True), separators=(",", ":"))
     if len(compact.encode("utf-8")) > MAX_REVEAL_POLICY_BYTES:
         raise ConfigError(
             f"{PREFIX}revealPolicy is {len(compact)} bytes as compact JSON; at most "

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from emulator.aws.backends.config import BACKEND_KINDS, BackendKind
 from emulator.daemon.enclave_spec import EnclaveSpec, EnclaveSpecError, load_spec, vault_spec
+from vault.api.reveal_policy import RevealPolicyError, deployable
 from vault.common.transport import DEFAULT_ENCLAVE_CID
 
 EnclaveRuntime = Literal["namespace", "container"]
@@ -67,8 +68,9 @@ class EmulatorConfig:
     enclave_cid: int = DEFAULT_ENCLAVE_CID
     #: Device mode: the enclave keeps its production configuration (``/dev/nsm``, ``AF_VSOCK``)
     #: and reaches the emulated NSM and vsock through the preload library
-    #: (:mod:`emulator.nitro.preload`); off, it is configured for Unix sockets.
-    enclave_devices: bool = False
+    #: (:mod:`emulator.nitro.preload`); off, it is configured for Unix sockets. ``None``: on for
+    #: the namespace runtime, off for the container runtime (``__post_init__`` resolves it).
+    enclave_devices: bool | None = None
     #: Real hardware zeroes PCR0, 1, 2 and 8 of a debug-mode enclave (not PCR3, 4); so does the NSM emulator.
     debug_mode: bool = False
     #: Decision D15: the gateway can require SigV4 signed by a test principal.
@@ -95,12 +97,16 @@ class EmulatorConfig:
     localstack_python: Path | None = None
     #: The enclave spec file (:mod:`emulator.daemon.enclave_spec`); ``None``: the vault's spec.
     enclave_spec: Path | None = None
+    #: The reveal policy file (``--reveal-policy``, JSON); ``None``: the API runs without one.
+    reveal_policy: Path | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKEND_KINDS:
             raise ValueError(f"backend must be one of {', '.join(BACKEND_KINDS)}, not {self.backend!r}")
         if self.enclave_runtime not in RUNTIMES:
             raise ValueError(f"enclave runtime must be one of {', '.join(RUNTIMES)}")
+        if self.enclave_devices is None:
+            object.__setattr__(self, "enclave_devices", self.enclave_runtime == "namespace")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be within 0..65535, not {self.port}")
         if self.enclave_cid < 4:
@@ -123,6 +129,10 @@ class EmulatorConfig:
         if self.localstack_python is not None:
             # Absolute: the daemon resolves it from another working directory.
             object.__setattr__(self, "localstack_python", Path(self.localstack_python).absolute())
+        if self.reveal_policy is not None:
+            object.__setattr__(self, "reveal_policy", Path(self.reveal_policy).absolute())
+            # Refused here, before anything starts (RevealPolicyError says what is wrong).
+            _ = self.reveal_policy_json
         if self.enclave_spec is not None:
             object.__setattr__(self, "enclave_spec", Path(self.enclave_spec).absolute())
             # Refused here, before anything starts (EnclaveSpecError names the key).
@@ -138,6 +148,20 @@ class EmulatorConfig:
         if self.enclave_spec is None:
             return vault_spec(self.region)
         return load_spec(self.enclave_spec, region=self.region)
+
+    @property
+    def reveal_policy_json(self) -> str | None:
+        """The policy as the API's ``REVEAL_POLICY`` holds it, the same text the CDK app deploys."""
+        if self.reveal_policy is None:
+            return None
+        try:
+            text = self.reveal_policy.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RevealPolicyError(f"cannot read {self.reveal_policy} ({exc.__class__.__name__})") from None
+        try:
+            return deployable(text)
+        except RevealPolicyError as exc:
+            raise RevealPolicyError(f"{self.reveal_policy}: {exc}") from None
 
     @property
     def layout(self) -> StateLayout:
@@ -156,6 +180,7 @@ class EmulatorConfig:
         data["state_dir"] = str(self.state_dir)
         data["localstack_python"] = str(self.localstack_python) if self.localstack_python else None
         data["enclave_spec"] = str(self.enclave_spec) if self.enclave_spec else None
+        data["reveal_policy"] = str(self.reveal_policy) if self.reveal_policy else None
         return data
 
     @classmethod
@@ -167,6 +192,8 @@ class EmulatorConfig:
         values["localstack_python"] = Path(python) if python else None
         spec = values.get("enclave_spec")
         values["enclave_spec"] = Path(spec) if spec else None
+        policy = values.get("reveal_policy")
+        values["reveal_policy"] = Path(policy) if policy else None
         return cls(**values)
 
 

@@ -29,6 +29,7 @@ from emulator.daemon.control import control_request
 from emulator.daemon.state import EmulatorState, pid_alive, read_state, same_process
 from emulator.host.process import tail_file
 from emulator.host.progress import ProgressFileReader, Sink, format_seconds
+from emulator.nitro.preload import PreloadError, find_compiler
 
 Echo = Callable[[str], None]
 #: Seconds without a line after which ``up`` says what it is still waiting for.
@@ -66,6 +67,10 @@ class InvalidInterpreter(EmulatorError):
     """The interpreter named for LocalStack does not exist, does not run, or is too old."""
 
 
+class NoCompiler(EmulatorError):
+    """Device mode compiles the preload library, and this machine has no C compiler."""
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether ``port`` can be bound on ``host`` as the gateway binds it (with SO_REUSEADDR,
     so a port only in TIME_WAIT counts as free, as it is to the gateway)."""
@@ -82,6 +87,11 @@ def check_before_start(config: EmulatorConfig) -> None:
     """What can fail fast, checked before any component starts (:class:`EmulatorError` otherwise)."""
     if config.port != 0 and not port_free(config.port):
         raise PortInUse(config.port)
+    if config.enclave_devices:
+        try:
+            find_compiler()
+        except PreloadError as exc:
+            raise NoCompiler(f"{exc} [{exc.code}]; or run with --enclave-uds") from exc
     if config.backend == "localstack":
         python = config.localstack_python or default_localstack_python()
         if python is not None:

@@ -3,6 +3,7 @@
 vault-emulator up [--backend moto|localstack] [--enclave-runtime namespace|container]
                   [--state-dir DIR] [--port N] [--localstack-python PATH] [--persist]
                   [--lambda-concurrency N] [--reserved-concurrency N] [--enclave SPEC]
+                  [--enclave-devices | --enclave-uds]
                   [--production-limits [--vsock-proxy-workers N] [--kms-quota-scale F]]
 vault-emulator status [--json]
 vault-emulator logs [COMPONENT] [-f]
@@ -48,6 +49,7 @@ from emulator.host.process import tail_file
 from emulator.host.progress import ProgressPrinter
 from emulator.tools.demo import run_demo
 from emulator.tools.doctor import DoctorConfig, exit_code, report, run_checks
+from vault.api.reveal_policy import RevealPolicyError
 
 #: The components that write a log of their own (the rest run inside the supervisor).
 LOG_COMPONENTS = ("supervisor", "gateway", "parent", "enclave")
@@ -86,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="run the enclave an enclave spec (TOML) describes instead of the vault's; the vault's "
         "parent and API are not started (see README, 'Bring your own enclave')",
+    )
+    up.add_argument(
+        "--reveal-policy",
+        type=Path,
+        metavar="FILE",
+        help="the API's reveal policy (JSON; who may receive which fields and expressions), "
+        "deployed as the CDK app's vault:revealPolicy is (default: none, every caller gets everything)",
     )
     commands.add_parser("down", parents=[common], help="stop the emulator and everything it started")
     status = commands.add_parser("status", parents=[common], help="show components, addresses, pids, health")
@@ -178,12 +187,23 @@ def _start_options(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="with --production-limits: multiply every KMS request quota by F (default: 1)",
     )
-    parser.add_argument(
+    # Unset (None), the runtime decides: device mode for namespace, Unix sockets for container.
+    devices = parser.add_mutually_exclusive_group()
+    devices.add_argument(
         "--enclave-devices",
         action="store_true",
-        help="run the enclave with its production configuration (/dev/nsm, AF_VSOCK), led to the "
-        "emulated NSM and vsock by a preload library built with the system C compiler "
-        "(default: the enclave is configured for Unix sockets)",
+        default=None,
+        help="run the enclave and the parent with their production configuration (/dev/nsm, AF_VSOCK), "
+        "led to the emulated NSM and vsock by a preload library built with the system C compiler "
+        "(default with --enclave-runtime namespace)",
+    )
+    devices.add_argument(
+        "--enclave-uds",
+        dest="enclave_devices",
+        action="store_false",
+        default=None,
+        help="configure the enclave and the parent for the emulator's Unix sockets instead "
+        "(VAULT_NSM=uds:..., VAULT_VSOCK_TRANSPORT=uds; default with --enclave-runtime container)",
     )
     parser.add_argument(
         "--debug-mode",
@@ -214,10 +234,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         production_limits=getattr(args, "production_limits", False),
         vsock_proxy_workers=getattr(args, "vsock_proxy_workers", DEFAULT_VSOCK_PROXY_WORKERS),
         kms_quota_scale=getattr(args, "kms_quota_scale", 1.0),
-        enclave_devices=getattr(args, "enclave_devices", False),
+        enclave_devices=getattr(args, "enclave_devices", None),
         persist=getattr(args, "persist", False),
         localstack_python=args.localstack_python,
         enclave_spec=getattr(args, "enclave", None),
+        reveal_policy=getattr(args, "reveal_policy", None),
     )
 
 
@@ -237,7 +258,7 @@ def format_table(state: EmulatorState) -> str:
 def cmd_up(args: argparse.Namespace, layout: StateLayout) -> int:
     try:
         config = config_from_args(args)
-    except EnclaveSpecError as exc:
+    except (EnclaveSpecError, RevealPolicyError) as exc:
         # Refused before anything starts.
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_OPTION
@@ -377,6 +398,7 @@ def cmd_doctor(args: argparse.Namespace, layout: StateLayout) -> int:
         port=args.port,
         state_dir=layout.root,
         localstack_python=args.localstack_python,
+        enclave_devices=args.enclave_devices,
     )
     results = run_checks(config)
     print(report(config, results))

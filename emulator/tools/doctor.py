@@ -43,6 +43,7 @@ from emulator.host.system.dockerd import (
     running_engine,
 )
 from emulator.host.system.tools import find_command
+from emulator.nitro.preload import PreloadError, find_compiler
 from emulator.nitro.sandbox import NamespaceSandbox
 
 #: Free space the state directory should have: logs, images, the backend's data.
@@ -60,7 +61,8 @@ USERNS_SWITCHES = (
 
 Status = Literal["OK", "MISSING"]
 #: What a check belongs to: a runtime, a backend, or every configuration.
-Scope = Literal["all", "namespace", "container", "moto", "localstack", "localstack-container"]
+#: "devices": device mode (``--enclave-devices``, the namespace runtime's default).
+Scope = Literal["all", "namespace", "container", "moto", "localstack", "localstack-container", "devices"]
 Scopes = tuple[Scope, ...]
 
 
@@ -100,8 +102,18 @@ class DoctorConfig:
     cache_dir: Path = field(default_factory=default_cache_dir)
     #: Interpreter named for LocalStack's virtualenv; ``None`` discovers one as the backend does.
     localstack_python: Path | None = None
+    #: Device mode; ``None``: the runtime's default, as ``up`` (on for namespace, off for container).
+    enclave_devices: bool | None = None
+
+    @property
+    def devices(self) -> bool:
+        if self.enclave_devices is None:
+            return self.enclave_runtime == "namespace"
+        return self.enclave_devices
 
     def needs(self, scopes: Scopes) -> bool:
+        if "devices" in scopes and self.devices:
+            return True
         return any(scope in ("all", self.backend, self.enclave_runtime) for scope in scopes)
 
 
@@ -324,6 +336,22 @@ def check_java(config: DoctorConfig, probes: Probes) -> CheckResult:
     return CheckResult(name, scope, True, f"{java} (Java {major})")
 
 
+def check_c_compiler(config: DoctorConfig, probes: Probes) -> CheckResult:
+    name = "c compiler for devices"
+    scope: Scopes = ("devices",)
+    try:
+        compiler = find_compiler(probes.environ)
+    except PreloadError as exc:
+        return CheckResult(
+            name,
+            scope,
+            False,
+            f"{exc} [{exc.code}]",
+            "apt-get install gcc libc6-dev (or set CC); or run up with --enclave-uds",
+        )
+    return CheckResult(name, scope, True, f"{' '.join(compiler)} (builds the preload library once)")
+
+
 def check_npm(config: DoctorConfig, probes: Probes) -> CheckResult:
     name = "npm for dynamodb local"
     scope: Scopes = ("localstack",)
@@ -417,6 +445,7 @@ def run_checks(config: DoctorConfig | None = None, probes: Probes | None = None)
         check_port(config, probes),
         check_disk("state dir", config.state_dir, MIN_FREE_STATE_BYTES, ("all",), probes),
         check_namespaces(config, probes),
+        check_c_compiler(config, probes),
         check_docker(config, probes),
         check_base_image(config, probes),
         check_moto(config, probes),

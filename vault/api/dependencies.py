@@ -14,6 +14,7 @@ import requests
 from vault.api.clients import dynamodb_client, kms_client
 from vault.api.config import ApiConfig
 from vault.api.kms import KmsAuthorizationSigner, KmsKeyPairGenerator
+from vault.api.observability import logger
 from vault.api.parent import ParentClient
 from vault.api.service import VaultService
 from vault.api.store import VaultStore
@@ -53,5 +54,14 @@ def build_service(
 
 
 @functools.cache
+def warn_no_reveal_policy() -> None:
+    """Said once per container: without a policy every caller may decrypt every field."""
+    logger.warning("No reveal policy (REVEAL_POLICY): every caller may decrypt every field")
+
+
+@functools.cache
 def get_service() -> VaultService:
-    return build_service(ApiConfig.from_env())
+    config = ApiConfig.from_env()
+    if config.reveal_policy is None:
+        warn_no_reveal_policy()
+    return build_service(config)

@@ -279,6 +279,12 @@ def parse_spec(text: str) -> PolicySpec:
         raise RevealPolicyError(f"reveal policy is not valid: {problems}") from None
 
 
+def deployable(text: str) -> str:
+    """The validated policy as compact JSON: what the CDK app and the emulator put in ``REVEAL_POLICY``."""
+    spec = parse_spec(text)
+    return json.dumps(spec.model_dump(mode="json", exclude_defaults=True), separators=(",", ":"))
+
+
 def load_policy(environ: Mapping[str, str]) -> RevealPolicy | None:
     """The policy in ``REVEAL_POLICY``, or ``None`` when it is unset or blank."""
     text = environ.get(POLICY_ENV, "").strip()

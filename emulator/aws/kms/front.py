@@ -107,6 +107,7 @@ from emulator.aws.kms.cms import envelope
 from emulator.aws.kms.decisions import Decision, DecisionLog
 from emulator.aws.kms.errors import (
     ACCESS_DENIED_OTHER,
+    ALIAS_NOT_FOUND,
     CIPHERTEXT_KEY_UNKNOWN,
     DRY_RUN,
     INCORRECT_KEY,
@@ -324,10 +325,13 @@ class KmsFront:
         limits: ConnectionLimits = DEFAULT_LIMITS,
         key_state_ttl: float = DEFAULT_TTL,
         key_agreement: KeyAgreement | None = None,
+        account_id: str = "123456789012",
     ) -> None:
         self.upstream = upstream_for(backend)
         self.trusted_root = trusted_root
         self.region = region
+        #: The account whose aliases a bare ``alias/...`` names (AWS's error texts give the alias ARN).
+        self.account_id = account_id
         self.max_document_age = max_document_age
         self.clock = clock
         #: Switched by the emulator's fault injector; see :meth:`apply_faults`.
@@ -498,12 +502,9 @@ class KmsFront:
             return  # the backend refuses the malformed request itself
         if not _is_alias(key) and not self.fronts(key):
             return
-        try:
-            info = self.keys.lookup(key)
-        except KmsError as exc:
-            if exc.error_type == "NotFoundException" and _is_alias(key):
-                return  # an alias the backend does not know names no fronted key
-            raise
+        # An alias the backend does not know is NotFound in AWS's words (raised by the lookup),
+        # not forwarded for the backend to word.
+        info = self.keys.lookup(key)
         if not self.fronts(info.arn):
             return
         self._authorize(identity, op.action, info.arn, _request_condition_keys(payload), operation=op.name)
@@ -638,6 +639,12 @@ class KmsFront:
         except (KeyError, TypeError, binascii.Error):
             raise KmsError.of(INTERNAL, f"the backend's answer has no valid {name}") from None
 
+    def alias_arn(self, alias: str) -> str:
+        """``alias`` as an ARN: a bare ``alias/...`` is this region's and account's."""
+        if alias.startswith("arn:"):
+            return alias
+        return f"arn:aws:kms:{self.region}:{self.account_id}:{alias}"
+
     def _describe(self, key: str) -> KeyInfo:
         """The backend's ``DescribeKey`` of ``key`` (id, ARN, alias name or alias ARN).
 
@@ -653,6 +660,9 @@ class KmsFront:
         except KmsError as exc:
             if exc.error_type == "NotFoundException" and key.startswith("arn:") and ":key/" in key:
                 raise KmsError.of(KEY_NOT_FOUND, key_arn=key) from None
+            if exc.error_type == "NotFoundException" and _is_alias(key):
+                # AWS's text, not the backend's (LocalStack: "Unable to find KMS alias ...").
+                raise KmsError.of(ALIAS_NOT_FOUND, alias_arn=self.alias_arn(key)) from None
             if exc.error_type != "AccessDeniedException":
                 raise
             return KeyInfo(self._listed_key_arn(key), None)

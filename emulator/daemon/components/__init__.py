@@ -103,6 +103,7 @@ def build_components(context: Context) -> EmulatorParts:
     if config.sigv4:
         # Published so tests and the demo can sign; they are test-only keys of this emulator run.
         context.facts["sigv4_principal"] = credentials.principals[0].to_json()
+        context.facts["sigv4_principals"] = [principal.to_json() for principal in credentials.principals]
     backend = BackendComponent(context)
     image = ImageComponent(context, spec)
     pki = PkiComponent(context)

@@ -51,6 +51,11 @@ class Credentials:
     principals: tuple[TestPrincipal, ...]
 
 
+#: Roles the gateway's test principals act as (``sigv4_principals`` in the state's facts).
+TEST_ROLES = ("vault-support", "vault-analytics")
+TEST_SESSION_NAME = "vault-e2e"
+
+
 def _random_id(prefix: str) -> str:
     alphabet = string.ascii_uppercase + string.digits
     return prefix + "".join(secrets.choice(alphabet) for _ in range(16))
@@ -71,4 +76,14 @@ def make_credentials(config: EmulatorConfig) -> Credentials:
     tester = TestPrincipal(
         _random_id("AKIA"), _random_secret(), f"arn:aws:iam::{config.account_id}:user/vault-tester"
     )
-    return Credentials(instance=instance, api=api, principals=(tester,))
+    # Two role sessions, as API Gateway reports an assumed role's caller, so that tests can
+    # act as two roles under a reveal policy (the IAM user stays the default principal).
+    roles = tuple(
+        TestPrincipal(
+            _random_id("AKIA"),
+            _random_secret(),
+            f"arn:aws:sts::{config.account_id}:assumed-role/{role}/{TEST_SESSION_NAME}",
+        )
+        for role in TEST_ROLES
+    )
+    return Credentials(instance=instance, api=api, principals=(tester, *roles))

@@ -209,7 +209,7 @@ class EnclaveComponent(Component):
         )
         self.enclave_id = enclave_id
         vsock_dir = self.vsock_proxy.vsock_dir
-        devices = self.config.enclave_devices
+        devices = self.config.enclave_devices is True
         preload = None
         if devices:
             try:

@@ -23,6 +23,7 @@ from emulator.daemon.components.provision import ProvisionComponent
 from emulator.daemon.config import STAGE
 from emulator.host.artifacts import ArtifactError, TierArtifact, assemble
 from emulator.host.process import ManagedProcess, StartupError, tail_file, wait_until
+from vault.api.reveal_policy import POLICY_ENV
 from vault.infra.artifacts import API
 
 #: Generous bound: the wait ends as soon as the gateway reports its port.
@@ -55,7 +56,7 @@ class GatewayComponent(Component):
 
     def lambda_environment(self) -> dict[str, str]:
         api = self.credentials.api
-        return {
+        environment = {
             **BASE_ENV,
             "AWS_REGION": self.config.region,
             "AWS_DEFAULT_REGION": self.config.region,
@@ -78,6 +79,11 @@ class GatewayComponent(Component):
             "POWERTOOLS_LOGGER_LOG_EVENT": "false",
             "LOG_LEVEL": "INFO",
         }
+        # The same variable and text the CDK app deploys from vault:revealPolicy.
+        policy = self.config.reveal_policy_json
+        if policy is not None:
+            environment[POLICY_ENV] = policy
+        return environment
 
     @property
     def _ready_file(self) -> Path:

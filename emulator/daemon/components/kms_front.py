@@ -49,6 +49,7 @@ class KmsFrontComponent(Component):
         provisioned = self.provision.provisioned
         front = KmsFront(
             backend=backend.upstream("kms"),
+            account_id=self.config.account_id,
             trusted_root=self.pki.pki.root.certificate,
             identities={
                 instance.access_key_id: Identity(self.config.instance_role_arn, instance.secret_access_key),

@@ -37,6 +37,9 @@ from emulator.tools.pytest_plugin import API_URL_ENV, BACKEND_ENV, RUNTIME_ENV
 STACKS_ENV = "VAULT_E2E_STACKS"
 #: ``1``: a stack that cannot start here fails its tests instead of skipping them (``nox -s e2e``).
 REQUIRE_ENV = "VAULT_E2E_REQUIRE_STACKS"
+#: ``1`` / ``0``: run the enclave and the parent in device mode (``/dev/nsm``, ``AF_VSOCK``
+#: through the preload library) or in the Unix-socket mode; unset: the runtime's default.
+DEVICES_ENV = "VAULT_E2E_ENCLAVE_DEVICES"
 EXTERNAL = "external"
 DEFAULT_STACK = "moto/namespace"
 FIXTURE = "vault_target"
@@ -130,6 +133,14 @@ def open_target(
         yield VaultTarget(name, state.api_url, signer, state)
 
 
+def enclave_devices() -> bool | None:
+    """``DEVICES_ENV`` as :class:`EmulatorConfig` takes it (``None``: the runtime's default)."""
+    value = os.environ.get(DEVICES_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise pytest.UsageError(f"{DEVICES_ENV} must be 0 or 1, not {value!r}")
+    return None if not value else value == "1"
+
+
 @contextlib.contextmanager
 def running_stack(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorState]:
     """An emulator for stack ``name`` (``backend/runtime``), up for the block, down after.
@@ -144,6 +155,7 @@ def running_stack(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         backend=backend,  # type: ignore[arg-type]
         enclave_runtime=(runtime or "namespace"),  # type: ignore[arg-type]
         port=0,
+        enclave_devices=enclave_devices(),
     )
     try:
         state = lifecycle.up(emulator_config)

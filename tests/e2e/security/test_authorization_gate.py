@@ -24,7 +24,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError
 
-from e2e.security.targets import VaultTarget
+from e2e.security.targets import VaultTarget, enclave_devices
 from emulator.daemon import lifecycle
 from emulator.daemon.config import EmulatorConfig
 from emulator.daemon.state import EmulatorState
@@ -238,6 +238,7 @@ def sigv4_stack(
         enclave_runtime=state.enclave_runtime,  # type: ignore[arg-type]
         port=0,
         sigv4=True,
+        enclave_devices=enclave_devices(),
     )
     started = lifecycle.up(config)
     try:

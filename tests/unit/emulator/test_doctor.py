@@ -24,6 +24,7 @@ from emulator.tools.doctor import (
     RunResult,
     check_auth_token,
     check_base_image,
+    check_c_compiler,
     check_disk,
     check_docker,
     check_docker_for_localstack,
@@ -121,7 +122,8 @@ HEALTHY = Probes(
     module_present=lambda name: True,
     find_python=stub_python,
     find_java=stub_jdk,
-    environ={},
+    # Any executable stands for the C compiler: the check only looks for one.
+    environ={"CC": sys.executable},
 )
 
 
@@ -294,6 +296,21 @@ def test_only_what_the_configuration_needs_decides_the_exit_code() -> None:
         "docker for localstack",
         "localstack auth token",
     }
+
+
+def test_device_mode_needs_a_c_compiler_and_the_unix_socket_mode_does_not(tmp_path: Path) -> None:
+    # An empty PATH and no $CC: no compiler anywhere.
+    bare = replace(HEALTHY, environ={"PATH": str(tmp_path)})
+    default = run_checks(DoctorConfig(), bare)
+    compiler = next(result for result in default if result.name == "c compiler for devices")
+    assert not compiler.ok and compiler.needed and exit_code(default) == 1
+    assert "preload.no_compiler" in compiler.detail and "--enclave-uds" in compiler.fix
+    for config in (DoctorConfig(enclave_devices=False), DoctorConfig(enclave_runtime="container")):
+        results = run_checks(config, bare)
+        assert not next(r for r in results if r.name == "c compiler for devices").needed
+    assert exit_code(run_checks(DoctorConfig(enclave_devices=False), bare)) == 0
+    found = check_c_compiler(DoctorConfig(), HEALTHY)
+    assert found.ok and sys.executable in found.detail
 
 
 def test_the_default_configuration_fails_on_a_busy_port_or_a_full_disk() -> None:

@@ -212,3 +212,22 @@ def test_signing_key_matches_the_aws_example():
     # AWS's documented derivation example (secret, 20120215, us-east-1, iam).
     key = signing_key("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "20120215", "us-east-1", "iam")
     assert key.hex() == "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+
+
+@pytest.mark.parametrize("query", ["j=%2f", "k=a=b&k=c"], ids=["lowercase-escape", "equals-in-value"])
+def test_a_query_signed_as_sent_verifies_only_in_its_raw_form(query):
+    # botocore signs the query as sent: re-encoding would turn %2f into %2F, a=b into a%3Db.
+    headers = sign("/v1/vaults", query, method="GET", body=b"")
+    assert verify(headers, "/v1/vaults", query, method="GET", body=b"") == PRINCIPAL
+
+
+def test_a_query_received_unencoded_verifies_in_its_encoded_form():
+    # The client signed the encoded query; the server saw the characters it stands for.
+    headers = sign("/v1/vaults", "name=J%C3%BCrgen", method="GET", body=b"")
+    assert verify(headers, "/v1/vaults", "name=Jürgen", method="GET", body=b"") == PRINCIPAL
+
+
+def test_query_keys_are_encoded_slashes_included():
+    lowered = {"host": [HOST]}
+    encoded = canonical_request("GET", "/p", "a/b=c/d", lowered, ["host"], b"").split("\n")[2]
+    assert encoded == "a%2Fb=c%2Fd"

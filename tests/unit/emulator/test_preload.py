@@ -27,6 +27,7 @@ import pytest
 from emulator.daemon.components import build_components
 from emulator.daemon.components.base import Context
 from emulator.daemon.config import EmulatorConfig
+from emulator.daemon.lifecycle import NoCompiler, check_before_start
 from emulator.nitro.attestation import verify_document
 from emulator.nitro.measure import measure_image
 from emulator.nitro.nsm import NsmService, ProcessTree
@@ -678,10 +679,28 @@ def test_the_namespace_sandbox_injects_the_preload(
 # -- the emulator's device mode -------------------------------------------------------------
 
 
-def test_up_enclave_devices_is_an_option() -> None:
+def test_device_mode_is_the_namespace_runtimes_default_and_uds_an_option() -> None:
     parser = build_parser()
+    assert config_from_args(parser.parse_args(["up"])).enclave_devices is True
     assert config_from_args(parser.parse_args(["up", "--enclave-devices"])).enclave_devices is True
-    assert config_from_args(parser.parse_args(["up"])).enclave_devices is False
+    assert config_from_args(parser.parse_args(["up", "--enclave-uds"])).enclave_devices is False
+    # The container runtime keeps the Unix sockets unless device mode is asked for.
+    container = ["up", "--enclave-runtime", "container"]
+    assert config_from_args(parser.parse_args(container)).enclave_devices is False
+    assert config_from_args(parser.parse_args([*container, "--enclave-devices"])).enclave_devices is True
+    with pytest.raises(SystemExit):
+        parser.parse_args(["up", "--enclave-devices", "--enclave-uds"])
+    # Resolved once: what the daemon reads back is the mode up chose.
+    config = EmulatorConfig(port=0)
+    assert EmulatorConfig.from_json(config.to_json()).enclave_devices is True
+
+
+def test_up_without_a_c_compiler_fails_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(NoCompiler, match=r"C compiler.*\[preload.no_compiler\].*--enclave-uds"):
+        check_before_start(EmulatorConfig(port=0))
+    check_before_start(EmulatorConfig(port=0, enclave_devices=False))
 
 
 def test_device_mode_launches_the_production_configuration(
