@@ -40,17 +40,12 @@ from vault.infra.key_policy import pcr3_for_role_arn
 REGION = "us-east-1"
 PONG_PORT = 5005
 PONG_PROGRAM = '''
-"""Answers "pong" (or $GREETING) to "ping" on vsock port 5005 of its CID."""
+"""Answers "pong" (or $GREETING) to "ping" on vsock port 5005 of its CID, as on Nitro hardware."""
 import os
 import socket
 
-directory = os.environ["VAULT_VSOCK_UDS_DIR"]
-cid = os.environ["VAULT_VSOCK_LOCAL_CID"]
-path = os.path.join(directory, f"vsock-{cid}-5005.sock")
-if os.path.exists(path):
-    os.unlink(path)
-listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-listener.bind(path)
+listener = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+listener.bind((socket.VMADDR_CID_ANY, 5005))
 listener.listen(8)
 while True:
     connection, _ = listener.accept()
