@@ -36,6 +36,7 @@ from emulator.nitro.nsm import enclave_pcrs
 from emulator.nitro.pki import TestPki
 from emulator.tools.client import VaultApiError, VaultClient
 from emulator.tools.demo import CHANGED_CODE
+from vault.common.authorization import authorizer_context
 from vault.infra.key_policy import ENCRYPTION_CONTEXT_KEY
 from vault.infra.table import vault_key
 
@@ -103,8 +104,10 @@ def instance_role_credentials(imds_endpoint: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def outsider(vault_target: VaultTarget, client: VaultClient) -> tuple[Any, str, bytes]:
-    """(KMS client with the instance role's credentials, a vault id, that vault's encrypted key)."""
+def outsider(vault_target: VaultTarget, client: VaultClient) -> tuple[Any, dict[str, str], bytes]:
+    """(KMS client with the instance role's credentials, a vault's full encryption context,
+    that vault's encrypted key). The context is the one the vault key was made under, so a
+    refusal is about who asks and with what document, never about a wrong context."""
     state = vault_target.emulator("the emulator's IMDS and KMS front")
     facts = state.facts
     credentials = instance_role_credentials(str(facts["imds_endpoint"]))
@@ -122,7 +125,9 @@ def outsider(vault_target: VaultTarget, client: VaultClient) -> tuple[Any, str, 
     item = dynamodb.get_item(TableName=facts["table_name"], Key=vault_key(vault_id), ConsistentRead=True)[
         "Item"
     ]
-    return kms, vault_id, bytes(item["_sk"]["B"])
+    backend_kms = vault_target.backend_client("kms", "the AWS backend's authorizer key")
+    public_key = bytes(backend_kms.get_public_key(KeyId=str(facts["authorizer_key_arn"]))["PublicKey"])
+    return kms, authorizer_context(vault_id, public_key, ENCRYPTION_CONTEXT_KEY), bytes(item["_sk"]["B"])
 
 
 def _refusal(call: Any, **kwargs: Any) -> str:
@@ -132,9 +137,8 @@ def _refusal(call: Any, **kwargs: Any) -> str:
     return str(refused.value.response["Error"]["Code"])
 
 
-def test_the_instance_role_cannot_decrypt_a_vault_key(outsider: tuple[Any, str, bytes]) -> None:
-    kms, vault_id, key_blob = outsider
-    context = {ENCRYPTION_CONTEXT_KEY: vault_id}
+def test_the_instance_role_cannot_decrypt_a_vault_key(outsider: tuple[Any, dict[str, str], bytes]) -> None:
+    kms, context, key_blob = outsider
     assert (
         _refusal(kms.decrypt, CiphertextBlob=key_blob, EncryptionContext=context) == "AccessDeniedException"
     )
@@ -169,9 +173,9 @@ def _document(facts: dict[str, Any], signer: TestPki, cabundle: list[bytes]) -> 
 
 
 def test_a_self_made_attestation_document_does_not_release_a_vault_key(
-    vault_target: VaultTarget, outsider: tuple[Any, str, bytes]
+    vault_target: VaultTarget, outsider: tuple[Any, dict[str, str], bytes]
 ) -> None:
-    kms, vault_id, key_blob = outsider
+    kms, context, key_blob = outsider
     facts = vault_target.emulator("the emulator's measurements").facts
     emulator_pki = TestPki.load_or_create(vault_target.layout("the emulator's attestation PKI").pki)
     forger = TestPki.create("forger")
@@ -179,7 +183,7 @@ def test_a_self_made_attestation_document_does_not_release_a_vault_key(
     def decrypt(document: bytes) -> Any:
         return kms.decrypt(
             CiphertextBlob=key_blob,
-            EncryptionContext={ENCRYPTION_CONTEXT_KEY: vault_id},
+            EncryptionContext=context,
             Recipient={"KeyEncryptionAlgorithm": "RSAES_OAEP_SHA_256", "AttestationDocument": document},
         )
 
