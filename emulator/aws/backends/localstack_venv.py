@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emulator.aws.backends.base import BackendError, BackendUnavailable
-from emulator.aws.backends.install_lock import install_lock
 from emulator.aws.backends.interpreters import InterpreterNotFound, find_interpreter
+from emulator.host.install_lock import install_lock
 from emulator.host.process import tail_file
 from emulator.host.progress import step
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 from docker.errors import DockerException, ImageNotFound
 
+from emulator.host.install_lock import install_lock
 from emulator.host.process import tail_file
 from emulator.host.progress import step
 from emulator.host.system.errors import SystemSetupError
@@ -125,16 +126,21 @@ def ensure_base_image(
         ensure_tool("debootstrap")
         mirror = spec.mirror or debian_mirror(spec.suite)
         work_dir.mkdir(parents=True, exist_ok=True)
-        rootfs = work_dir / f"rootfs-{spec.suite}"
-        shutil.rmtree(rootfs, ignore_errors=True)
-        try:
-            with step(f"base image {spec.name}: debootstrap {spec.suite} from {mirror} (once per machine)"):
-                _debootstrap(spec, mirror, rootfs, work_dir / f"debootstrap-{spec.suite}.log")
-            with step(f"base image {spec.name}: docker import"):
-                _import(rootfs, spec.name, docker_host)
-        finally:
-            # ~260 MB that the image now holds.
+        # One build per machine at a time: two builders would share (and delete) one rootfs.
+        with install_lock(work_dir / f"build-{spec.suite}.lock"):
+            existing = _existing_image_id(client, spec.name)
+            if existing is not None and not rebuild:
+                return BaseImageResult(spec.name, existing, False, time.monotonic() - began)
+            rootfs = work_dir / f"rootfs-{spec.suite}"
             shutil.rmtree(rootfs, ignore_errors=True)
+            try:
+                with step(f"base image {spec.name}: debootstrap {spec.suite} from {mirror} (once a machine)"):
+                    _debootstrap(spec, mirror, rootfs, work_dir / f"debootstrap-{spec.suite}.log")
+                with step(f"base image {spec.name}: docker import"):
+                    _import(rootfs, spec.name, docker_host)
+            finally:
+                # ~260 MB that the image now holds.
+                shutil.rmtree(rootfs, ignore_errors=True)
         image_id = _existing_image_id(client, spec.name)
         if image_id is None:
             raise SystemSetupError(f"{spec.name} is missing right after its import")

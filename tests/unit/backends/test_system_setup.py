@@ -169,6 +169,9 @@ def test_cli_env_without_an_engine_fails_clearly(
 
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.setattr(dockerd, "DEFAULT_DOCKER_HOST", f"unix://{tmp_path}/absent.sock")
+    # The engine this command starts lives in the shared cache: an empty one, so an engine
+    # an earlier run left on this machine is not found.
+    monkeypatch.setenv("NITRO_VAULT_EMULATOR_CACHE_DIR", str(tmp_path / "cache"))
     assert cli.main(["--state-dir", str(tmp_path), "env"]) == 1
     assert "ensure docker" in capsys.readouterr().err
 

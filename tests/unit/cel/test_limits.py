@@ -23,7 +23,8 @@ def test_nested_macros_stop_at_the_step_limit() -> None:
     )
 
 
-def test_default_limits_stop_a_quadratic_macro_quickly(engine: CelEngine) -> None:
+def test_default_limits_stop_a_quadratic_macro_quickly() -> None:
+    engine = CelEngine()
     expression = f"{_list(1000)}.map(a, {_list(1000)}.map(b, b))"
     started = time.process_time()
     detail = error_of(engine, expression)
@@ -47,9 +48,11 @@ def test_steps_are_counted_per_expression() -> None:
 def test_the_deadline_covers_the_whole_call() -> None:
     engine = CelEngine(limits=CelLimits(max_seconds=0.2, max_steps=10**9))
     slow = f"{_list(1000)}.map(a, {_list(1000)}.map(b, b))"
-    started = time.monotonic()
+    started = time.process_time()
     result = engine.evaluate({}, {"slow": slow, "later": "1 + 1"})
-    assert time.monotonic() - started < 3
+    # Without the deadline the million steps take tens of CPU seconds; CPU time, since a
+    # loaded machine stretches the wall clock.
+    assert time.process_time() - started < 3
     assert result.errors == [
         "[slow] Execution Error: evaluation time limit exceeded",
         "[later] Execution Error: evaluation time limit exceeded",
