@@ -6,13 +6,18 @@ template with the measured PCRs filled in."""
 
 from __future__ import annotations
 
+import base64
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from emulator.aws.backends import KEY_STORE_NAME, KeyMaterialStore, provision
+from emulator.aws.backends.provision import CUSTOM_ID_TAG, CUSTOM_KEY_MATERIAL_TAG, StoredKey
 from emulator.daemon.components.backend import BackendComponent
 from emulator.daemon.components.base import Component, Context
 from emulator.daemon.components.image import ImageComponent
@@ -42,14 +47,37 @@ class Provisioned:
     authorizer_key_policy: Mapping[str, Any] | None = None
 
 
-def ensure_authorizer_key(kms: Any) -> str:
-    """The ARN of the authorizer key under its alias, created if the backend has none."""
+def ensure_authorizer_key(kms: Any, store: KeyMaterialStore | None = None) -> str:
+    """The ARN of the authorizer key under its alias, created if the backend has none.
+
+    With ``store`` (``--persist`` on a backend that loses keys on restart) the key's id and
+    private key are recorded first and given to the backend (``_custom_id_``,
+    ``_custom_key_material_``): a recreated key has the same public key, so vault keys bound
+    to its digest still open.
+    """
     try:
         return str(kms.describe_key(KeyId=AUTHORIZER_ALIAS)["KeyMetadata"]["Arn"])
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "NotFoundException":
             raise
-    metadata = kms.create_key(**create_key_arguments())["KeyMetadata"]
+    arguments: dict[str, Any] = dict(create_key_arguments())
+    if store is not None:
+        stored = store.get(AUTHORIZER_ALIAS)
+        if stored is None:
+            private_key = ec.generate_private_key(ec.SECP256R1())
+            der = private_key.private_bytes(
+                serialization.Encoding.DER,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+            stored = StoredKey(str(uuid.uuid4()), der)
+            store.put(AUTHORIZER_ALIAS, stored)
+        arguments["Tags"] = [
+            *arguments.get("Tags", []),
+            {"TagKey": CUSTOM_ID_TAG, "TagValue": stored.key_id},
+            {"TagKey": CUSTOM_KEY_MATERIAL_TAG, "TagValue": base64.b64encode(stored.material).decode()},
+        ]
+    metadata = kms.create_key(**arguments)["KeyMetadata"]
     kms.create_alias(AliasName=AUTHORIZER_ALIAS, TargetKeyId=metadata["KeyId"])
     return str(metadata["Arn"])
 
@@ -127,7 +155,10 @@ class ProvisionComponent(Component):
         # idempotent); where the backend loses keys on restart, the store recreates them.
         store = KeyMaterialStore(self.layout.backend / KEY_STORE_NAME) if self.config.persist else None
         result = provision(self.backend.backend, self.config.table_name, key_store=store)
-        authorizer_arn = ensure_authorizer_key(self.backend.backend.client("kms"))
+        authorizer_arn = ensure_authorizer_key(
+            self.backend.backend.client("kms"),
+            store if self.backend.backend.accepts_custom_key_material else None,
+        )
         authorizer_policy = build_authorizer_key_policy(
             AuthorizerKeyParams(account_id=self.config.account_id, api_role_arn=self.config.api_role_arn)
         )
