@@ -53,7 +53,7 @@ from vault.api.observability import Metric, count, logger
 from vault.api.parent import OutcomeUnknown, ParentClient
 from vault.api.reveal_policy import RevealPlan, RevealPolicy, RevealRefused
 from vault.api.store import NewVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
-from vault.common.authorization import DEFAULT_LIFETIME_SECONDS, Grant, Signer, sign
+from vault.common.authorization import DECRYPT_OPERATION, DEFAULT_LIFETIME_SECONDS, Grant, Signer, sign
 from vault.common.messages import DecryptRequest
 from vault.common.suites import DEFAULT_SUITE, Suite, SuiteError, suite_from_id
 
@@ -297,6 +297,8 @@ class VaultService:
             request_id=audit.request_id or "",
             issued_at=self.clock() // 1_000_000,
             lifetime_seconds=self.authorization_lifetime_seconds,
+            operation=request.operation or DECRYPT_OPERATION,
+            parameters=request.parameters,
         )
         try:
             signed = sign(grant, self.authorizer)

@@ -37,7 +37,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from cryptography.exceptions import InvalidSignature
@@ -79,6 +79,14 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 _CLAIM_KEYS = frozenset(
     {"format", "vault_id", "fields", "expressions", "request_id", "issued_at", "expires_at"}
 )
+#: Claims only an operation other than a decrypt carries (a decrypt's bytes stay as they were).
+_OPERATION_KEYS = frozenset({"operation", "parameters"})
+#: The operation a grant without an ``operation`` claim allows.
+DECRYPT_OPERATION = "decrypt"
+_OPERATION = re.compile(r"[a-z][a-z_]{0,31}")
+_PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+#: Longest value of one signed parameter (a DER public key in base64 fits with room).
+MAX_PARAMETER_LENGTH = 4096
 
 
 class AuthorizationErrorCode(enum.StrEnum):
@@ -141,6 +149,12 @@ class Grant:
     #: Seconds since the epoch.
     issued_at: int
     expires_at: int
+    #: What the enclave may do with the opened fields: reveal them (``decrypt``), or an
+    #: operation whose answer is not plaintext (re-sealing, keyed digests).
+    operation: str = DECRYPT_OPERATION
+    #: The operation's inputs, signed exactly: ``(name, value)`` sorted by name (for example
+    #: the public key a rotation seals to, so nobody can have the fields sealed to theirs).
+    parameters: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def for_request(
@@ -152,6 +166,8 @@ class Grant:
         request_id: str,
         issued_at: int,
         lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS,
+        operation: str = DECRYPT_OPERATION,
+        parameters: Mapping[str, str] | None = None,
     ) -> Grant:
         return cls(
             vault_id=vault_id,
@@ -160,6 +176,8 @@ class Grant:
             request_id=request_id,
             issued_at=issued_at,
             expires_at=issued_at + lifetime_seconds,
+            operation=operation,
+            parameters=tuple(sorted((parameters or {}).items())),
         )
 
     def to_bytes(self) -> bytes:
@@ -173,6 +191,9 @@ class Grant:
             "issued_at": self.issued_at,
             "expires_at": self.expires_at,
         }
+        if self.operation != DECRYPT_OPERATION or self.parameters:
+            document["operation"] = self.operation
+            document["parameters"] = [list(pair) for pair in self.parameters]
         return (
             DOMAIN + json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
         )
@@ -186,8 +207,18 @@ class Grant:
             document = json.loads(data[len(DOMAIN) :].decode("ascii"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise _refuse(AuthorizationErrorCode.MALFORMED, "authorization claims are not JSON") from None
-        if not isinstance(document, dict) or set(document) != _CLAIM_KEYS or document["format"] != FORMAT:
+        if (
+            not isinstance(document, dict)
+            or set(document) - _OPERATION_KEYS != _CLAIM_KEYS
+            or len(set(document) & _OPERATION_KEYS) == 1
+            or document["format"] != FORMAT
+        ):
             raise _refuse(AuthorizationErrorCode.MALFORMED, "authorization claims have an unknown format")
+        operation = _operation(document.get("operation", DECRYPT_OPERATION))
+        parameters = _parameters(document.get("parameters", []))
+        if "operation" in document and operation == DECRYPT_OPERATION and not parameters:
+            # One grant, one encoding: a plain decrypt never carries the operation claims.
+            raise _malformed("operation")
         return cls(
             vault_id=_text(document["vault_id"], "vault_id"),
             fields=_names(document["fields"]),
@@ -195,6 +226,8 @@ class Grant:
             request_id=_request_id(document["request_id"]),
             issued_at=_seconds(document["issued_at"], "issued_at"),
             expires_at=_seconds(document["expires_at"], "expires_at"),
+            operation=operation,
+            parameters=parameters,
         )
 
 
@@ -230,6 +263,31 @@ def _expression_claims(value: Any) -> tuple[tuple[str, str], ...]:
         pairs.append((name, digest))
     if len({name for name, _ in pairs}) != len(pairs):
         raise _malformed("expressions")
+    return tuple(pairs)
+
+
+def _operation(value: Any) -> str:
+    if not isinstance(value, str) or not _OPERATION.fullmatch(value):
+        raise _malformed("operation")
+    return value
+
+
+def _parameters(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list):
+        raise _malformed("parameters")
+    pairs: list[tuple[str, str]] = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise _malformed("parameters")
+        name, text = pair
+        if not isinstance(name, str) or not _PARAMETER_NAME.fullmatch(name):
+            raise _malformed("parameters")
+        if not isinstance(text, str) or len(text) > MAX_PARAMETER_LENGTH:
+            raise _malformed("parameters")
+        pairs.append((name, text))
+    names = [name for name, _ in pairs]
+    if names != sorted(set(names)):
+        raise _malformed("parameters")
     return tuple(pairs)
 
 
@@ -373,6 +431,8 @@ class RequestScope:
     vault_id: str
     fields: frozenset[str]
     expressions: Mapping[str, str]
+    operation: str = DECRYPT_OPERATION
+    parameters: Mapping[str, str] = field(default_factory=dict)
 
 
 class AuthorizationVerifier:
@@ -434,3 +494,7 @@ def _check_scope(grant: Grant, scope: RequestScope) -> None:
     asked = tuple((name, expression_digest(text)) for name, text in scope.expressions.items())
     if grant.expressions != asked:
         raise _refuse(AuthorizationErrorCode.MISMATCH, "the authorization covers other expressions")
+    if grant.operation != scope.operation:
+        raise _refuse(AuthorizationErrorCode.MISMATCH, "the authorization is for another operation")
+    if grant.parameters != tuple(sorted(scope.parameters.items())):
+        raise _refuse(AuthorizationErrorCode.MISMATCH, "the authorization covers other parameters")

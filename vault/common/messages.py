@@ -81,6 +81,11 @@ class DecryptRequest(BaseModel):
     #: The API's signed authorization of this request (decision D16); an addition
     #: upstream readers ignore.
     authorization: AuthorizationWire | None = None
+    #: What the enclave does with the opened fields; absent: a decrypt (upstream's only
+    #: operation). Others answer no plaintext (see ``vault.enclave.operations``).
+    operation: str | None = None
+    #: The operation's inputs; the authorization signs them exactly.
+    parameters: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         # Field values are ciphertexts, but they are still customer data: keep them out of reprs.
@@ -88,7 +93,7 @@ class DecryptRequest(BaseModel):
             f"DecryptRequest(vault_id={self.vault_id!r}, region={self.region!r}, "
             f"fields={sorted(self.fields)!r}, suite_id={self.suite_id!r}, "
             f"expressions={list(self.expressions or {})!r}, encoding={self.encoding!r}, "
-            f"authorized={self.authorization is not None})"
+            f"operation={self.operation!r}, authorized={self.authorization is not None})"
         )
 
     __str__ = __repr__

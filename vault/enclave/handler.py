@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from vault.common.authorization import (
+    DECRYPT_OPERATION,
     AuthorizationError,
     AuthorizationVerifier,
     Grant,
@@ -48,6 +49,7 @@ from vault.common.suites import Suite, SuiteError, suite_from_b64
 from vault.enclave.encoding import EncodingError, parse_field_value, validate_request_encoding
 from vault.enclave.key_decryptor import KeyDecryptError, KeyDecryptor
 from vault.enclave.keys import KeyFormatError, recipient_from_pkcs8
+from vault.enclave.operations import OPERATIONS, FieldOperation, OpenedFields, OperationRefused
 
 logger = logging.getLogger(__name__)
 
@@ -164,10 +166,13 @@ class RequestHandler:
         cel: ExpressionEngine | None = None,
         *,
         authorizer: AuthorizationVerifier | None = None,
+        operations: Mapping[str, FieldOperation] | None = None,
     ) -> None:
         """``authorizer``: when given, every request must carry an authorization it accepts,
-        and the vault key is asked for under that authorization's key (D16)."""
+        and the vault key is asked for under that authorization's key (D16).
+        ``operations``: what a request's ``operation`` may name besides a decrypt."""
         self._key_decryptor = key_decryptor
+        self._operations = OPERATIONS if operations is None else operations
         self._authorizer = authorizer
         self._cel = cel
         self._cel_resolved = cel is not None
@@ -220,20 +225,28 @@ class RequestHandler:
         except EncodingError as exc:
             raise _Refusal(EnclaveErrorCode.INVALID_ENCODING, str(exc)) from None
         expressions = request.expressions or {}
+        operation = self._operation(request)
         engine = self._prepare_expressions(expressions) if expressions else None
         key_ciphertext = _decode_key_ciphertext(request.encrypted_private_key)
         # Last check before the key call: only an authorized request costs a KMS call.
         authorized = self._authorize(request, absent)
 
-        recipient = self._recipient(key_ciphertext, request, req.credential, suite, authorized)
+        recipient, private_key = self._recipient(key_ciphertext, request, req.credential, suite, authorized)
         try:
             names: Iterable[str] = order if order is not None else request.fields
             values, errors = _open_fields(recipient, request, info, names, absent)
+            if operation is not None:
+                # The operation answers instead of the fields: no plaintext leaves.
+                finished = operation.finish(
+                    OpenedFields(request, values, tuple(errors), recipient, private_key)
+                )
         finally:
             # The key object is freed (and cleared by OpenSSL) as soon as fields are open.
-            del recipient
+            del recipient, private_key
 
-        if engine is None:
+        if operation is not None:
+            reply = finished
+        elif engine is None:
             reply = EnclaveReply(fields=values, errors=errors)
         else:
             reply = self._run_expressions(engine, values, expressions, errors)
@@ -243,6 +256,23 @@ class RequestHandler:
             self._still_authorized(authorized[0])
         return reply
 
+    def _operation(self, request: DecryptRequest) -> FieldOperation | None:
+        """The operation the request names (``None``: a decrypt), checked before any KMS call."""
+        if request.operation is None or request.operation == DECRYPT_OPERATION:
+            if request.parameters:
+                raise _Refusal(EnclaveErrorCode.INVALID_REQUEST, "a decrypt takes no parameters")
+            return None
+        operation = self._operations.get(request.operation)
+        if operation is None:
+            raise _Refusal(EnclaveErrorCode.INVALID_REQUEST, f"unknown operation {_quote(request.operation)}")
+        if request.expressions:
+            raise _Refusal(EnclaveErrorCode.INVALID_REQUEST, "expressions are for decrypts only")
+        try:
+            operation.check(request)
+        except OperationRefused as exc:
+            raise _Refusal(EnclaveErrorCode.INVALID_REQUEST, str(exc)) from None
+        return operation
+
     def _authorize(self, request: DecryptRequest, absent: frozenset[str]) -> tuple[Grant, str] | None:
         """The verified grant and its authorizer's digest, or ``None`` without a verifier."""
         if self._authorizer is None:
@@ -251,6 +281,8 @@ class RequestHandler:
             vault_id=request.vault_id,
             fields=frozenset(request.fields) | absent,
             expressions=request.expressions or {},
+            operation=request.operation or DECRYPT_OPERATION,
+            parameters=request.parameters or {},
         )
         try:
             signed = SignedAuthorization.from_wire(request.authorization)
@@ -302,7 +334,8 @@ class RequestHandler:
         credential: Credential,
         suite: Suite,
         authorized: tuple[Grant, str] | None,
-    ) -> Recipient:
+    ) -> tuple[Recipient, bytes]:
+        """The vault's key as a recipient, and as KMS released it (PKCS#8 DER)."""
         try:
             if authorized is None:
                 der = self._key_decryptor.decrypt_private_key(
@@ -328,7 +361,7 @@ class RequestHandler:
                 EnclaveErrorCode.KEY_DECRYPT_FAILED, f"failed to call KMS: {type(exc).__name__}"
             ) from None
         try:
-            return recipient_from_pkcs8(der, suite)
+            return recipient_from_pkcs8(der, suite), der
         except KeyFormatError as exc:
             raise _Refusal(EnclaveErrorCode.KEY_DECRYPT_FAILED, str(exc)) from None
 

@@ -365,3 +365,57 @@ def test_any_flipped_bit_of_the_claims_is_refused(position: int, bit: int) -> No
 def test_signature_is_base64_of_der() -> None:
     wire = _signed().to_wire()
     assert base64.b64decode(wire.signature)[0] == 0x30
+
+
+def test_an_operation_and_its_parameters_are_signed_and_checked() -> None:
+    grant = Grant.for_request(
+        vault_id=VAULT,
+        fields=FIELDS,
+        expressions={},
+        request_id="op-1",
+        issued_at=NOW,
+        operation="rotate",
+        parameters={"new_public_key": "AAAA", "new_suite_id": "BBBB"},
+    )
+    assert Grant.from_bytes(grant.to_bytes()) == grant
+    signed = sign(grant, SIGNER)
+    verifier = AuthorizationVerifier(clock=lambda: NOW)
+    base = {"vault_id": VAULT, "fields": frozenset(FIELDS), "expressions": {}}
+    parameters = {"new_public_key": "AAAA", "new_suite_id": "BBBB"}
+    for scope, message in (
+        (RequestScope(**base), "another operation"),
+        (
+            RequestScope(**base, operation="rotate", parameters={**parameters, "new_public_key": "CCCC"}),
+            "other parameters",
+        ),
+        (RequestScope(**base, operation="rotate", parameters={"new_suite_id": "BBBB"}), "other parameters"),
+        (RequestScope(**base, operation="index", parameters=parameters), "another operation"),
+    ):
+        with pytest.raises(AuthorizationError, match=message) as caught:
+            verifier.verify(signed, scope)
+        assert caught.value.code is AuthorizationErrorCode.MISMATCH
+    assert verifier.verify(signed, RequestScope(**base, operation="rotate", parameters=parameters)) == grant
+
+
+def test_a_decrypt_grant_keeps_its_claims_and_refuses_a_decrypt_operation_claim() -> None:
+    grant = Grant.for_request(vault_id=VAULT, fields=FIELDS, expressions={}, request_id="d", issued_at=NOW)
+    assert b'"operation"' not in grant.to_bytes()
+    forged = grant.to_bytes()[:-1] + b',"operation":"decrypt","parameters":[]}'
+    with pytest.raises(AuthorizationError) as caught:
+        Grant.from_bytes(forged)
+    assert caught.value.code is AuthorizationErrorCode.MALFORMED
+    only_one = grant.to_bytes()[:-1] + b',"operation":"rotate"}'
+    with pytest.raises(AuthorizationError):
+        Grant.from_bytes(only_one)
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    ['{"a":"b"}', '[["a"]]', '[["B","x"]]', '[["b","x"],["a","y"]]', '[["a","x"],["a","y"]]', '[["a",1]]'],
+)
+def test_malformed_parameters_are_refused(parameters: str) -> None:
+    grant = Grant.for_request(vault_id=VAULT, fields=FIELDS, expressions={}, request_id="p", issued_at=NOW)
+    claims = grant.to_bytes()[:-1] + b',"operation":"rotate","parameters":' + parameters.encode() + b"}"
+    with pytest.raises(AuthorizationError) as caught:
+        Grant.from_bytes(claims)
+    assert caught.value.code is AuthorizationErrorCode.MALFORMED
