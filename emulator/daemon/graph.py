@@ -104,3 +104,44 @@ def launch(
         error.started = done
         raise error
     return done
+
+
+def stop_all(
+    started: Sequence[str],
+    needs: Mapping[str, Sequence[str]],
+    stop: Callable[[str], None],
+    *,
+    workers: int = 6,
+) -> list[str]:
+    """Stop every started component, each once nothing still running needs it; in parallel.
+
+    The reverse of :func:`launch`: independent chains stop side by side, so ``down``
+    costs the longest chain rather than the sum. ``stop`` must not raise (the caller
+    logs its failures). Returns names in the order they finished stopping.
+    """
+    remaining = set(started)
+    # Who needs each component, among those started.
+    dependents: dict[str, set[str]] = {name: set() for name in remaining}
+    for name in remaining:
+        for need in needs.get(name, ()):
+            if need in dependents:
+                dependents[need].add(name)
+    stopped: list[str] = []
+    running: dict[Future[None], str] = {}
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stop") as pool:
+        while remaining or running:
+            in_flight = set(running.values())
+            for name in sorted(remaining - in_flight):
+                if not dependents[name] & (remaining | in_flight):
+                    running[pool.submit(stop, name)] = name
+            remaining -= set(running.values())
+            if not running:
+                # Only a cycle leaves components nobody can stop first; stop them in order.
+                for name in [n for n in reversed(started) if n in remaining]:
+                    stop(name)
+                    stopped.append(name)
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stopped.append(running.pop(future))
+    return stopped

@@ -41,7 +41,7 @@ from emulator.daemon.components import EmulatorParts, build_components
 from emulator.daemon.components.base import Component, Context, Health
 from emulator.daemon.config import EmulatorConfig, StateLayout
 from emulator.daemon.control import Reply, Request, listen_control, serve_control
-from emulator.daemon.graph import LaunchError, Node, launch
+from emulator.daemon.graph import LaunchError, Node, launch, stop_all
 from emulator.daemon.state import ComponentState, EmulatorState, Phase, process_start_time, write_state
 from emulator.faults.catalogue import FaultError, FaultServices
 from emulator.faults.injector import FaultInjector
@@ -162,7 +162,8 @@ class Supervisor:
                 self._faults.release()
         with contextlib.suppress(OSError):
             self.publish()
-        for name in order:
+
+        def stop_one(name: str) -> None:
             component = self.by_name[name]
             try:
                 component.stop()
@@ -171,6 +172,9 @@ class Supervisor:
                 log.exception("stopping %s failed", name)
             with self._lock:
                 self.started.remove(name)
+
+        # Each component once nothing that needs it still runs; independent ones side by side.
+        stop_all(list(reversed(order)), {name: self.by_name[name].needs for name in order}, stop_one)
         # Components that failed half-way may hold resources too; stop() is idempotent.
         for component in reversed(self.components):
             with contextlib.suppress(Exception):

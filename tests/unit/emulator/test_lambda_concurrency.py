@@ -54,6 +54,8 @@ class FakeEnvironment:
         self.environment: dict[str, str] = {}
         self.last_usage: InvocationUsage | None = None
         self._pending_init = False
+        #: What happened to the environments, in order, shared by all of one pool.
+        self.events = STOP_EVENTS
         pool_log.append(self)
 
     @property
@@ -82,8 +84,31 @@ class FakeEnvironment:
         finally:
             self.active -= 1
 
+    def release(self) -> None:
+        self.events.append(("release", id(self)))
+
     def stop(self) -> None:
-        pass
+        self.events.append(("stop", id(self)))
+
+
+STOP_EVENTS: list[tuple[str, int]] = []
+
+
+def test_stopping_tells_every_environment_before_waiting_for_any() -> None:
+    environments, created = pool(3)
+    deadline = time.monotonic() + WAIT
+    threads = [
+        threading.Thread(target=environments.invoke, args=({}, None, deadline)) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    STOP_EVENTS.clear()
+    environments.stop()
+    kinds = [kind for kind, _ in STOP_EVENTS]
+    assert len(created) >= 1
+    assert kinds == ["release"] * len(created) + ["stop"] * len(created)
 
 
 def pool(
