@@ -19,8 +19,24 @@ from typing import Any
 from benchmarks import LoadMonitor, Options, describe_load, figure, format_value, table, write_results
 from benchmarks.emulator_run import BackendUnavailable, running_emulator
 from benchmarks.procs import memory
+from emulator.tools.client import VaultClient
+from emulator.tools.isolation import clear_vault_data
 
 GROUP = "emulator"
+#: The pytest plugin's fixed cost (``up`` + ``down``, what ``vault_emulator`` adds to a session).
+PLUGIN_FIXED_TARGET_S = 3.0
+#: What the ``vault_clean`` fixture may cost per test.
+ISOLATION_TARGET_MS = 50.0
+#: Vaults written before a timed clear (each with its audit record).
+ISOLATION_VAULTS = 10
+
+
+def _timed_clear(state_facts: dict[str, Any], api_url: str) -> float:
+    """Seconds ``vault_clean`` takes after a test that wrote :data:`ISOLATION_VAULTS` vaults."""
+    with VaultClient(api_url) as client:
+        for number in range(ISOLATION_VAULTS):
+            client.create({"first_name": f"Bench{number}"})
+    return clear_vault_data(state_facts).seconds
 
 
 def _one_start(backend: str) -> dict[str, Any]:
@@ -31,6 +47,7 @@ def _one_start(backend: str) -> dict[str, Any]:
             "daemon_startup_s": started.state.startup_seconds,
             "components_s": {c.name: c.started_seconds for c in started.state.components},
             "memory": memory(started.processes()),
+            "clear_s": _timed_clear(started.state.facts, started.state.api_url),
         }
         down_began = time.perf_counter()
     sample["down_s"] = time.perf_counter() - down_began
@@ -49,6 +66,8 @@ def measure_backend(backend: str, repeats: int) -> dict[str, Any]:
         "up_s_max": max(ups),
         "up_cpu_s_p50": statistics.median(run["up_cpu_s"] for run in runs),
         "down_s_p50": statistics.median(run["down_s"] for run in runs),
+        "plugin_fixed_s_p50": statistics.median(run["up_s"] + run["down_s"] for run in runs),
+        "clear_ms_p50": statistics.median(run["clear_s"] * 1000 for run in runs),
         "rss_mib_p50": statistics.median(rss),
         "pss_mib_p50": statistics.median(run["memory"]["pss_mib"] for run in runs),
         "runs": runs,
@@ -69,6 +88,26 @@ def _figures(backends: dict[str, Any]) -> list[dict[str, Any]]:
                 "s",
                 clock="cpu",
                 backend=backend,
+            ),
+            figure(
+                GROUP,
+                "pytest plugin fixed cost (up + down, p50)",
+                result["plugin_fixed_s_p50"],
+                "s",
+                clock="wall",
+                backend=backend,
+                target=f"<= {PLUGIN_FIXED_TARGET_S:g} s",
+                ok=result["plugin_fixed_s_p50"] <= PLUGIN_FIXED_TARGET_S,
+            ),
+            figure(
+                GROUP,
+                f"vault_clean after {ISOLATION_VAULTS} vaults (p50)",
+                result["clear_ms_p50"],
+                "ms",
+                clock="wall",
+                backend=backend,
+                target=f"<= {ISOLATION_TARGET_MS:g} ms",
+                ok=result["clear_ms_p50"] <= ISOLATION_TARGET_MS,
             ),
             figure(
                 GROUP,
@@ -123,6 +162,8 @@ def run(options: Options) -> int:
                 format_value(result["up_cpu_s_p50"]),
                 f"{slowest[0]} {slowest[1]:.2f}",
                 format_value(result["down_s_p50"]),
+                f"{result['plugin_fixed_s_p50']:.2f} (≤ {PLUGIN_FIXED_TARGET_S:g})",
+                f"{result['clear_ms_p50']:.1f} (≤ {ISOLATION_TARGET_MS:g})",
                 format_value(result["rss_mib_p50"]),
                 format_value(result["pss_mib_p50"]),
                 str(last["memory"]["processes"]),
@@ -138,6 +179,8 @@ def run(options: Options) -> int:
                     "up CPU s",
                     "slowest component s",
                     "down s",
+                    "plugin up+down s",
+                    "vault_clean ms",
                     "RSS MiB",
                     "PSS MiB",
                     "processes",
