@@ -39,6 +39,7 @@ BENCHMARKS: dict[str, str] = {
     "key_release": "benchmarks.key_release",
     "e2e": "benchmarks.e2e",
     "startup": "benchmarks.startup",
+    "authorization": "benchmarks.authorization",
 }
 KNOWN_BACKENDS = ("moto", "localstack", "localstack-container")
 MAX_CLIENTS = 64

@@ -81,7 +81,18 @@ def _check_distribution(entry: dict[str, Any]) -> None:
 def test_the_registry_names_every_benchmark() -> None:
     from benchmarks.__main__ import BENCHMARKS
 
-    assert set(BENCHMARKS) == {"enclave", "key_release", "e2e", "startup"}
+    assert set(BENCHMARKS) >= {"enclave", "key_release", "e2e", "startup", "authorization"}
+
+
+def test_authorization_quick(tmp_path: Path) -> None:
+    assert _main(["authorization", "--quick", "--out-dir", str(tmp_path), "--no-chart"]) == 0
+    document = _load(tmp_path / "authorization.json")
+    assert document["after_cpu_ms_p50"] > document["before_cpu_ms_p50"] > 0
+    assert document["authorization_cpu_ms"] == pytest.approx(
+        document["after_cpu_ms_p50"] - document["before_cpu_ms_p50"]
+    )
+    _check_figures(document["figures"])
+    _check_results(tmp_path, {"authorization"})
 
 
 def test_enclave_quick(tmp_path: Path) -> None:
@@ -151,6 +162,8 @@ def test_emulator_benchmarks_tiny_on_moto(tmp_path: Path) -> None:
     startup = _load(tmp_path / "startup.json")["backends"]["moto"]
     assert startup["up_s_p50"] > 0 and startup["rss_mib_p50"] > 0
     assert startup["runs"][0]["memory"]["processes"] >= 3
+    assert startup["plugin_fixed_s_p50"] > startup["up_s_p50"]
+    assert startup["clear_ms_p50"] > 0
     results = _check_results(tmp_path, {"e2e", "startup"})
     assert any(f["name"] == "empty gateway round trip (p50)" for f in results["figures"])
     chart = tmp_path / "bench.png"
