@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from emulator.aws.backends.base import AwsBackend, BackendError
 from emulator.aws.backends.config import BackendConfig
 from emulator.aws.backends.moto_dispatch import install as install_module_list_cache
+from emulator.aws.backends.moto_gate import SignedRequestsOnly
 from emulator.aws.backends.moto_isolation import install as install_table_isolation
 from emulator.aws.backends.moto_state import SNAPSHOT_NAME, SnapshotHeader, restore_snapshot, save_snapshot
 from emulator.aws.backends.moto_transactions import install as install_light_transaction_backups
@@ -50,6 +52,12 @@ class MotoBackend(AwsBackend):
         self._save_on_stop = False
         #: The header of the snapshot restored on start, if any.
         self.restored: SnapshotHeader | None = None
+        # A new secret per run: only who can read the state file can use moto's port.
+        self._secret = secrets.token_urlsafe(32)
+
+    @property
+    def secret_access_key(self) -> str:
+        return self._secret
 
     @property
     def snapshot_path(self) -> Path:
@@ -78,8 +86,14 @@ class MotoBackend(AwsBackend):
             self.restored = restore_snapshot(self.snapshot_path, self.config.account_id)
         # What moto's ThreadedMotoServer does, keeping the application to call in process.
         app = DomainDispatcherApplication(create_backend_app)
+        gated = SignedRequestsOnly(
+            app,
+            access_key_id=self.access_key_id,
+            secret_access_key=self.secret_access_key,
+            account_id=self.config.account_id,
+        )
         server = make_server(
-            "127.0.0.1", self.config.port, app, threaded=True, request_handler=MotoRequestHandler
+            "127.0.0.1", self.config.port, gated, threaded=True, request_handler=MotoRequestHandler
         )
         thread = threading.Thread(target=server.serve_forever, name="moto-server", daemon=True)
         thread.start()

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import boto3
 import moto
 import moto.backends
 import pytest
+import requests
 from botocore.exceptions import ClientError
 
 from emulator.aws.backends import AwsBackend, BackendConfig, BackendError, provision, start_backend
@@ -176,3 +178,36 @@ def test_module_list_is_scanned_once_and_unchanged(backend: AwsBackend) -> None:
         if os.path.isdir(os.path.join(package, name)) and not name.startswith("__")
     )
     assert list(cached()) == scanned and "dynamodb" in scanned and "kms" in scanned
+
+
+def test_the_port_refuses_requests_not_signed_with_the_runs_secret(backend: AwsBackend) -> None:
+    """The attack: a local process that finds moto's port asks it for the vault key's plaintext."""
+    kms = backend.client("kms")
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    blob = kms.encrypt(KeyId=key_id, Plaintext=b"vault private key")["CiphertextBlob"]
+    # The backend's own credentials (from the 0600 state file) work.
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"vault private key"
+    assert backend.secret_access_key != "test" and len(backend.secret_access_key) >= 32
+
+    for secret in ("test", backend.secret_access_key[:-1] + "x"):
+        guessing = boto3.client(
+            "kms",
+            endpoint_url=backend.endpoint_url,
+            region_name=backend.region,
+            aws_access_key_id=backend.access_key_id,
+            aws_secret_access_key=secret,
+        )
+        with pytest.raises(ClientError) as refused:
+            guessing.decrypt(CiphertextBlob=blob)
+        assert refused.value.response["Error"]["Code"] == "UnrecognizedClientException"
+        with pytest.raises(ClientError):
+            guessing.list_keys()
+
+    # Unsigned: neither the service nor moto's own pages (state dump, reset).
+    for method, path in (("GET", "/moto-api/data.json"), ("POST", "/moto-api/reset"), ("POST", "/")):
+        response = requests.request(method, backend.endpoint_url + path, timeout=5)
+        assert response.status_code == 403, path
+        assert b"vault private key" not in response.content
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"vault private key"  # not reset
+    dynamodb = backend.client("dynamodb")
+    dynamodb.list_tables()
