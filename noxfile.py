@@ -51,7 +51,8 @@ def lint(session: nox.Session) -> None:
 @timed
 def tests(session: nox.Session) -> None:
     """Unit and property tests (no network, no external services)."""
-    session.install("-e", ".[test]")
+    # examples: the example enclaves' own libraries (tests/unit/emulator/test_example_nsm_kms.py).
+    session.install("-e", ".[test,examples]")
     env = {"HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci")}
     # One worker per core (pytest-xdist); worksteal rebalances around the few long property tests.
     # ``nox -s tests -- -n 0`` runs in one process (a later -n wins).
