@@ -101,6 +101,9 @@ def test_enclave_quick(tmp_path: Path) -> None:
     assert document["hpke"]["fields"] == 100
     assert set(document["requests"]) == {"1", "10", "100"}
     assert all(entry["fields_per_cpu_s"] > 0 for entry in document["requests"].values())
+    parallel = document["parallel"]
+    assert parallel["fields"] == 100 and parallel["one_thread_ms"] > 0 and parallel["two_threads_ms"] > 0
+    assert parallel["ratio"] == pytest.approx(parallel["two_threads_ms"] / parallel["one_thread_ms"])
     _check_figures(document["figures"])
     _check_results(tmp_path, {"enclave"})
 
