@@ -188,7 +188,7 @@ class EnclaveComponent(Component):
         if self.config.enclave_runtime == "namespace":
             return snapshot_image(source, self.layout.work / LAUNCH_DIR)
         if self.spec.image.kind == "dockerfile":
-            # Measured without the Dockerfile; the build context adds it (_make_sandbox).
+            # The image holds its Dockerfile (assemble_spec_image): measured, then built as measured.
             return snapshot_image(source, self.layout.work / LAUNCH_DIR)
         # The container runs what the build context holds; app/ is the image's copy.
         context_dir = container_build_context(
@@ -288,16 +288,15 @@ class EnclaveComponent(Component):
         # Tagged by the measurement: a changed byte is another image.
         repository = "nitro-vault-enclave" if self.spec.vault_api else f"nitro-enclave-{self.spec.name}"
         tag = f"{repository}:{launch.measurements.pcr0[:16]}"
-        dockerfile = self.spec.image.dockerfile
-        if dockerfile is not None:
-            # The spec's own context: the measured copy, and its Dockerfile beside it.
+        if self.spec.image.kind == "dockerfile":
+            # The spec's own context: the measured copy, its measured Dockerfile included (never
+            # the spec's file as it is now, which may have changed since the launch measured it).
             context_dir = self.layout.work / "enclave-build"
             if context_dir.exists():
                 shutil.rmtree(context_dir)
             shutil.copytree(launch.image.directory, context_dir, symlinks=True)
             for current, _, _ in os.walk(context_dir):
                 Path(current).chmod(0o755)
-            shutil.copy2(dockerfile, context_dir / "Dockerfile")
         else:
             # The vault's context holds the image's copy as app/.
             context_dir = launch.image.directory.parent

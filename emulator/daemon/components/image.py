@@ -12,6 +12,9 @@ from emulator.nitro.image import EnclaveImage, assemble_image
 from emulator.nitro.measure import measure_image
 from vault.infra.key_policy import EnclaveMeasurements
 
+#: Where a Dockerfile image keeps its Dockerfile: the build context's root.
+DOCKERFILE_NAME = "Dockerfile"
+
 
 @dataclass(frozen=True)
 class BuiltImage:
@@ -31,8 +34,14 @@ def image_dir_name(spec: EnclaveSpec) -> str:
 def assemble_spec_image(
     spec: EnclaveSpec, destination: Path, *, overrides: Mapping[str, bytes] | None = None
 ) -> EnclaveImage:
-    """(Re)create ``destination`` as ``spec``'s image: its files, its entry point in the manifest."""
+    """(Re)create ``destination`` as ``spec``'s image: its files, its entry point in the manifest.
+
+    A Dockerfile image holds its Dockerfile too (as ``Dockerfile``, at the root): its steps
+    decide what runs, so it is measured with the context and the build uses that copy.
+    """
     source = spec.image
+    if source.dockerfile is not None:
+        overrides = {DOCKERFILE_NAME: source.dockerfile.read_bytes(), **(overrides or {})}
     return assemble_image(
         destination,
         overrides=overrides,
