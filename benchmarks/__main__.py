@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "enclave": "benchmarks.enclave",
     "key_release": "benchmarks.key_release",
     "e2e": "benchmarks.e2e",
+    "batch": "benchmarks.batch",
     "startup": "benchmarks.startup",
     "authorization": "benchmarks.authorization",
 }

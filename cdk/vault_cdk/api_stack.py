@@ -88,6 +88,17 @@ class ApiStack(Stack):
             encryption=dynamodb.TableEncryptionV2.aws_managed_key(),
             dynamo_stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
             time_to_live_attribute=table_def.TTL_ATTRIBUTE,
+            # Blind-index tokens of the searchable fields: keys only, so an index holds no value.
+            global_secondary_indexes=[
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=index["IndexName"],
+                    partition_key=dynamodb.Attribute(
+                        name=index["KeySchema"][0]["AttributeName"], type=dynamodb.AttributeType.STRING
+                    ),
+                    projection_type=dynamodb.ProjectionType.KEYS_ONLY,
+                )
+                for index in table_def.global_secondary_indexes()
+            ],
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
                 point_in_time_recovery_enabled=True
             ),
@@ -204,7 +215,35 @@ class ApiStack(Stack):
 
         function.add_to_role_policy(
             iam.PolicyStatement(
-                sid="ReadVaults", actions=["dynamodb:GetItem"], resources=[self.table.table_arn]
+                sid="ReadVaults",
+                # BatchGetItem: POST /vaults/decrypt reads every vault of a batch in one call.
+                actions=["dynamodb:GetItem", "dynamodb:BatchGetItem"],
+                resources=[self.table.table_arn],
+            )
+        )
+        # GET /vaults/{id}/audit queries the vault's log partition; Query on the table is held
+        # to log partitions, so it cannot page through vault items.
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadAuditLogs",
+                actions=["dynamodb:Query"],
+                resources=[self.table.table_arn],
+                conditions={
+                    "ForAllValues:StringLike": {
+                        "dynamodb:LeadingKeys": [f"{table_def.LOG_PREFIX}{table_def.KEY_SEPARATOR}*"]
+                    }
+                },
+            )
+        )
+        # Search: Query on the token indexes only (their items are keys and a token).
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="SearchTokenIndexes",
+                actions=["dynamodb:Query"],
+                resources=[
+                    f"{self.table.table_arn}/index/{table_def.index_name(name)}"
+                    for name in table_def.INDEXED_FIELDS
+                ],
             )
         )
         function.add_to_role_policy(
@@ -282,6 +321,8 @@ class ApiStack(Stack):
             "TABLE_NAME": self.table.table_name,
             "KEY_ARN": key_arn,
             "AUTHORIZER_KEY_ARN": self.authorizer_key.key_arn,
+            # Searchable fields get blind-index tokens from the enclave (POST /vaults/search).
+            "SEARCH_INDEX": "on",
             "VAULT_URL": f"https://{config.domain_name}",
             "AWS_ACCOUNT_ID": config.account,
             "AWS_STS_REGIONAL_ENDPOINTS": "regional",

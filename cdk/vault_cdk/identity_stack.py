@@ -25,10 +25,14 @@ BOUNDARY_ACTIONS = (
     "cloudformation:DescribeStackResource",
     "cloudformation:SignalResource",
     "cloudwatch:PutMetricData",
+    # The API's batch decrypt reads every vault of a batch in one call.
+    "dynamodb:BatchGetItem",
     "dynamodb:ConditionCheckItem",
     "dynamodb:DeleteItem",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
+    # The API's search, on the blind-index token indexes only.
+    "dynamodb:Query",
     "dynamodb:Scan",
     "dynamodb:UpdateItem",
     "ec2:AssignPrivateIpAddresses",

@@ -278,6 +278,20 @@ class VaultClient:
         body = self._call("POST", f"/vaults/{vault_id}/decrypt", json_body=payload)
         return DecryptResult(data=dict(body.get("data") or {}), errors=list(body.get("errors") or []))
 
+    def rotate(self, vault_id: str, reason: str, suite: str | None = None) -> str:
+        """POST /vaults/{id}/rotate → the suite the vault's fields are now sealed with."""
+        payload: dict[str, Any] = {"reason": reason}
+        if suite is not None:
+            payload["suite"] = suite
+        body = self._call("POST", f"/vaults/{vault_id}/rotate", json_body=payload)
+        return str(body["suite"])
+
+    def decrypt_batch(self, vaults: Sequence[Mapping[str, Any]], reason: str) -> list[dict[str, Any]]:
+        """POST /vaults/decrypt → one result per vault (``{id, data, errors}`` or ``{id, error}``)."""
+        payload = {"reason": reason, "vaults": [dict(vault) for vault in vaults]}
+        body = self._call("POST", "/vaults/decrypt", json_body=payload)
+        return [dict(result) for result in body["results"]]
+
     def audit(self, vault_id: str, *, limit: int | None = None, next_token: str | None = None) -> AuditPage:
         """GET /vaults/{id}/audit → one page of the vault's audit records, newest first."""
         params: dict[str, str] = {}

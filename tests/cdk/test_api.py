@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -24,6 +25,8 @@ def test_table_layout_and_protection(api: dict[str, Any]) -> None:
         {"AttributeName": table_def.SORT_KEY, "KeyType": "RANGE"},
     ]
     assert sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]) == [
+        {"AttributeName": "_ix_email", "AttributeType": "S"},
+        {"AttributeName": "_ix_ssn9", "AttributeType": "S"},
         {"AttributeName": "pk", "AttributeType": "S"},
         {"AttributeName": "sk", "AttributeType": "S"},
     ]
@@ -53,6 +56,7 @@ def test_function_configuration(api: dict[str, Any]) -> None:
         "TABLE_NAME",
         "KEY_ARN",
         "AUTHORIZER_KEY_ARN",
+        "SEARCH_INDEX",
         "VAULT_URL",
         "AWS_ACCOUNT_ID",
         "AWS_STS_REGIONAL_ENDPOINTS",
@@ -91,8 +95,12 @@ def test_iam_writes_only_inside_transactions(api: dict[str, Any]) -> None:
         for s in statements(policy["PolicyDocument"])
         if any(a.startswith("dynamodb:") for a in as_list(s["Action"]))
     ]
-    reads = [s for s in dynamo if as_list(s["Action"]) == ["dynamodb:GetItem"]]
-    writes = [s for s in dynamo if s not in reads]
+    # GetItem, and BatchGetItem for POST /vaults/decrypt (tests/cdk/test_decrypt_batch.py).
+    read_actions = ["dynamodb:BatchGetItem", "dynamodb:GetItem"]
+    reads = [s for s in dynamo if sorted(as_list(s["Action"])) == read_actions]
+    # Search's Query on the token indexes (tests/cdk/test_search_index.py).
+    queries = [s for s in dynamo if as_list(s["Action"]) == ["dynamodb:Query"]]
+    writes = [s for s in dynamo if s not in reads and s not in queries]
     assert len(reads) == 1 and "Condition" not in reads[0]
     assert len(writes) == 1
     assert sorted(as_list(writes[0]["Action"])) == [
@@ -150,3 +158,15 @@ def test_gateway_invokes_the_live_alias(api: dict[str, Any]) -> None:
     assert alias["Name"] == "live"
     permissions = [p["Properties"] for p in resources(api, "AWS::Lambda::Permission").values()]
     assert permissions and all(p["Principal"] == "apigateway.amazonaws.com" for p in permissions)
+
+
+def test_the_audit_route_may_query_log_partitions_only(api: dict[str, Any]) -> None:
+    # GET /vaults/{id}/audit is a Query on LOG##<vault id>; without it the route fails in AWS.
+    policy = only(api, "AWS::IAM::Policy")
+    audit = [s for s in statements(policy["PolicyDocument"]) if s.get("Sid") == "ReadAuditLogs"]
+    assert len(audit) == 1
+    assert as_list(audit[0]["Action"]) == ["dynamodb:Query"]
+    assert audit[0]["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["LOG##*"]}}
+    resource = audit[0]["Resource"]
+    # The table itself, not its indexes (those have their own statement).
+    assert "index" not in json.dumps(resource)

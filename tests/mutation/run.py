@@ -101,6 +101,54 @@ EQUIVALENT: dict[str, str] = {
     "vault.common.hpke.x__labeled_expand__mutmut_18": '">h" and ">H" pack lengths below 32768 alike',
     "vault.common.hpke.x__kem_suite_id__mutmut_9": '">h" and ">H" pack KEM ids below 32768 alike',
     "vault.common.hpke.xǁRecipientǁfrom_scalar__mutmut_11": 'int.from_bytes defaults to "big" (3.11+)',
+    "vault.common.authorization.x_expression_digest__mutmut_7": '"UTF-8" and "utf-8" name the same codec',
+    "vault.common.authorization.xǁGrantǁto_bytes__mutmut_35": "ensure_ascii defaults to True",
+    "vault.common.authorization.xǁGrantǁfrom_bytes__mutmut_13": '"ASCII" and "ascii" name the same codec',
+    "vault.common.authorization.xǁSignedAuthorizationǁto_wire__mutmut_10": (
+        '"ASCII" and "ascii" name the same codec'
+    ),
+    "vault.common.authorization.xǁSignedAuthorizationǁto_wire__mutmut_14": (
+        '"ASCII" and "ascii" name the same codec'
+    ),
+    "vault.common.authorization.xǁSignedAuthorizationǁto_wire__mutmut_18": (
+        '"ASCII" and "ascii" name the same codec'
+    ),
+    "vault.common.authorization.x__b64__mutmut_7": '"ASCII" and "ascii" name the same codec',
+    **{
+        f"vault.enclave.kms_decryptor.x__client_error__mutmut_{n}": (
+            "botocore's JSON error parser always sets Error.Code (the HTTP status without __type):"
+            " the defaults for a missing Error or Code are never read"
+        )
+        for n in (3, 5, 12, 14, 18, 19, 20)
+    },
+    "vault.enclave.kms_decryptor.x__client_error__mutmut_44": (
+        "KeyDecryptError's default code is KEY_DECRYPT_FAILED, the one passed"
+    ),
+    "vault.enclave.kms_decryptor.xǁKmsKeyDecryptorǁ_call_kms__mutmut_32": (
+        "KeyDecryptError's default code is KEY_DECRYPT_FAILED, the one passed"
+    ),
+    "vault.enclave.kms_decryptor.xǁKmsKeyDecryptorǁ__init____mutmut_27": (
+        "botocore connects only to the in-process loopback bridge, which is listening: the kernel"
+        " completes the connect at once, so its timeout cannot fire"
+    ),
+    "vault.enclave.kms_decryptor.xǁKmsKeyDecryptorǁ__init____mutmut_30": (
+        "botocore connects only to the in-process loopback bridge, which is listening: the kernel"
+        " completes the connect at once, so its timeout cannot fire"
+    ),
+    "vault.enclave.kms_decryptor.xǁKmsKeyDecryptorǁ_client__mutmut_34": (
+        "OrderedDict.popitem tests last for truth: None as False"
+    ),
+    "vault.infra.key_policy.x_pcr3_for_role_arn__mutmut_8": '"UTF-8" and "utf-8" name the same codec',
+    "vault.infra.key_policy.xǁEnclaveMeasurementsǁ__post_init____mutmut_19": (
+        "PCR8 is the loop's last name: break and continue both end it"
+    ),
+    "vault.infra.key_policy.xǁEnclaveMeasurementsǁfrom_file__mutmut_3": (
+        "encoding=None is the locale's, UTF-8 wherever this runs (Python coerces the C locale);"
+        " nitro-cli writes ASCII, which any ASCII-compatible locale reads alike"
+    ),
+    "vault.infra.key_policy.xǁEnclaveMeasurementsǁfrom_file__mutmut_6": (
+        '"UTF-8" and "utf-8" name the same codec'
+    ),
     "emulator.aws.sigv4.xǁSigV4Verifierǁverify__mutmut_80": (
         'a missing X-Amz-Date read as "XXXX" instead of "" fails strptime the same way'
     ),

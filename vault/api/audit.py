@@ -38,6 +38,11 @@ class AuditEventType(enum.StrEnum):
     #: ``DELETE ?forget=true``: the vault item, its encrypted private key included, is gone.
     FORGET = "ForgetVault"
     DECRYPT = "DecryptVault"
+    #: ``POST /vaults/{id}/rotate``: every field re-sealed under a new key pair (names, no values).
+    ROTATE = "RotateVault"
+    #: ``POST /vaults/search``: who searched which field (never the value), in the log of
+    #: the reserved id ``search`` (not a vault id, so no vault's log can hold it).
+    SEARCH = "SearchVaults"
 
 
 SUCCESS = "Success"

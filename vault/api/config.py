@@ -40,6 +40,9 @@ class ApiConfig:
     authorizer_key_arn: str | None = None
     #: Who may receive which fields and expressions (``REVEAL_POLICY``); ``None``: anyone, anything.
     reveal_policy: RevealPolicy | None = None
+    #: ``SEARCH_INDEX=on``: searchable fields get blind-index tokens and ``POST /vaults/search``
+    #: answers. Needs the authorizer key: every index request is signed.
+    search_index: bool = False
 
     @property
     def decrypt_url(self) -> str:
@@ -68,6 +71,7 @@ class ApiConfig:
             audit_retention_days=_retention(env.get("AUDIT_RETENTION_DAYS", "")),
             authorizer_key_arn=env.get("AUTHORIZER_KEY_ARN", "").strip() or None,
             reveal_policy=reveal_policy(env),
+            search_index=_search_index(env, authorizer=bool(env.get("AUTHORIZER_KEY_ARN", "").strip())),
         )
 
 
@@ -77,6 +81,18 @@ def reveal_policy(env: Mapping[str, str]) -> RevealPolicy | None:
         return load_policy(env)
     except RevealPolicyError as exc:
         raise ConfigError(f"{POLICY_ENV}: {exc}") from None
+
+
+def _search_index(env: Mapping[str, str], *, authorizer: bool) -> bool:
+    value = env.get("SEARCH_INDEX", "").strip().lower()
+    if value in ("", "off"):
+        return False
+    if value != "on":
+        raise ConfigError("SEARCH_INDEX must be on or off")
+    if not authorizer:
+        # An unsigned index request would make the enclave an HMAC oracle; it refuses them.
+        raise ConfigError("SEARCH_INDEX=on needs AUTHORIZER_KEY_ARN")
+    return True
 
 
 def _base_url(name: str, value: str) -> str:

@@ -2,7 +2,9 @@
 
 ``info`` is the vault id and ``aad`` the field name, so a ciphertext cannot be moved to
 another field or another vault. Values are stored in the binary form ``enc || ct``
-(decision D5: writes are always binary, whatever the vault's ``_v``).
+(decision D5: writes are always binary, whatever the vault's ``_v``). The sealing
+itself is :func:`vault.common.sealing.seal_field`, which the enclave uses too when it
+re-seals a vault's fields under a new key.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from vault.common import hpke
+from vault.common.sealing import seal_field
 from vault.common.suites import Suite
 
 SSN9 = "ssn9"
@@ -25,11 +28,9 @@ def seal_fields(
     comes later in ``values`` (schema order puts it after ``ssn9``) replaces the derived one.
     """
     public_key = hpke.load_public_key(suite, public_key_der)
-    info = vault_id.encode("utf-8")
 
     def seal(field: str, value: str) -> bytes:
-        enc, ct = hpke.seal(suite, public_key, info, field.encode("utf-8"), value.encode("utf-8"))
-        return enc + ct
+        return seal_field(suite, public_key, vault_id, field, value.encode("utf-8"))
 
     sealed: dict[str, bytes] = {}
     for field, value in values.items():

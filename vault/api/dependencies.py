@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from vault.api.blind_index import BlindIndex
 from vault.api.clients import dynamodb_client, kms_client
 from vault.api.config import ApiConfig
 from vault.api.kms import KmsAuthorizationSigner, KmsKeyPairGenerator
@@ -37,9 +38,10 @@ def build_service(
         if config.authorizer_key_arn is not None
         else None
     )
+    key_pairs = KmsKeyPairGenerator(kms, config.key_arn, authorizer)
     return VaultService(
         store=VaultStore(dynamodb, config.table_name),
-        key_pairs=KmsKeyPairGenerator(kms, config.key_arn, authorizer),
+        key_pairs=key_pairs,
         authorizer=authorizer,
         parent=ParentClient(
             config.decrypt_url,
@@ -50,6 +52,7 @@ def build_service(
         region=config.region,
         audit_retention_days=config.audit_retention_days,
         reveal_policy=config.reveal_policy,
+        blind_index=BlindIndex(dynamodb, config.table_name, key_pairs) if config.search_index else None,
     )
 
 

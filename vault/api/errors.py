@@ -37,6 +37,14 @@ class ErrorCode(enum.StrEnum):
     AUTHORIZATION_FAILED = "AuthorizationFailed"
     #: The reveal policy does not let this caller receive these fields or expressions.
     REVEAL_NOT_ALLOWED = "RevealNotAllowed"
+    #: The reveal policy does not let this caller rotate a vault's key.
+    ROTATION_NOT_ALLOWED = "RotationNotAllowed"
+    #: A rotation's answer did not carry the enclave's proof over exactly what was sent back.
+    ROTATION_PROOF_INVALID = "RotationProofInvalid"
+    #: The deployment does not index fields for search (``SEARCH_INDEX`` is off).
+    SEARCH_NOT_ENABLED = "SearchNotEnabled"
+    #: The reveal policy does not let this caller search this field.
+    SEARCH_NOT_ALLOWED = "SearchNotAllowed"
 
 
 class ApiError(Exception):
@@ -89,8 +97,24 @@ def reveal_not_allowed(fields: list[str], expressions: list[str]) -> ApiError:
     )
 
 
+def search_not_allowed(field: str) -> ApiError:
+    """403 naming the field the caller may not search (a schema name, never the value)."""
+    return ApiError(
+        403,
+        ErrorCode.SEARCH_NOT_ALLOWED,
+        "The reveal policy does not allow this caller to search this field",
+        details={"fields": [field]},
+    )
+
+
 def transaction_cancelled() -> ApiError:
     return ApiError(409, ErrorCode.TRANSACTION_CANCELLED, "Transaction Cancelled")
+
+
+def vault_changed() -> ApiError:
+    """409: the vault changed between this request's read and its write; nothing was written."""
+    message = "The vault changed during the request; nothing was written, retry"
+    return ApiError(409, ErrorCode.TRANSACTION_CANCELLED, message)
 
 
 def internal_error(code: ErrorCode = ErrorCode.INTERNAL_ERROR) -> ApiError:

@@ -22,13 +22,18 @@ from pydantic import (
     Field,
     StrictBool,
     StringConstraints,
+    ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from vault.common.messages import MAX_EXPRESSION_LENGTH
+from vault.api.ids import VAULT_ID_PATTERN
+from vault.api.rotation import ROTATION_SUITE_NAMES
+from vault.common.blind_index import SEARCHABLE_FIELDS as BLIND_INDEX_FIELDS
+from vault.common.messages import MAX_BATCH, MAX_EXPRESSION_LENGTH
 
 #: The vault's fields in schema order. Order matters: ``ssn4`` derived from ``ssn9`` is
 #: overwritten by a client-supplied ``ssn4`` in the same request (spec 1.4).
@@ -241,8 +246,54 @@ class DecryptResult(BaseModel):
     __str__ = __repr__
 
 
+def _rotation_suite(name: str) -> str:
+    if name not in ROTATION_SUITE_NAMES:
+        raise PydanticCustomError("rotation_suite", "must be one of the suites a vault can be rotated to")
+    return name
+
+
+RotationSuite = Annotated[
+    str,
+    AfterValidator(_rotation_suite),
+    WithJsonSchema({"type": "string", "enum": list(ROTATION_SUITE_NAMES)}),
+]
+
+
+class RotateBody(BaseModel):
+    """Why the vault's key is rotated and, optionally, the HPKE suite of the new key."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, json_schema_extra=_schema_without_null
+    )
+
+    reason: str = Field(
+        max_length=MAX_REASON_LENGTH, description="Why the key is rotated (kept in the audit log)"
+    )
+    suite: RotationSuite | None = Field(
+        default=None,
+        description=(
+            "Suite of the new key; omitted: the vault's own (or the default if the vault's cannot be kept)"
+        ),
+    )
+
+    @field_validator("suite", mode="before")
+    @classmethod
+    def _no_null(cls, value: Any) -> Any:
+        # Omitting the suite is allowed, an explicit null is not (as for vault fields).
+        if value is None:
+            raise PydanticCustomError("null_not_allowed", "must be a suite name; omit it for the default")
+        return value
+
+
+class VaultRotated(BaseModel):
+    id: str = Field(description="The vault's id")
+    suite: str = Field(description="The suite every field is now sealed with")
+
+
 class AuditEvent(BaseModel):
-    event: str = Field(description="CreateVault, UpdateVault, DeleteVault, ForgetVault or DecryptVault")
+    event: str = Field(
+        description="CreateVault, UpdateVault, DeleteVault, ForgetVault, DecryptVault or RotateVault"
+    )
     timestamp: str = Field(description="When it happened (RFC 3339, UTC, microseconds)")
     reason: str | None = Field(description="The decrypt reason, or RemoveFields for a field removal")
     fields: list[str] = Field(description="Field names involved (never their values)")
@@ -253,12 +304,12 @@ class AuditEvent(BaseModel):
         )
     )
     principal: str | None = Field(
-        default=None, description="The caller's principal ARN (decrypts and forgets)"
+        default=None, description="The caller's principal ARN (decrypts, rotations and forgets)"
     )
     expressions: list[str] = Field(
         default_factory=list, description="Output names of the expressions asked for (decrypts)"
     )
-    request_id: str | None = Field(default=None, description="The decrypt's request id")
+    request_id: str | None = Field(default=None, description="The decrypt's or rotation's request id")
     error_code: str | None = Field(default=None, description="With outcome Unknown: the error the API saw")
 
 
@@ -298,6 +349,7 @@ EXAMPLE_CREATE = {
 }
 EXAMPLE_UPDATE = {"first_name": "Updated First Name", "last_name": "Updated Last Name"}
 EXAMPLE_DELETE = {"delete_all": False, "fields": ["first_name"]}
+EXAMPLE_ROTATE = {"reason": "scheduled key rotation"}
 EXAMPLE_DECRYPT = {
     "fields": [
         "first_name",
@@ -320,3 +372,218 @@ EXAMPLE_DECRYPT = {
         "ssn9_base64": "base64_encode(ssn9)",
     },
 }
+
+
+# -- batch decrypt -----------------------------------------------------------------------
+
+#: Upper bound on the expression names and texts of a whole batch: the parent takes 1 MiB
+#: bodies, which must also hold every vault's ciphertexts and authorization.
+MAX_BATCH_EXPRESSION_BYTES = 256 * 1024
+VaultIdText = Annotated[str, StringConstraints(pattern=VAULT_ID_PATTERN)]
+
+
+class BatchVault(BaseModel):
+    """One vault of a batch: its id, and the fields and expressions as ``DecryptBody`` takes them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    id: VaultIdText = Field(description="The vault's id", examples=["v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL"])
+    # The same annotated types as DecryptBody: the same names, limits and refusals.
+    fields: list[FieldName] = Field(max_length=MAX_REQUEST_ITEMS, description="Vault field names to decrypt")
+    expressions: dict[OutputName, Expression] = Field(
+        default_factory=dict,
+        max_length=MAX_REQUEST_ITEMS,
+        description="CEL expressions evaluated in order on this vault's decrypted fields",
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _unique_fields(cls, names: list[str]) -> list[str]:
+        return _unique(names)
+
+    def decrypt_body(self, reason: str) -> DecryptBody:
+        """This entry as the single decrypt's body (validated again, by the same rules)."""
+        return DecryptBody(fields=self.fields, reason=reason, expressions=self.expressions)
+
+    def __repr__(self) -> str:
+        return f"BatchVault(id={self.id!r}, fields={self.fields!r}, expressions={list(self.expressions)!r})"
+
+    __str__ = __repr__
+
+
+class DecryptBatchBody(BaseModel):
+    """Several vaults to decrypt for one reason; each vault at most once, at most 50 of them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    reason: str = Field(
+        max_length=MAX_REASON_LENGTH, description="Why the data is needed (kept in each vault's audit log)"
+    )
+    vaults: list[BatchVault] = Field(
+        min_length=1, max_length=MAX_BATCH, description=f"1 to {MAX_BATCH} vaults, each at most once"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_and_bounded(self) -> DecryptBatchBody:
+        ids = [vault.id for vault in self.vaults]
+        if len(set(ids)) != len(ids):
+            # Two entries for one vault would be two audit records for one request id's worth of
+            # work, and the parent could not tell their replies apart by vault.
+            raise PydanticCustomError("duplicate_vault", "each vault may appear at most once in a batch")
+        # Names count too: they are in the parent's body, and in every vault's audit record,
+        # all of which one transaction writes (DynamoDB takes at most 4 MB in one).
+        size = sum(
+            len(name.encode("utf-8")) + len(text.encode("utf-8"))
+            for vault in self.vaults
+            for name, text in vault.expressions.items()
+        )
+        if size > MAX_BATCH_EXPRESSION_BYTES:
+            raise PydanticCustomError(
+                "batch_too_large",
+                f"the expressions of a batch (names and texts) exceed {MAX_BATCH_EXPRESSION_BYTES} bytes",
+            )
+        return self
+
+    def __repr__(self) -> str:
+        return f"DecryptBatchBody(vaults={[vault.id for vault in self.vaults]!r})"
+
+    __str__ = __repr__
+
+
+class BatchEntryError(BaseModel):
+    """Why one vault of a batch has no answer: what the single decrypt would have answered."""
+
+    status: int = Field(description="The HTTP status the single decrypt answers with this error")
+    code: str = Field(
+        description="Stable error code (VaultNotFound, RevealNotAllowed, EnclaveDecryptFailed, ...)"
+    )
+    message: str = Field(description="Human-readable explanation")
+    enclaveCode: str | None = Field(default=None, description="EnclaveDecryptFailed: the enclave's own code")
+    errors: list[str] | None = Field(default=None, description="EnclaveDecryptFailed: the enclave's errors")
+    fields: list[str] | None = Field(default=None, description="RevealNotAllowed: the refused field names")
+    expressions: list[str] | None = Field(
+        default=None, description="RevealNotAllowed: the refused expression output names"
+    )
+
+
+class BatchDecrypted(BaseModel):
+    id: str = Field(description="The vault's id")
+    data: dict[str, Any] = Field(
+        description="Decrypted fields and expression outputs; null where unavailable"
+    )
+    errors: list[str] = Field(description="One entry per field or expression that has no value")
+
+    def __repr__(self) -> str:
+        return f"BatchDecrypted(id={self.id!r}, fields={sorted(self.data)!r}, errors={len(self.errors)})"
+
+    __str__ = __repr__
+
+
+class BatchFailed(BaseModel):
+    id: str = Field(description="The vault's id")
+    error: BatchEntryError = Field(description="Why this vault has no answer")
+
+
+class DecryptBatchResult(BaseModel):
+    results: list[BatchDecrypted | BatchFailed] = Field(
+        description="One entry per vault, in request order: its data and errors, or its error"
+    )
+
+    def __repr__(self) -> str:
+        return f"DecryptBatchResult(results={self.results!r})"
+
+    __str__ = __repr__
+
+
+EXAMPLE_DECRYPT_BATCH = {
+    "reason": "TESTING - batch decrypt through Swagger UI",
+    "vaults": [
+        {"id": "v_2hRK9u2DOzmAPMhdVNt9qlJ3UvL", "fields": ["first_name", "last_name"]},
+        {"id": "v_2hRK9xQ1b3bV8c5xT0nXQ8mJk2L", "fields": ["dob"], "expressions": {"age": "date(dob).age()"}},
+    ],
+}
+
+
+# -- search (blind-index tokens) ---------------------------------------------------------
+
+#: Fields ``POST /vaults/search`` takes: each has a token index (``vault.infra.table``).
+SEARCHABLE_FIELDS: tuple[str, ...] = BLIND_INDEX_FIELDS
+
+
+def _searchable_field(name: str) -> str:
+    normalized = normalize_field_name(name)
+    if normalized not in SEARCHABLE_FIELDS:
+        raise PydanticCustomError("search_field", "must be one of the searchable fields")
+    return normalized
+
+
+SearchField = Annotated[
+    str,
+    AfterValidator(_searchable_field),
+    WithJsonSchema({"type": "string", "enum": list(SEARCHABLE_FIELDS)}),
+]
+
+
+def _schema_value_per_field(schema: dict[str, Any]) -> None:
+    """Document that ``value`` follows the rule of the field searched (as its writes do)."""
+    properties = VaultFields.model_json_schema()["properties"]
+    schema["oneOf"] = [
+        {
+            "properties": {
+                "field": {"const": name},
+                "value": {
+                    key: properties[name][key]
+                    for key in ("type", "pattern", "minLength", "maxLength")
+                    if key in properties[name]
+                },
+            }
+        }
+        for name in SEARCHABLE_FIELDS
+    ]
+
+
+class SearchBody(BaseModel):
+    """Which vaults hold ``value`` in ``field`` (a searchable field), and why the caller asks."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, hide_input_in_errors=True, json_schema_extra=_schema_value_per_field
+    )
+
+    field: SearchField = Field(description="The searchable field: ssn9 or email")
+    value: str = Field(
+        min_length=1,
+        max_length=MAX_TEXT_LENGTH,
+        description="The value to find, validated and normalised as the field's writes are",
+    )
+    reason: str = Field(
+        max_length=MAX_REASON_LENGTH, description="Why the search is needed (kept in the audit log)"
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _field_value(cls, value: str, info: ValidationInfo) -> str:
+        name = info.data.get("field")
+        if name is None:
+            # The field was refused already; its error says so.
+            return value
+        try:
+            parsed = VaultFields.model_validate({name: value})
+        except ValidationError:
+            raise PydanticCustomError("search_value", "is not a valid value of the field searched") from None
+        normalized: str = getattr(parsed, name)
+        return normalized
+
+    def __repr__(self) -> str:
+        return f"SearchBody(field={self.field!r})"
+
+    __str__ = __repr__
+
+
+class SearchResult(BaseModel):
+    ids: list[str] = Field(description="Ids of the vaults whose field holds the value, sorted")
+    truncated: bool = Field(
+        description="More vaults match than one answer holds (100); narrow the search or ask an operator"
+    )
+
+
+EXAMPLE_SEARCH = {"field": "ssn9", "value": "123456789", "reason": "TESTING - duplicate check"}

@@ -43,6 +43,7 @@ class Metric(enum.StrEnum):
     VAULT_UPDATE = "VaultUpdate"
     VAULT_DELETE = "VaultDelete"
     VAULT_DECRYPT = "VaultDecrypt"
+    VAULT_ROTATE = "VaultRotate"
 
 
 def count(metric: Metric) -> None:

@@ -1,4 +1,4 @@
-"""The HTTPS client for the parent's ``POST /decrypt`` (spec 1.9 step 3, decision D2).
+"""The HTTPS client for the parent's ``POST /decrypt`` and ``POST /decrypt/batch`` (spec 1.9 step 3, D2).
 
 Redirects are never followed (a redirect would carry the key blob elsewhere), the
 parent's certificate is always verified (against ``PARENT_CA_BUNDLE`` when given), and
@@ -14,15 +14,22 @@ The reply carries plaintext: it is returned, never logged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import requests
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from urllib3.exceptions import ProtocolError
 
 from vault.api.errors import ApiError, ErrorCode
 from vault.api.observability import logger
-from vault.common.messages import DecryptRequest, EnclaveErrorCode, EnclaveReply
+from vault.common.messages import (
+    MAX_BATCH,
+    BatchDecryptRequest,
+    DecryptRequest,
+    EnclaveErrorCode,
+    EnclaveReply,
+)
 
 _JSON = "application/json"
 #: How much of a parent error message a log line may carry.
@@ -63,6 +70,8 @@ class ParentClient:
         session: requests.Session | None = None,
     ) -> None:
         self._url = url
+        # The parent serves batches beside single decrypts: ``{url}/batch``.
+        self._batch_url = f"{url}/batch"
         self._timeout = timeout
         self._verify: str | bool = ca_bundle if ca_bundle is not None else True
         self._session = session if session is not None else requests.Session()
@@ -70,10 +79,42 @@ class ParentClient:
 
     def decrypt(self, request: DecryptRequest) -> EnclaveReply:
         """The enclave's reply for ``request``; it always has ``fields`` (global failures raise)."""
+        body = self._post(self._url, request.to_wire())
+        try:
+            reply = EnclaveReply.model_validate(body)
+        except ValidationError as exc:
+            logger.error("Parent reply is not a decrypt reply", extra={"error_type": type(exc).__name__})
+            raise parent_error() from exc
+        failure = reply_failure(reply)
+        if failure is not None:
+            raise failure
+        return reply
+
+    def decrypt_batch(self, requests: Sequence[DecryptRequest]) -> list[EnclaveReply]:
+        """One reply per request, in order, from the parent's ``POST /decrypt/batch``.
+
+        Only failures of the whole exchange raise (as for :meth:`decrypt`); a request the
+        enclave refused is its own reply, which :func:`reply_failure` turns into its error.
+        """
+        batch = BatchDecryptRequest(requests=list(requests))
+        body = self._post(self._batch_url, batch.to_wire())
+        try:
+            replies = _BatchReply.model_validate(body).replies
+        except ValidationError as exc:
+            logger.error("Parent reply is not a batch reply", extra={"error_type": type(exc).__name__})
+            raise parent_error() from exc
+        if len(replies) != len(requests):
+            # Replies are matched to vaults by position: another count matches none of them.
+            logger.error("Parent answered a batch with the wrong count", extra={"reply_count": len(replies)})
+            raise parent_error()
+        return replies
+
+    def _post(self, url: str, payload: dict[str, Any]) -> Any:
+        """The parent's 200 body as JSON; every other outcome raises its :class:`ApiError`."""
         try:
             response = self._session.post(
-                self._url,
-                json=request.to_wire(),
+                url,
+                json=payload,
                 headers={"Accept": _JSON},
                 # requests applies this to connecting and to each read, separately.
                 timeout=self._timeout,
@@ -100,9 +141,9 @@ class ParentClient:
             logger.error("Parent request failed", extra={"error_type": type(exc).__name__})
             raise parent_error() from exc
         with response:
-            return self._reply(response)
+            return self._body(response)
 
-    def _reply(self, response: requests.Response) -> EnclaveReply:
+    def _body(self, response: requests.Response) -> Any:
         status = response.status_code
         if status != 200:
             logger.error(
@@ -117,22 +158,32 @@ class ParentClient:
                 raise enclave_timeout()
             raise parent_error()
         try:
-            reply = EnclaveReply.model_validate(response.json())
-        except (ValueError, ValidationError) as exc:
+            return response.json()
+        except ValueError as exc:
             logger.error("Parent reply is not a decrypt reply", extra={"error_type": type(exc).__name__})
             raise parent_error() from exc
-        if reply.is_global_failure:
-            enclave_code = reply.code.value if reply.code is not None else None
-            logger.error("Enclave could not decrypt", extra={"enclave_code": enclave_code})
-            if reply.code is EnclaveErrorCode.KMS_TIMEOUT:
-                raise kms_timeout()
-            raise ApiError(
-                502,
-                ErrorCode.ENCLAVE_DECRYPT_FAILED,
-                "The enclave could not decrypt the vault",
-                details={"enclaveCode": enclave_code, "errors": list(reply.errors)},
-            )
-        return reply
+
+
+class _BatchReply(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    replies: list[EnclaveReply] = Field(max_length=MAX_BATCH)
+
+
+def reply_failure(reply: EnclaveReply) -> ApiError | None:
+    """The error of a reply that is a global failure (the enclave refused the request), else ``None``."""
+    if not reply.is_global_failure:
+        return None
+    enclave_code = reply.code.value if reply.code is not None else None
+    logger.error("Enclave could not decrypt", extra={"enclave_code": enclave_code})
+    if reply.code is EnclaveErrorCode.KMS_TIMEOUT:
+        return kms_timeout()
+    return ApiError(
+        502,
+        ErrorCode.ENCLAVE_DECRYPT_FAILED,
+        "The enclave could not decrypt the vault",
+        details={"enclaveCode": enclave_code, "errors": list(reply.errors)},
+    )
 
 
 def _error_message(response: requests.Response) -> str | None:

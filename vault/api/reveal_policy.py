@@ -24,7 +24,11 @@ matching rules allow: the ``fields`` in plaintext, and the ``expressions`` (name
 from the top-level ``expressions``, or inline ones) identified by their exact text. An
 expression's ``inputs`` are the fields the enclave must open to evaluate it; they are
 opened for the expression only and never returned in plaintext unless ``fields`` allows
-them too. No rule, nothing: a caller without a principal matches no rule.
+them too. No rule, nothing: a caller without a principal matches no rule. A rule's
+``search`` lists the searchable fields (``ssn9``, ``email``) the caller may search with
+``POST /vaults/search``; a search answers vault ids, never values. A rule with
+``"rotate": true`` lets its callers rotate a vault's key (``POST /vaults/{id}/rotate``),
+which reveals nothing but replaces every ciphertext.
 
 The API Gateway request context of an IAM-authorized call carries no principal tags, so
 rules match principal ARNs only.
@@ -39,7 +43,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from vault.api.models import SCHEMA_FIELDS, normalize_field_name
+from vault.api.models import SCHEMA_FIELDS, SEARCHABLE_FIELDS, normalize_field_name
 
 #: Environment variable holding the policy document (the CDK app and the emulator set it).
 POLICY_ENV = "REVEAL_POLICY"
@@ -89,11 +93,25 @@ class RuleSpec(BaseModel):
     reasons: list[str] | None = Field(default=None, min_length=1, max_length=64)
     fields: list[str] = Field(default_factory=list, max_length=len(SCHEMA_FIELDS))
     expressions: list[str | ExpressionSpec] = Field(default_factory=list, max_length=64)
+    #: Whether the rule's callers may rotate a vault's key (``POST /vaults/{id}/rotate``): it
+    #: reveals nothing, but replaces every ciphertext and the key pair.
+    rotate: bool = False
+    #: Searchable fields the caller may search (``POST /vaults/search``).
+    search: list[str] = Field(default_factory=list, max_length=len(SEARCHABLE_FIELDS))
 
     @field_validator("fields")
     @classmethod
     def _fields(cls, names: list[str]) -> list[str]:
         return _field_names(names)
+
+    @field_validator("search")
+    @classmethod
+    def _search(cls, names: list[str]) -> list[str]:
+        normalized = [normalize_field_name(name) for name in names]
+        unknown = sorted({name for name in normalized if name not in SEARCHABLE_FIELDS})
+        if unknown:
+            raise ValueError(f"not searchable fields: {', '.join(unknown)}")
+        return list(dict.fromkeys(normalized))
 
     @field_validator("principals", "reasons")
     @classmethod
@@ -183,6 +201,8 @@ class _Rule:
     reasons: tuple[re.Pattern[str], ...] | None
     fields: frozenset[str]
     expressions: Mapping[str, frozenset[str]]
+    search: frozenset[str] = frozenset()
+    rotate: bool = False
 
     def applies(self, identities: Sequence[str], reason: str) -> bool:
         if not any(p.match(identity) for p in self.principals for identity in identities):
@@ -220,6 +240,8 @@ class RevealPolicy:
                     reasons=tuple(_pattern(p) for p in rule.reasons) if rule.reasons is not None else None,
                     fields=frozenset(rule.fields),
                     expressions=expressions,
+                    search=frozenset(rule.search),
+                    rotate=rule.rotate,
                 )
             )
         return cls(tuple(rules))
@@ -241,6 +263,20 @@ class RevealPolicy:
                 for text, inputs in rule.expressions.items():
                     expressions[text] = expressions.get(text, frozenset()) | inputs
         return Allowance(frozenset(fields), expressions)
+
+    def may_search(self, principal: str | None, reason: str, field: str) -> bool:
+        """Whether a rule that applies to this caller and reason lists ``field`` under ``search``."""
+        if not principal:
+            return False
+        identities = identities_of(principal)
+        return any(field in rule.search and rule.applies(identities, reason) for rule in self.rules)
+
+    def may_rotate(self, principal: str | None, reason: str) -> bool:
+        """Whether a rule with ``rotate: true`` applies to this caller and reason (no principal: no)."""
+        if not principal:
+            return False
+        identities = identities_of(principal)
+        return any(rule.rotate and rule.applies(identities, reason) for rule in self.rules)
 
     def plan(
         self, principal: str | None, reason: str, fields: Sequence[str], expressions: Mapping[str, str]

@@ -19,6 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 
 from vault.api.audit import Caller
+from vault.api.blind_index import MAX_SEARCH_RESULTS
 from vault.api.body import MAX_JSON_DEPTH, MAX_JSON_INT_DIGITS
 from vault.api.dependencies import get_service
 from vault.api.errors import ApiError, ErrorCode
@@ -26,20 +27,32 @@ from vault.api.ids import VAULT_ID_PATTERN
 from vault.api.models import (
     EXAMPLE_CREATE,
     EXAMPLE_DECRYPT,
+    EXAMPLE_DECRYPT_BATCH,
     EXAMPLE_DELETE,
+    EXAMPLE_ROTATE,
+    EXAMPLE_SEARCH,
     EXAMPLE_UPDATE,
+    MAX_BATCH_EXPRESSION_BYTES,
     MAX_FIELDS_QUERY_LENGTH,
     SCHEMA_FIELDS,
+    SEARCHABLE_FIELDS,
     AuditPage,
+    DecryptBatchBody,
+    DecryptBatchResult,
     DecryptBody,
     DecryptResult,
     DeleteBody,
     ErrorBody,
+    RotateBody,
+    SearchBody,
+    SearchResult,
     VaultCreated,
     VaultFields,
+    VaultRotated,
 )
 from vault.api.observability import tracer
 from vault.api.service import VaultService
+from vault.common.messages import MAX_BATCH
 
 PREFIX = "/vaults"
 DEFAULT_AUDIT_LIMIT = 25
@@ -53,6 +66,10 @@ VaultId = Annotated[
 ]
 
 _ERROR_DESCRIPTIONS = {
+    403: (
+        "The reveal policy does not allow this caller the request "
+        "(RevealNotAllowed, RotationNotAllowed, SearchNotAllowed)"
+    ),
     404: "Vault not found",
     409: "Transaction cancelled by a concurrent change; retry",
     422: (
@@ -224,6 +241,32 @@ def decrypt_vault(
     return service.decrypt(vault_id, body, _caller())
 
 
+@router.post(
+    "/<vault_id>/rotate",
+    summary="Rotate a vault's key",
+    description=(
+        "Makes a new key pair for the vault (optionally under another `suite`), has the enclave open "
+        "every field under the old key and seal it under the new public key, and replaces every "
+        "ciphertext, the public key, the encrypted private key, the suite and the encoding in one "
+        "conditional write. No plaintext leaves the enclave and nothing is revealed to the caller. "
+        "A `RotateVault` audit record (the caller, `reason`, the field names) is written before the "
+        "enclave is asked. A write to the vault while it rotates makes the rotation 409 with nothing "
+        "changed; retry. A field that does not open fails the whole rotation (502 "
+        "EnclaveDecryptFailed, enclaveCode InvalidCiphertext); an answer whose proof does not verify "
+        "is 502 RotationProofInvalid. With a reveal policy, only callers of a rule with "
+        "`rotate: true` may rotate (403 RotationNotAllowed)."
+    ),
+    responses=_responses("The vault's id and its new suite", 403, 404, 409, 422, 500, 502, 503, 504),
+)
+def rotate_vault(
+    vault_id: VaultId,
+    body: Annotated[RotateBody, Body(openapi_examples={"rotate": {"value": EXAMPLE_ROTATE}})],
+    service: Service,
+) -> VaultRotated:
+    _annotate(vault_id)
+    return service.rotate(vault_id, body, _caller())
+
+
 @router.get(
     "/<vault_id>/audit",
     summary="Read a vault's audit log",
@@ -243,11 +286,60 @@ def vault_audit(
     return service.audit(vault_id, limit, next_token)
 
 
+@router.post(
+    "/decrypt",
+    summary="Decrypt data from several vaults",
+    description=(
+        f"Up to {MAX_BATCH} vaults, each at most once, for one `reason`; each vault names its `fields` "
+        "and `expressions` as the single decrypt takes them (at most "
+        f"{MAX_BATCH_EXPRESSION_BYTES} bytes of expression names and texts in all). "
+        "Each vault is decided as the single decrypt decides it: the reveal policy, its own audit "
+        "record (written before the decryption service is asked) and its own authorization. "
+        "`results` has one entry per vault in request order: `{id, data, errors}`, or `{id, error}` "
+        "with the status and code the single decrypt would have answered (VaultNotFound, "
+        "RevealNotAllowed, EnclaveDecryptFailed, ...). A failure of the decryption service as a whole "
+        "(unreachable, no enclave, timeout) fails the request as it fails the single decrypt."
+    ),
+    responses=_responses("One result per vault, in request order", 409, 422, 500, 502, 503, 504),
+)
+def decrypt_vaults(
+    body: Annotated[DecryptBatchBody, Body(openapi_examples={"batch": {"value": EXAMPLE_DECRYPT_BATCH}})],
+    service: Service,
+) -> DecryptBatchResult:
+    return service.decrypt_batch(body, _caller())
+
+
+@router.post(
+    "/search",
+    summary="Find the vaults holding a value",
+    description=(
+        f"The ids of the vaults whose searchable `field` ({', '.join(SEARCHABLE_FIELDS)}) holds `value` "
+        "(validated as the field's writes are; e-mail addresses match case-insensitively), sorted, at "
+        f"most {MAX_SEARCH_RESULTS} (`truncated` says there were more). Vaults are found by a keyed "
+        "token the enclave computes from the value; no value is returned or stored in the clear. A "
+        "`SearchVaults` audit record (the caller, `reason`, the field name, never the value) is written "
+        "before the enclave is asked, in the log of the reserved id `search`. A vault written in the "
+        "last moment may not be found yet (the token index is eventually consistent). With a reveal "
+        "policy, only callers of a rule whose `search` lists the field may search it (403 "
+        "SearchNotAllowed). 404 SearchNotEnabled: the deployment does not index fields."
+    ),
+    responses=_responses("The matching vault ids", 403, 404, 409, 422, 500, 502, 503, 504),
+)
+def search_vaults(
+    body: Annotated[SearchBody, Body(openapi_examples={"search": {"value": EXAMPLE_SEARCH}})],
+    service: Service,
+) -> SearchResult:
+    return service.search(body, _caller())
+
+
 #: Methods each path answers; every other method gets 405.
 ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "/": ("POST",),
     "/<vault_id>": ("GET", "PATCH", "DELETE"),
     "/<vault_id>/decrypt": ("POST",),
+    "/<vault_id>/rotate": ("POST",),
+    "/decrypt": ("POST",),
+    "/search": ("POST",),
     "/<vault_id>/audit": ("GET",),
 }
 _ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

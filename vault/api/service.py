@@ -12,10 +12,13 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from vault.api import rotation
 from vault.api.audit import (
     PARTIAL_SUCCESS,
     PENDING,
@@ -29,38 +32,53 @@ from vault.api.audit import (
     decode_token,
     encode_token,
 )
+from vault.api.batch import BatchEntry, batch_result
+from vault.api.blind_index import BlindIndex
 from vault.api.crypto import SSN4, SSN9, seal_fields
 from vault.api.errors import (
     ApiError,
     ErrorCode,
     internal_error,
     reveal_not_allowed,
+    search_not_allowed,
     validation_error,
     vault_not_found,
 )
 from vault.api.ids import new_vault_id
-from vault.api.kms import KeyGenerationError, KeyPairGenerator, SigningError
+from vault.api.kms import KeyGenerationError, KeyPairGenerator, SigningError, VaultKeyPair
 from vault.api.models import (
     SCHEMA_FIELDS,
+    SEARCHABLE_FIELDS,
     AuditPage,
+    DecryptBatchBody,
+    DecryptBatchResult,
     DecryptBody,
     DecryptResult,
     DeleteBody,
+    RotateBody,
+    SearchBody,
+    SearchResult,
     VaultFields,
+    VaultRotated,
     normalize_field_name,
 )
 from vault.api.observability import Metric, count, logger
-from vault.api.parent import OutcomeUnknown, ParentClient
+from vault.api.parent import OutcomeUnknown, ParentClient, reply_failure
 from vault.api.reveal_policy import RevealPlan, RevealPolicy, RevealRefused
-from vault.api.store import NewVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
+from vault.api.store import NewVault, RotatedVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
 from vault.common.authorization import DECRYPT_OPERATION, DEFAULT_LIFETIME_SECONDS, Grant, Signer, sign
+from vault.common.blind_index import HMAC_FUNCTION, SEARCH_TARGET
 from vault.common.messages import DecryptRequest
+from vault.common.rotation import NEW_PUBLIC_KEY, ROTATE_OPERATION, RotationError, api_secret, new_reply_key
 from vault.common.suites import DEFAULT_SUITE, Suite, SuiteError, suite_from_id
+from vault.infra.table import index_attribute
 
 #: Encoding version written by this API: DynamoDB Binary ``enc || ct`` (decision D5).
 BINARY_ENCODING_VERSION = 2
 #: What a decrypt reads besides the fields: the suite, the encrypted key and the encoding.
 _DECRYPT_PARTS = frozenset({VaultPart.SUITE, VaultPart.PRIVATE_KEY, VaultPart.ENCODING})
+#: A rotation reads everything it replaces, to write only if all of it is unchanged.
+_ROTATE_PARTS = frozenset(VaultPart)
 
 
 def now_micros() -> int:
@@ -85,6 +103,17 @@ class _PreparedDecrypt:
     errors: list[str]
 
 
+@dataclass(frozen=True)
+class _RotationInputs:
+    """What a rotation knows before it asks the parent: the vault's current key, the new one."""
+
+    current: Suite
+    public_key: ec.EllipticCurvePublicKey
+    encrypted_private_key: bytes
+    suite: Suite
+    key_pair: VaultKeyPair
+
+
 @dataclass
 class VaultService:
     store: VaultStore
@@ -99,6 +128,8 @@ class VaultService:
     authorization_lifetime_seconds: int = DEFAULT_LIFETIME_SECONDS
     #: Who may receive which fields and expressions; ``None``: every caller may ask for anything.
     reveal_policy: RevealPolicy | None = None
+    #: Blind-index tokens and search (``SEARCH_INDEX``); ``None``: nothing is indexed.
+    blind_index: BlindIndex | None = None
 
     # -- writes ---------------------------------------------------------------------
 
@@ -109,6 +140,8 @@ class VaultService:
         except KeyGenerationError as exc:
             logger.error("Key pair generation failed", extra={"error_code": str(exc)})
             raise ApiError(502, ErrorCode.KEY_GENERATION_FAILED, "Unable to create the vault's key") from exc
+        # Tokens first: a vault is never written without the tokens of its searchable fields.
+        tokens, index_request_id = self._index_tokens(vault_id, body.provided())
         now = self.clock()
         sealed = seal_fields(DEFAULT_SUITE, key_pair.public_key, vault_id, body.provided())
         vault = NewVault(
@@ -119,10 +152,16 @@ class VaultService:
             encoding_version=BINARY_ENCODING_VERSION,
             created_micros=now,
             fields=sealed,
+            index_tokens=tokens,
         )
         txn = self.store.transaction()
         txn.put_vault(vault)
-        self._audit(txn, AuditRecord(AuditEventType.CREATE, vault_id, now, fields=list(sealed)))
+        self._audit(
+            txn,
+            AuditRecord(
+                AuditEventType.CREATE, vault_id, now, fields=list(sealed), request_id=index_request_id
+            ),
+        )
         self.store.commit(txn)
         count(Metric.VAULT_CREATE)
         logger.info("Vault created", extra={"vault_id": vault_id, "field_names": list(sealed)})
@@ -137,10 +176,19 @@ class VaultService:
             logger.error("Vault has no public key", extra={"vault_id": vault_id})
             raise internal_error(ErrorCode.VAULT_CORRUPT)
         sealed = seal_fields(self._suite(record), record.public_key, vault_id, values)
+        tokens, index_request_id = self._index_tokens(vault_id, values)
         now = self.clock()
         txn = self.store.transaction()
-        txn.update_vault(vault_id, modified_micros=now, fields=sealed)
-        self._audit(txn, AuditRecord(AuditEventType.UPDATE, vault_id, now, fields=list(sealed)))
+        # Sealed to the key read above: a rotation committed since makes this a 409, not a lost field.
+        txn.update_vault(
+            vault_id, modified_micros=now, fields=sealed, sealed_for=record.public_key, index_tokens=tokens
+        )
+        self._audit(
+            txn,
+            AuditRecord(
+                AuditEventType.UPDATE, vault_id, now, fields=list(sealed), request_id=index_request_id
+            ),
+        )
         self.store.commit(txn)
         count(Metric.VAULT_UPDATE)
         logger.info("Vault updated", extra={"vault_id": vault_id, "field_names": list(sealed)})
@@ -156,7 +204,11 @@ class VaultService:
             # ssn4 is derived from ssn9 (spec 1.4); keeping it would keep part of the SSN.
             if SSN9 in names and SSN4 not in names:
                 names.append(SSN4)
-            txn.update_vault(vault_id, modified_micros=now, remove=names)
+            # A removed field's token goes with it: search must not find a value no longer held.
+            tokens = [index_attribute(name) for name in names if name in SEARCHABLE_FIELDS]
+            txn.update_vault(
+                vault_id, modified_micros=now, remove=names + (tokens if self.blind_index else [])
+            )
             self._audit(
                 txn,
                 AuditRecord(AuditEventType.UPDATE, vault_id, now, fields=names, reason=REMOVE_FIELDS_REASON),
@@ -273,6 +325,348 @@ class VaultService:
         )
         return result
 
+    # -- batch decrypt --------------------------------------------------------------
+
+    def decrypt_batch(self, body: DecryptBatchBody, caller: Caller | None = None) -> DecryptBatchResult:
+        """Decrypt several vaults for ``caller``: one read, one audit write, one parent call.
+
+        Each vault is decided as :meth:`decrypt` decides it alone (same reveal policy, same
+        existence check, same audit record with its own request id, same authorization),
+        and ends as that vault's data or that vault's error. Every ``Pending`` record is
+        committed, in one transaction, before the parent is asked; a failure of the whole
+        exchange fails the request, and completes every pending record with it.
+        """
+        caller = caller or Caller()
+        entries = []
+        for vault in body.vaults:
+            decrypt_body = vault.decrypt_body(body.reason)
+            plan, refused = self._plan(caller, decrypt_body)
+            entries.append(BatchEntry(vault.id, decrypt_body, plan, refused))
+        wanted = [(entry.vault_id, entry.plan.opened) for entry in entries]
+        records = self.store.get_vaults(wanted, _DECRYPT_PARTS)
+        txn = self.store.transaction()
+        for entry in entries:
+            self._start_batch_entry(txn, entry, records.get(entry.vault_id), caller)
+        # Pending records and the final records of entries that need no parent, together.
+        self.store.commit(txn)
+        waiting = [entry for entry in entries if entry.waiting]
+        if waiting:
+            self._ask_parent_batch(waiting)
+        for entry in entries:
+            if entry.error is None:
+                count(Metric.VAULT_DECRYPT)
+        logger.info(
+            "Vaults decrypted in a batch",
+            extra={
+                "vault_ids": [entry.vault_id for entry in entries],
+                "failed": sum(1 for entry in entries if entry.error is not None),
+                "sent": len(waiting),
+            },
+        )
+        return batch_result(entries)
+
+    def _start_batch_entry(
+        self, txn: WriteTransaction, entry: BatchEntry, record: VaultRecord | None, caller: Caller
+    ) -> None:
+        """Audit ``entry`` (pending, or final when it ends here) and prepare its parent request."""
+        if record is None:
+            # As the single decrypt: an unknown vault is refused before anything is audited.
+            entry.fail(vault_not_found())
+            return
+        audit = AuditRecord(
+            AuditEventType.DECRYPT,
+            entry.vault_id,
+            self.clock(),
+            fields=list(entry.body.fields),
+            reason=entry.body.reason,
+            outcome=PENDING,
+            principal=caller.principal,
+            expressions=list(entry.body.expressions),
+            request_id=self.request_ids(),
+            gateway_request_id=caller.gateway_request_id,
+        )
+        entry.audit = audit
+        try:
+            if entry.refused is not None:
+                raise reveal_not_allowed(entry.refused.fields, entry.refused.expressions)
+            prepared = self._prepare_decrypt(record, entry.plan.opened, entry.body.expressions)
+        except ApiError as exc:
+            entry.fail(exc)
+            self._audit(txn, entry.completed())
+            return
+        entry.data, entry.errors = prepared.data, prepared.errors
+        if prepared.request is None:
+            entry.finish_locally()
+            self._audit(txn, entry.completed())
+            return
+        entry.request = prepared.request
+        self._audit(txn, audit)
+
+    def _ask_parent_batch(self, waiting: Sequence[BatchEntry]) -> None:
+        """One parent call for every waiting entry; then every pending record is completed."""
+        try:
+            # Signed only now, after the pending records are committed, each under its own
+            # request id: an authorization covers its own vault's request and nothing else.
+            signed = [self._authorize(entry.pending(), entry.sent()) for entry in waiting]
+            replies = self.parent.decrypt_batch(signed)
+        except OutcomeUnknown as exc:
+            self._complete_audits(
+                [replace(entry.pending(), outcome=UNKNOWN, error_code=exc.code.value) for entry in waiting]
+            )
+            raise
+        except ApiError as exc:
+            self._complete_audits([replace(entry.pending(), outcome=exc.code.value) for entry in waiting])
+            raise
+        for entry, reply in zip(waiting, replies, strict=True):
+            failure = reply_failure(reply)
+            if failure is None:
+                entry.answer(reply)
+            else:
+                entry.fail(failure)
+        self._complete_audits([entry.completed() for entry in waiting])
+
+    def _complete_audits(self, records: Sequence[AuditRecord]) -> None:
+        """Every outcome in one transaction; like :meth:`_complete_audit`, a failure is logged."""
+        txn = self.store.transaction()
+        for record in records:
+            txn.complete_audit(record, pending=PENDING)
+        try:
+            self.store.commit(txn)
+        except ApiError as exc:
+            logger.error(
+                "Audit outcomes not recorded",
+                extra={
+                    "vault_ids": [record.vault_id for record in records],
+                    "request_ids": [record.request_id for record in records],
+                    "code": exc.code.value,
+                },
+            )
+
+    # -- search (blind-index tokens) ------------------------------------------------
+
+    def search(self, body: SearchBody, caller: Caller | None = None) -> SearchResult:
+        """Ids of the vaults whose ``body.field`` holds ``body.value``, found by its blind-index token.
+
+        Audited like a decrypt: a ``SearchVaults`` record (caller, field name, reason,
+        request id; never the value) is committed ``Pending`` before the enclave is asked
+        for the token, and completed with the outcome afterwards.
+        """
+        index = self._search_index()
+        caller = caller or Caller()
+        audit = AuditRecord(
+            AuditEventType.SEARCH,
+            SEARCH_TARGET,
+            self.clock(),
+            fields=[body.field],
+            reason=body.reason,
+            outcome=PENDING,
+            principal=caller.principal,
+            request_id=self.request_ids(),
+            gateway_request_id=caller.gateway_request_id,
+        )
+        policy = self.reveal_policy
+        if policy is not None and not policy.may_search(caller.principal, body.reason, body.field):
+            self._write_audit(replace(audit, outcome=ErrorCode.SEARCH_NOT_ALLOWED.value))
+            raise search_not_allowed(body.field)
+        try:
+            request = index.request(SEARCH_TARGET, {body.field: body.value}, self.region)
+        except ApiError as exc:
+            self._write_audit(replace(audit, outcome=exc.code.value))
+            raise
+        self._write_audit(audit)
+        try:
+            # Signed only now, after the pending record is committed.
+            reply = self.parent.decrypt(self._authorize(audit, request))
+            token = index.tokens(reply, [body.field])[body.field]
+            hits = index.query(body.field, token)
+        except OutcomeUnknown as exc:
+            self._complete_audit(replace(audit, outcome=UNKNOWN, error_code=exc.code.value))
+            raise
+        except ApiError as exc:
+            self._complete_audit(replace(audit, outcome=exc.code.value))
+            raise
+        self._complete_audit(replace(audit, outcome=SUCCESS))
+        logger.info(
+            "Vaults searched",
+            extra={
+                "field_names": [body.field],
+                "result_count": len(hits.vault_ids),
+                "truncated": hits.truncated,
+            },
+        )
+        return SearchResult(ids=hits.vault_ids, truncated=hits.truncated)
+
+    def _index_parameters(self, expressions: Mapping[str, str]) -> dict[str, str] | None:
+        """The index key for a decrypt whose expressions call ``hmac_sha256`` (signed with it)."""
+        if self.blind_index is None or not any(HMAC_FUNCTION in text for text in expressions.values()):
+            return None
+        return self.blind_index.decrypt_parameters()
+
+    def _search_index(self) -> BlindIndex:
+        if self.blind_index is None:
+            raise ApiError(404, ErrorCode.SEARCH_NOT_ENABLED, "Search is not enabled in this deployment")
+        return self.blind_index
+
+    def _index_tokens(self, vault_id: str, values: Mapping[str, str]) -> tuple[dict[str, str], str | None]:
+        """The tokens of the searchable ones of ``values`` for a write of ``vault_id``, and the
+        request id they were asked under (the write's audit record carries it)."""
+        if self.blind_index is None:
+            return {}, None
+        searchable = {name: value for name, value in values.items() if name in SEARCHABLE_FIELDS}
+        if not searchable:
+            return {}, None
+        request = self.blind_index.request(vault_id, searchable, self.region)
+        request_id = self.request_ids()
+        # The record only lends its request id to the authorization; the write's own record follows.
+        signing = AuditRecord(AuditEventType.UPDATE, vault_id, self.clock(), request_id=request_id)
+        reply = self.parent.decrypt(self._authorize(signing, request))
+        return self.blind_index.tokens(reply, list(searchable)), request_id
+
+    # -- key rotation ---------------------------------------------------------------
+
+    def rotate(self, vault_id: str, body: RotateBody, caller: Caller | None = None) -> VaultRotated:
+        """Re-seal every field of the vault under a new key pair, or change nothing.
+
+        Audited as a decrypt is (D16): the ``Pending`` record (caller, reason, field names)
+        is committed before the parent is asked. The enclave answers ciphertexts under the
+        new public key and a proof over them (:mod:`vault.common.rotation`); they, the new
+        key pair, suite and encoding and the record's completion are written in one
+        transaction that holds only if the vault is still as it was read, so a concurrent
+        write makes the rotation 409 and nothing changes.
+        """
+        caller = caller or Caller()
+        record = self._require(vault_id, SCHEMA_FIELDS, parts=_ROTATE_PARTS)
+        audit = AuditRecord(
+            AuditEventType.ROTATE,
+            vault_id,
+            self.clock(),
+            fields=list(record.fields),
+            reason=body.reason,
+            outcome=PENDING,
+            principal=caller.principal,
+            request_id=self.request_ids(),
+            gateway_request_id=caller.gateway_request_id,
+        )
+        try:
+            if self.reveal_policy is not None and not self.reveal_policy.may_rotate(
+                caller.principal, body.reason
+            ):
+                raise ApiError(
+                    403,
+                    ErrorCode.ROTATION_NOT_ALLOWED,
+                    "The reveal policy does not allow this caller to rotate",
+                )
+            inputs = self._rotation_inputs(record, body)
+        except ApiError as exc:
+            self._write_audit(replace(audit, outcome=exc.code.value))
+            raise
+        if record.fields:
+            self._write_audit(audit)
+            sealed = self._reseal(audit, record, inputs)
+        else:
+            sealed = {}
+        rotated = RotatedVault(
+            read=record,
+            absent=[name for name in SCHEMA_FIELDS if name not in record.fields],
+            suite_id=inputs.suite.suite_id,
+            public_key=inputs.key_pair.public_key,
+            encrypted_private_key=inputs.key_pair.encrypted_private_key,
+            encoding_version=BINARY_ENCODING_VERSION,
+            # Strictly later than the time read, whatever the clock says.
+            modified_micros=max(self.clock(), (record.modified_micros or 0) + 1),
+            fields=sealed,
+        )
+        txn = self.store.transaction()
+        txn.rotate_vault(rotated)
+        if record.fields:
+            txn.complete_audit(replace(audit, outcome=SUCCESS), pending=PENDING)
+        else:
+            # Nothing to re-seal: no parent call, so the record is written with the change.
+            self._audit(txn, replace(audit, outcome=SUCCESS))
+        try:
+            self.store.commit(txn)
+        except ApiError as exc:
+            failed = replace(audit, outcome=exc.code.value)
+            if record.fields:
+                self._complete_audit(failed)
+            else:
+                self._write_audit(failed)
+            raise
+        count(Metric.VAULT_ROTATE)
+        logger.info(
+            "Vault key rotated",
+            extra={"vault_id": vault_id, "field_names": list(record.fields), "suite": inputs.suite.name},
+        )
+        return VaultRotated(id=vault_id, suite=inputs.suite.name)
+
+    def _rotation_inputs(self, record: VaultRecord, body: RotateBody) -> _RotationInputs:
+        """The vault's current suite and key, the target suite and a new key pair; or the refusal."""
+        if record.public_key is None or record.encrypted_private_key is None or record.suite_id is None:
+            logger.error("Vault has no key or suite", extra={"vault_id": record.vault_id})
+            raise internal_error(ErrorCode.VAULT_CORRUPT)
+        current = self._suite(record)
+        try:
+            public_key = rotation.vault_public_key(current, record.public_key)
+            suite = rotation.target_suite(body.suite, current)
+        except ValueError as exc:
+            logger.error("Vault key does not load", extra={"vault_id": record.vault_id})
+            raise internal_error(ErrorCode.VAULT_CORRUPT) from exc
+        try:
+            key_pair = self.key_pairs.generate(record.vault_id)
+        except KeyGenerationError as exc:
+            logger.error("Key pair generation failed", extra={"error_code": str(exc)})
+            raise ApiError(
+                502, ErrorCode.KEY_GENERATION_FAILED, "Unable to create the vault's new key"
+            ) from exc
+        return _RotationInputs(current, public_key, record.encrypted_private_key, suite, key_pair)
+
+    def _reseal(self, audit: AuditRecord, record: VaultRecord, inputs: _RotationInputs) -> dict[str, bytes]:
+        """The enclave's re-sealed fields, checked against its proof; the audit is completed on failure."""
+        reply_key, reply_key_wire = new_reply_key(inputs.current)
+        parameters = rotation.parameters(inputs.key_pair.public_key, inputs.suite, reply_key_wire)
+        version = record.encoding_version
+        request = DecryptRequest(
+            vault_id=record.vault_id,
+            region=self.region,
+            fields={
+                # A legacy hex value travels as stored; the enclave decides per value (D5).
+                name: base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
+                for name, value in record.fields.items()
+            },
+            suite_id=base64.b64encode(inputs.current.suite_id).decode("ascii"),
+            encrypted_private_key=base64.b64encode(inputs.encrypted_private_key).decode("ascii"),
+            encoding=str(version) if version is not None else None,
+            operation=ROTATE_OPERATION,
+            parameters=parameters,
+        )
+        try:
+            reply = self.parent.decrypt(self._authorize(audit, request))
+        except OutcomeUnknown as exc:
+            self._complete_audit(replace(audit, outcome=UNKNOWN, error_code=exc.code.value))
+            raise
+        except ApiError as exc:
+            self._complete_audit(replace(audit, outcome=exc.code.value))
+            raise
+        try:
+            return rotation.check_reply(
+                reply.fields,
+                sent=list(record.fields),
+                suite=inputs.suite,
+                secret=api_secret(reply_key, inputs.public_key),
+                vault_id=record.vault_id,
+                new_public_key=parameters[NEW_PUBLIC_KEY],
+            )
+        except RotationError as exc:
+            # The message names the check, never a value.
+            logger.error("Rotation answer refused", extra={"vault_id": record.vault_id, "error": str(exc)})
+            error = ApiError(
+                502,
+                ErrorCode.ROTATION_PROOF_INVALID,
+                "The rotation's answer could not be verified; nothing was changed",
+            )
+            self._complete_audit(replace(audit, outcome=error.code.value))
+            raise error from exc
+
     # -- helpers --------------------------------------------------------------------
 
     def _plan(self, caller: Caller, body: DecryptBody) -> tuple[RevealPlan, RevealRefused | None]:
@@ -358,6 +752,7 @@ class VaultService:
             encrypted_private_key=base64.b64encode(record.encrypted_private_key).decode("ascii"),
             expressions=expressions or None,
             encoding=str(version) if version is not None else None,
+            parameters=self._index_parameters(expressions),
         )
         return _PreparedDecrypt(request=request, data=data, errors=errors)
 

@@ -17,6 +17,7 @@ error codes, never values.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,14 +26,26 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from vault.api.audit import AuditEntry, AuditRecord
 from vault.api.clients import aws_error_code
-from vault.api.errors import ApiError, ErrorCode, transaction_cancelled, vault_not_found
+from vault.api.errors import ApiError, ErrorCode, transaction_cancelled, vault_changed, vault_not_found
 from vault.api.observability import logger
-from vault.infra.table import PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE, log_partition, vault_key
+from vault.infra.table import (
+    PARTITION_KEY,
+    SORT_KEY,
+    TTL_ATTRIBUTE,
+    index_attribute,
+    log_partition,
+    vault_key,
+)
 
 AttributeValue = dict[str, Any]
 Item = dict[str, AttributeValue]
 #: DynamoDB's limit on actions in one TransactWriteItems call.
 MAX_TRANSACTION_ACTIONS = 100
+#: DynamoDB's limit on keys in one BatchGetItem call.
+MAX_BATCH_GET_KEYS = 100
+#: Calls a batch read makes for keys DynamoDB left unprocessed, the first included.
+_BATCH_GET_ATTEMPTS = 4
+_BATCH_GET_BACKOFF_SECONDS = 0.02
 SECONDS_PER_DAY = 86_400
 
 #: A stored field value: ``bytes`` for the binary encoding (``enc || ct``, a DynamoDB
@@ -99,6 +112,31 @@ class NewVault:
     encoding_version: int
     created_micros: int
     fields: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    #: Blind-index tokens by field name (stored as ``index_attribute(name)``).
+    index_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+
+@dataclass(frozen=True)
+class RotatedVault:
+    """A vault's new key pair and suite, and every field re-sealed, replacing what ``read`` held.
+
+    ``read`` is the vault as the rotation read it (fields, key, suite, encoding, times);
+    ``absent`` the field names it did not hold. The write happens only if all of that is
+    still what the table holds.
+    """
+
+    read: VaultRecord
+    absent: Sequence[str]
+    suite_id: bytes
+    public_key: bytes = field(repr=False)
+    encrypted_private_key: bytes = field(repr=False)
+    encoding_version: int
+    modified_micros: int
+    fields: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+
+
+def _stored(value: StoredValue) -> AttributeValue:
+    return _binary(value) if isinstance(value, bytes) else _string(value)
 
 
 def _binary(value: bytes) -> AttributeValue:
@@ -123,6 +161,7 @@ def _vault_item(vault: NewVault) -> Item:
         _CREATED: _number(vault.created_micros),
         _MODIFIED: _number(vault.created_micros),
         **{name: _binary(value) for name, value in vault.fields.items()},
+        **{index_attribute(name): _string(token) for name, token in vault.index_tokens.items()},
     }
 
 
@@ -222,6 +261,9 @@ class _Action:
     request: dict[str, Any]
     #: What a failed condition on this action means for the client.
     on_condition_failure: ApiError | None
+    #: For a condition that also requires the vault unchanged: its id. After a failure the
+    #: vault is looked up: still there means it changed (409), gone means ``on_condition_failure``.
+    changed_vault: str | None = None
 
 
 @dataclass
@@ -253,13 +295,18 @@ class WriteTransaction:
         modified_micros: int,
         fields: Mapping[str, bytes] | None = None,
         remove: Sequence[str] = (),
+        index_tokens: Mapping[str, str] | None = None,
+        sealed_for: bytes | None = None,
     ) -> None:
         """Write ``fields`` (binary values), remove ``remove`` and stamp the change on an existing vault.
 
-        One ``SET #a0 = :a0, ... REMOVE #r0, ...`` (spec 1.6 format).
+        One ``SET #a0 = :a0, ... REMOVE #r0, ...`` (spec 1.6 format). ``sealed_for``: the
+        public key ``fields`` were sealed to; the write is refused (409) if the vault's key
+        changed since (a rotation in between would leave fields only the old key opens).
         """
         set_attributes = {
             **{name: _binary(value) for name, value in (fields or {}).items()},
+            **{index_attribute(name): _string(token) for name, token in (index_tokens or {}).items()},
             _MODIFIED: _number(modified_micros),
         }
         set_names = _names("a", list(set_attributes))
@@ -280,7 +327,67 @@ class WriteTransaction:
             update["ExpressionAttributeValues"] = {
                 f":{name[1:]}": set_attributes[attribute] for name, attribute in set_names.items()
             }
-        self.actions.append(_Action({"Update": update}, on_condition_failure=vault_not_found()))
+        if sealed_for is not None:
+            update["ConditionExpression"] = "attribute_exists(#pk) and #sealed_for = :sealed_for"
+            update["ExpressionAttributeNames"]["#sealed_for"] = _PUBLIC_KEY
+            update.setdefault("ExpressionAttributeValues", {})[":sealed_for"] = _binary(sealed_for)
+        self.actions.append(
+            _Action(
+                {"Update": update},
+                on_condition_failure=vault_not_found(),
+                changed_vault=vault_id if sealed_for is not None else None,
+            )
+        )
+
+    def rotate_vault(self, rotated: RotatedVault) -> None:
+        """Replace every field, the key pair, the suite and the encoding of an unchanged vault.
+
+        The condition compares each attribute the rotation read (every field value, the
+        public and encrypted private key, the suite, the encoding, the modified time) and
+        requires the absent fields to be still absent: a write in between, even one in the
+        same microsecond, fails it, and the rotation is refused (409) with nothing written.
+        """
+        read = rotated.read
+        new_values: dict[str, AttributeValue] = {
+            **{name: _binary(value) for name, value in rotated.fields.items()},
+            _PUBLIC_KEY: _binary(rotated.public_key),
+            _PRIVATE_KEY: _binary(rotated.encrypted_private_key),
+            _SUITE: _binary(rotated.suite_id),
+            _ENCODING: _number(rotated.encoding_version),
+            _MODIFIED: _number(rotated.modified_micros),
+        }
+        old_values: dict[str, AttributeValue | None] = {
+            **{name: _stored(value) for name, value in read.fields.items()},
+            **dict.fromkeys(rotated.absent),
+            _PUBLIC_KEY: None if read.public_key is None else _binary(read.public_key),
+            _PRIVATE_KEY: None if read.encrypted_private_key is None else _binary(read.encrypted_private_key),
+            _SUITE: None if read.suite_id is None else _binary(read.suite_id),
+            _ENCODING: None if read.encoding_version is None else _number(read.encoding_version),
+            _MODIFIED: None if read.modified_micros is None else _number(read.modified_micros),
+        }
+        names = _names("a", list(dict.fromkeys([*new_values, *old_values])))
+        placeholder = {attribute: name for name, attribute in names.items()}
+        values = {f":n{placeholder[attribute][2:]}": value for attribute, value in new_values.items()}
+        conditions = ["attribute_exists(#pk)"]
+        for attribute, old in old_values.items():
+            name = placeholder[attribute]
+            if old is None:
+                conditions.append(f"attribute_not_exists({name})")
+            else:
+                conditions.append(f"{name} = :o{name[2:]}")
+                values[f":o{name[2:]}"] = old
+        assignments = [
+            f"{placeholder[attribute]} = :n{placeholder[attribute][2:]}" for attribute in new_values
+        ]
+        update = {
+            "TableName": self.table_name,
+            "Key": vault_key(read.vault_id),
+            "UpdateExpression": "SET " + ", ".join(assignments),
+            "ConditionExpression": " and ".join(conditions),
+            "ExpressionAttributeNames": {**names, "#pk": PARTITION_KEY},
+            "ExpressionAttributeValues": values,
+        }
+        self.actions.append(_Action({"Update": update}, on_condition_failure=vault_changed()))
 
     def delete_vault(self, vault_id: str) -> None:
         self.actions.append(
@@ -382,6 +489,63 @@ class VaultStore:
         item: Item | None = reply.get("Item")
         return None if item is None else _vault_record(vault_id, item, fields)
 
+    def get_vaults(
+        self, wanted: Sequence[tuple[str, Sequence[str]]], parts: Collection[VaultPart] = ()
+    ) -> dict[str, VaultRecord]:
+        """Several vaults in one ``BatchGetItem``: ``(vault id, fields)`` each; missing ids are absent.
+
+        The projection is the union of every vault's fields; each record holds only the
+        fields asked for that vault. Keys DynamoDB leaves unprocessed (throttling) are asked
+        again, a bounded number of times, then the read fails as a whole.
+        """
+        if len(wanted) > MAX_BATCH_GET_KEYS:
+            raise ValueError(f"a batch read holds at most {MAX_BATCH_GET_KEYS} vaults")
+        columns = [part.value for part in VaultPart if part in parts]
+        if VaultPart.TIMES in parts:
+            columns.append(_MODIFIED)
+        union = [name for _, fields in wanted for name in fields]
+        projection = list(dict.fromkeys([PARTITION_KEY, *columns, *union]))
+        names = _names("a", projection)
+        vault_ids = list(dict.fromkeys(vault_id for vault_id, _ in wanted))
+        keys = [vault_key(vault_id) for vault_id in vault_ids]
+        # Items come back in no particular order: matched to their vault by partition key.
+        by_partition = {
+            key[PARTITION_KEY]["S"]: vault_id for vault_id, key in zip(vault_ids, keys, strict=True)
+        }
+        items: dict[str, Item] = {}
+        for attempt in range(_BATCH_GET_ATTEMPTS):
+            if not keys:
+                break
+            if attempt:
+                time.sleep(_BATCH_GET_BACKOFF_SECONDS * 2 ** (attempt - 1))
+            request = {
+                self.table_name: {
+                    "Keys": keys,
+                    "ProjectionExpression": ", ".join(names),
+                    "ExpressionAttributeNames": names,
+                    # A client that just wrote must read what it wrote.
+                    "ConsistentRead": True,
+                }
+            }
+            try:
+                reply = self._client.batch_get_item(RequestItems=request)
+            except (ClientError, BotoCoreError) as exc:
+                logger.error("BatchGetItem failed", extra={"error_code": aws_error_code(exc)})
+                raise storage_error() from exc
+            for item in reply.get("Responses", {}).get(self.table_name, []):
+                vault_id = by_partition.get(item.get(PARTITION_KEY, {}).get("S", ""))
+                if vault_id is not None:
+                    items[vault_id] = item
+            keys = reply.get("UnprocessedKeys", {}).get(self.table_name, {}).get("Keys", [])
+        if keys:
+            logger.error("BatchGetItem left keys unprocessed", extra={"unprocessed": len(keys)})
+            raise storage_error()
+        return {
+            vault_id: _vault_record(vault_id, items[vault_id], fields)
+            for vault_id, fields in wanted
+            if vault_id in items
+        }
+
     def query_audit(
         self, vault_id: str, limit: int, after_sort_key: str | None
     ) -> tuple[list[AuditEntry], str | None]:
@@ -426,6 +590,8 @@ class VaultStore:
             logger.warning("Transaction cancelled", extra={"cancellation_reasons": reasons})
             for action, reason in zip(actions, reasons, strict=False):
                 if reason == "ConditionalCheckFailed" and action.on_condition_failure is not None:
+                    if action.changed_vault is not None and self.get_vault(action.changed_vault) is not None:
+                        raise vault_changed() from exc
                     raise action.on_condition_failure from exc
             raise transaction_cancelled() from exc
         except BotoCoreError as exc:

@@ -20,7 +20,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vault.api.models import SCHEMA_FIELDS, DecryptBody, DeleteBody, normalize_field_name
+from vault.api.models import (
+    SCHEMA_FIELDS,
+    SEARCHABLE_FIELDS,
+    DecryptBody,
+    DeleteBody,
+    SearchBody,
+    normalize_field_name,
+)
 from vault.common.messages import MAX_EXPRESSION_LENGTH
 
 MAX_QUOTED_NAME = 64
@@ -73,6 +80,8 @@ _FIXED_MESSAGES: dict[str, str] = {
     "nothing_to_delete": "set delete_all to true or name at least one field",
     "forget_with_body": "forget=true takes no body; send none",
     "utf8_invalid": "is not valid UTF-8",
+    "search_field": f"must be a searchable field: {', '.join(SEARCHABLE_FIELDS)}",
+    "search_value": "is not a valid value of the field searched",
 }
 
 
@@ -99,6 +108,7 @@ class BodyShape:
 VAULT_BODY = BodyShape(SCHEMA_FIELDS, vault_fields=True)
 DELETE_BODY = BodyShape(tuple(DeleteBody.model_fields), vault_fields=False)
 DECRYPT_BODY = BodyShape(tuple(DecryptBody.model_fields), vault_fields=False)
+SEARCH_BODY = BodyShape(tuple(SearchBody.model_fields), vault_fields=False)
 
 
 def body_shape(method: str, path: str) -> BodyShape:
@@ -107,6 +117,8 @@ def body_shape(method: str, path: str) -> BodyShape:
         return DELETE_BODY
     if path.rstrip("/").endswith("/decrypt"):
         return DECRYPT_BODY
+    if path.rstrip("/").endswith("/vaults/search"):
+        return SEARCH_BODY
     return VAULT_BODY
 
 

@@ -147,3 +147,73 @@ class EnclaveReply(BaseModel):
 
 
 BUSY_MESSAGE = "enclave busy"
+
+
+# -- batches -----------------------------------------------------------------------------
+# Several vaults' decrypts in one exchange (API -> parent -> enclave). Every entry is a
+# complete DecryptRequest with its own authorization; the enclave handles each as it
+# would handle it alone, so a batch changes how requests travel, never what is checked.
+# The single-request messages above are unchanged.
+
+#: Most decrypt requests one batch carries (the API's, the parent's and the enclave's bound).
+MAX_BATCH = 50
+
+
+class BatchDecryptRequest(BaseModel):
+    """What the API sends the parent's ``POST /decrypt/batch``: ``{"requests": [...]}``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    requests: list[DecryptRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+    def __repr__(self) -> str:
+        return f"BatchDecryptRequest(vaults={[request.vault_id for request in self.requests]!r})"
+
+    __str__ = __repr__
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"requests": [request.to_wire() for request in self.requests]}
+
+
+class EnclaveBatchRequest(BaseModel):
+    """A batch as the parent frames it for the enclave: one credential, the requests in order.
+
+    On the wire ``{"batch": [...], "credential": {...}}``; the ``batch`` key is what tells
+    the enclave's server that the frame is a batch (a single request never has one).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    credential: Credential
+    batch: list[DecryptRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+    def __repr__(self) -> str:
+        return f"EnclaveBatchRequest(vaults={[request.vault_id for request in self.batch]!r})"
+
+    __str__ = __repr__
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            BATCH_KEY: [request.to_wire() for request in self.batch],
+            "credential": self.credential.to_wire(),
+        }
+
+
+#: The key that marks a frame (and the parent's body) as a batch.
+BATCH_KEY = "batch"
+
+
+class EnclaveBatchReply(BaseModel):
+    """One :class:`EnclaveReply` per request of the batch, in request order."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    replies: list[EnclaveReply] = Field(max_length=MAX_BATCH)
+
+    def __repr__(self) -> str:
+        return f"EnclaveBatchReply(replies={self.replies!r})"
+
+    __str__ = __repr__
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"replies": [reply.to_wire() for reply in self.replies]}

@@ -35,6 +35,13 @@ from vault.common.authorization import (
     SignedAuthorization,
     authorizer_digest,
 )
+from vault.common.blind_index import (
+    DECRYPT_INDEX_PARAMETERS,
+    DEPLOYMENT_ID_PATTERN,
+    INDEX_KEY_ID,
+    PARAM_INDEX_DEPLOYMENT,
+    PARAM_INDEX_KEY,
+)
 from vault.common.hpke import HpkeError, Recipient
 from vault.common.messages import (
     MAX_ENCLAVE_FIELDS,
@@ -46,6 +53,7 @@ from vault.common.messages import (
     EnclaveRequest,
 )
 from vault.common.suites import Suite, SuiteError, suite_from_b64
+from vault.enclave.blind_index import IndexKey, index_key_bound
 from vault.enclave.encoding import EncodingError, parse_field_value, validate_request_encoding
 from vault.enclave.key_decryptor import KeyDecryptError, KeyDecryptor
 from vault.enclave.keys import KeyFormatError, recipient_from_pkcs8
@@ -249,7 +257,8 @@ class RequestHandler:
         elif engine is None:
             reply = EnclaveReply(fields=values, errors=errors)
         else:
-            reply = self._run_expressions(engine, values, expressions, errors)
+            with index_key_bound(self._index_key(request, req.credential, authorized)):
+                reply = self._run_expressions(engine, values, expressions, errors)
         if authorized is not None:
             # Nothing is revealed past the expiry, however long KMS took (the API's audit
             # says "unknown" only until then).
@@ -260,7 +269,8 @@ class RequestHandler:
         """The operation the request names (``None``: a decrypt), checked before any KMS call."""
         if request.operation is None or request.operation == DECRYPT_OPERATION:
             if request.parameters:
-                raise _Refusal(EnclaveErrorCode.INVALID_REQUEST, "a decrypt takes no parameters")
+                # The one exception: the index key for hmac_sha256 (refused unless well-formed).
+                _check_index_parameters(request)
             return None
         operation = self._operations.get(request.operation)
         if operation is None:
@@ -290,6 +300,26 @@ class RequestHandler:
         except AuthorizationError as exc:
             raise _Refusal(EnclaveErrorCode.UNAUTHORIZED, f"unauthorized ({exc.code.value}): {exc}") from None
         return grant, authorizer_digest(signed.public_key)
+
+    def _index_key(
+        self, request: DecryptRequest, credential: Credential, authorized: tuple[Grant, str] | None
+    ) -> IndexKey | None:
+        """The index key a decrypt carries for ``hmac_sha256``, released by KMS like a vault key."""
+        parameters = request.parameters or {}
+        if not parameters:
+            return None
+        ciphertext = base64.b64decode(parameters[PARAM_INDEX_KEY], validate=True)
+        try:
+            der = self._key_decryptor.decrypt_private_key(
+                ciphertext=ciphertext,
+                vault_id=INDEX_KEY_ID,
+                region=request.region,
+                credential=credential,
+                authorizer=authorized[1] if authorized is not None else None,
+            )
+        except KeyDecryptError as exc:
+            raise _Refusal(exc.code, f"failed to call KMS for the index key: {exc}") from None
+        return IndexKey(der, parameters[PARAM_INDEX_DEPLOYMENT])
 
     def _still_authorized(self, grant: Grant) -> None:
         if self._authorizer is None:
@@ -438,6 +468,28 @@ def _validate(request: DecryptRequest, absent_count: int) -> None:
     count = len(request.fields) + absent_count
     if count > MAX_ENCLAVE_FIELDS:
         raise refuse(f"field count {count} exceeds maximum {MAX_ENCLAVE_FIELDS}")
+
+
+def _check_index_parameters(request: DecryptRequest) -> None:
+    """A decrypt's parameters may only be the index key for ``hmac_sha256``, and only signed."""
+    parameters = request.parameters or {}
+
+    def refuse(message: str) -> _Refusal:
+        return _Refusal(EnclaveErrorCode.INVALID_REQUEST, message)
+
+    if set(parameters) != DECRYPT_INDEX_PARAMETERS:
+        raise refuse("a decrypt takes no parameters but the index key")
+    if not request.expressions:
+        raise refuse("the index key is for expressions only")
+    if request.authorization is None:
+        # Unsigned, the enclave would compute tokens of any value it is sent.
+        raise refuse("the index key needs an authorized request")
+    if not DEPLOYMENT_ID_PATTERN.fullmatch(parameters[PARAM_INDEX_DEPLOYMENT]):
+        raise refuse("index_deployment is malformed")
+    try:
+        base64.b64decode(parameters[PARAM_INDEX_KEY].encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise refuse("index_key is not base64") from None
 
 
 def _utf8(text: str, what: str) -> bytes:

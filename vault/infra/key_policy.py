@@ -161,7 +161,7 @@ class EnclaveMeasurements:
             value = getattr(self, name)
             if value is None and name == "pcr8":
                 continue
-            if not isinstance(value, str) or not _PCR_HEX.match(value):
+            if not isinstance(value, str) or not _PCR_HEX.fullmatch(value):
                 raise MeasurementsError(f"{name.upper()} must be 96 hex characters")
             object.__setattr__(self, name, value.lower())
 

@@ -5,6 +5,11 @@ limits; then "no enclaves" (404) before credentials (500), so a parent without
 enclaves never calls IMDS; then one enclave at random gets the request. Every error
 body is ``{"code", "message"}``; the 200 body is the enclave's reply with the field
 keys sorted, ``fields`` left out when the enclave reported a global failure.
+
+``POST /decrypt/batch`` takes ``{"requests": [...]}`` (1 to ``MAX_BATCH`` decrypt
+requests, each held to the limits of ``POST /decrypt``), runs the same checks, and sends
+the whole batch to one enclave as one message; the 200 body is ``{"replies": [...]}``,
+one reply per request in request order, each shaped like ``POST /decrypt``'s.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vault.common.messages import EnclaveReply, EnclaveRequest
+from vault.common.messages import EnclaveBatchReply, EnclaveBatchRequest, EnclaveReply, EnclaveRequest
 from vault.parent.config import MAX_BODY_SIZE, REQUEST_TIMEOUT
 from vault.parent.credentials import CredentialProvider
 from vault.parent.errors import (
@@ -37,7 +42,7 @@ from vault.parent.errors import (
 )
 from vault.parent.middleware import BodyLimitMiddleware, TimeoutMiddleware
 from vault.parent.registry import EnclaveDescription, EnclaveRegistry
-from vault.parent.validation import parse_decrypt_request
+from vault.parent.validation import parse_batch_request, parse_decrypt_request
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,10 @@ log = logging.getLogger(__name__)
 class EnclaveForwarder(Protocol):
     async def decrypt(self, cid: int, request: EnclaveRequest) -> EnclaveReply:
         """The enclave's reply; raise :class:`EnclaveUnavailable` when it gave none usable."""
+        ...
+
+    async def decrypt_batch(self, cid: int, request: EnclaveBatchRequest) -> EnclaveBatchReply:
+        """One reply per request of the batch, in order; :class:`EnclaveUnavailable` otherwise."""
         ...
 
 
@@ -84,8 +93,16 @@ def reply_body(reply: EnclaveReply) -> dict[str, Any]:
 
 
 def render_reply(cid: int, reply: EnclaveReply) -> Response:
+    return _render(cid, reply_body(reply))
+
+
+def render_batch_reply(cid: int, reply: EnclaveBatchReply) -> Response:
+    return _render(cid, {"replies": [reply_body(entry) for entry in reply.replies]})
+
+
+def _render(cid: int, body: dict[str, Any]) -> Response:
     try:
-        content = json.dumps(reply_body(reply), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        content = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         encoded = content.encode("utf-8")
     except ValueError:
         # NaN or a lone surrogate: the enclave's JSON reader accepted what JSON cannot carry.
@@ -136,6 +153,38 @@ def create_app(
         )
         return render_reply(enclave.enclave_cid, reply)
 
+    async def decrypt_batch(request: Request) -> Response:
+        if not is_json_media_type(request.headers.get("content-type")):
+            raise UnsupportedMediaType()
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            raise MalformedJson("Request body incomplete: the client disconnected") from None
+        batch = parse_batch_request(body)
+        available = services.registry.enclaves()
+        if not available:
+            raise EnclaveNotFound()
+        credential = await services.credentials.get()
+        # One enclave takes the whole batch: one connection, one credential.
+        enclave = services.choose_enclave(available)
+        reply = await services.enclaves.decrypt_batch(
+            enclave.enclave_cid, EnclaveBatchRequest(credential=credential, batch=batch.requests)
+        )
+        if len(reply.replies) != len(batch.requests):
+            # Replies are matched to requests by position: any other count matches nothing.
+            raise EnclaveUnavailable(f"enclave {enclave.enclave_cid} answered a batch with the wrong count")
+        log.info(
+            "decrypt batch answered",
+            extra={
+                "fields": {
+                    "enclave_cid": enclave.enclave_cid,
+                    "entries": len(batch.requests),
+                    "refused": sum(1 for entry in reply.replies if entry.is_global_failure),
+                }
+            },
+        )
+        return render_batch_reply(enclave.enclave_cid, reply)
+
     async def parent_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ParentError)
         level = logging.WARNING if exc.status >= 500 else logging.INFO
@@ -164,6 +213,7 @@ def create_app(
             Route("/health", health, methods=["GET"]),
             Route("/enclaves", enclaves, methods=["GET"]),
             Route("/decrypt", decrypt, methods=["POST"]),
+            Route("/decrypt/batch", decrypt_batch, methods=["POST"]),
         ],
         middleware=[
             Middleware(TimeoutMiddleware, timeout=request_timeout),

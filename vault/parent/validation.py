@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from vault.common.messages import DecryptRequest
+from vault.common.messages import BatchDecryptRequest, DecryptRequest
 from vault.parent.errors import MalformedJson, UnprocessableRequest, ValidationFailed
 
 MAX_VAULT_ID_LENGTH = 256
@@ -94,3 +94,26 @@ def parse_decrypt_request(body: bytes) -> DecryptRequest:
     if problems:
         raise ValidationFailed("; ".join(problems))
     return request
+
+
+def parse_batch_request(body: bytes) -> BatchDecryptRequest:
+    """Parse and validate a ``POST /decrypt/batch`` body: 1 to ``MAX_BATCH`` decrypt requests.
+
+    Each request is held to the same limits as ``POST /decrypt``; the problems of every
+    request are reported, each prefixed with its position.
+    """
+    try:
+        batch = BatchDecryptRequest.model_validate_json(body)
+    except ValidationError as exc:
+        invalid_json = [e for e in exc.errors(include_input=False) if e["type"] == "json_invalid"]
+        if invalid_json:
+            raise MalformedJson(str(invalid_json[0]["msg"])) from None
+        raise UnprocessableRequest(_describe_shape_errors(exc)) from None
+    problems = [
+        f"requests.{index}.{problem}"
+        for index, request in enumerate(batch.requests)
+        for problem in validation_errors(request)
+    ]
+    if problems:
+        raise ValidationFailed("; ".join(problems[:_MAX_REPORTED_ERRORS]))
+    return batch

@@ -85,7 +85,14 @@ def _table_deepcopy(self: Table, memo: dict[int, Any]) -> Table:
     plan: dict[int, list[_Key]] | None = getattr(_local, "plan", None)
     keys = plan.get(id(self)) if plan is not None else None
     if keys is not None:
-        return _backup(self, keys)
+        # moto copies the table once per item, all before the first write: every copy of
+        # one transaction is the same state, so the first serves them all (a transaction
+        # of 50 items made 50 backups of 50 items each).
+        backups: dict[int, Table] = _local.backups
+        clone = backups.get(id(self))
+        if clone is None:
+            clone = backups[id(self)] = _backup(self, keys)
+        return clone
     # What copy.deepcopy does for a plain object.
     clone = cast(Table, type(self).__new__(type(self)))
     memo[id(self)] = clone
@@ -103,12 +110,12 @@ def install() -> None:
         # functools.wraps keeps moto's method as __wrapped__, which the contract test reads.
         @functools.wraps(original)
         def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
-            previous = getattr(_local, "plan", None)
-            _local.plan = _plan(self, transact_items)
+            previous = getattr(_local, "plan", None), getattr(_local, "backups", None)
+            _local.plan, _local.backups = _plan(self, transact_items), {}
             try:
                 original(self, transact_items)
             finally:
-                _local.plan = previous
+                _local.plan, _local.backups = previous
 
         setattr(transact_write_items, _MARK, True)
         # moto's Table declares no __deepcopy__, and mypy forbids assigning to a method.

@@ -311,6 +311,10 @@ class ExecutionEnvironments:
             while True:
                 if self._stopped:
                     raise RuntimeExited("the function is stopping")
+                # Past its deadline the caller already got its 504: an environment freed just
+                # now must not run an invocation nobody waits for.
+                if time.monotonic() >= deadline:
+                    raise NoFreeEnvironment(f"all {self.limit} execution environments stayed busy")
                 if self._idle:
                     return self._idle.pop()
                 if len(self._all) + self._starting < self.limit:

@@ -68,6 +68,8 @@ class GatewayComponent(Component):
             "TABLE_NAME": self.provision.provisioned.table_name,
             "KEY_ARN": self.provision.provisioned.key_arn,
             "AUTHORIZER_KEY_ARN": self.provision.provisioned.authorizer_key_arn,
+            # As the CDK app deploys it: searchable fields get blind-index tokens.
+            "SEARCH_INDEX": "on",
             "VAULT_URL": self.parent.url,
             # Through the fault proxy (a pass-through unless a write fault is armed).
             "DYNAMODB_ENDPOINT_URL": self.dynamodb_proxy.proxy.endpoint_url,

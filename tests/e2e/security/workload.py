@@ -2,7 +2,7 @@
 
 Every field value is random and unique to the run, so finding one anywhere (a log line, a
 table attribute, an error message) can only mean it leaked there. The workload writes,
-updates, reads, decrypts (with CEL transforms, some of which fail on the canaries),
+updates, reads, decrypts (with CEL transforms, some of which fail on the canaries), rotates the key,
 removes fields, reads the audit trail and sends invalid requests that carry canaries.
 Every response is recorded.
 """
@@ -181,6 +181,11 @@ def run_workload(client: VaultClient, rng: random.Random | None = None) -> Workl
         find_texts([v for v in current.values() if len(v) >= MIN_SEARCHABLE], "\n".join(transformed.errors))
         == []
     )
+
+    # A key rotation: the enclave opens and re-seals every field, and answers ciphertexts only.
+    assert client.rotate(vault_id, reason="security workload: rotation")
+    rotated = client.decrypt(vault_id, names, reason="security workload: after rotation")
+    assert rotated.data == plain.data
 
     client.delete_fields(vault_id, ["address2", "ssn9"])
     gone = client.decrypt(

@@ -1,8 +1,8 @@
 """Stateful property: the API behaves like a dictionary of vaults, and never logs a field value.
 
 A Hypothesis ``RuleBasedStateMachine`` creates, updates, removes fields from, deletes,
-forgets, reads, decrypts and audits vaults through the real handler (moto for DynamoDB and KMS,
-the project's enclave request handler behind a parent double), and keeps a model: the
+forgets, reads, decrypts, rotates, searches and audits vaults through the real handler (moto for
+DynamoDB and KMS, the project's enclave request handler behind a parent double), and keeps a model: the
 stored values per vault and the audit trail. After every step the vault the step
 touched is read back with GET and decrypted in full, and both must agree with the model.
 Across the whole run, no stored value may appear in any log record or printed output.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from unit.api.harness import ApiHarness
+from unit.api.harness import ApiHarness, api_harness
 
 from property.api.strategies import field_name_spellings, vault_fields
 from vault.api.models import SCHEMA_FIELDS
@@ -183,6 +183,55 @@ class VaultMachine(RuleBasedStateMachine):
     def decrypt(self, vault_id: str, names: list[str], reason: str, data: st.DataObject) -> None:
         self._decrypt(vault_id, [data.draw(field_name_spellings(name)) for name in names], reason)
 
+    @rule(vault_id=vaults, reason=st.text(max_size=20))
+    def rotate(self, vault_id: str, reason: str) -> None:
+        """A new key pair and new ciphertexts; the values stay (the read-back decrypts them all)."""
+        before = self.api.vault_item(vault_id)
+        response = self.api.call("POST", f"/vaults/{vault_id}/rotate", body={"reason": reason})
+        self.touched = vault_id
+        if vault_id in self.deleted:
+            self._expect_missing(response.status, response.json)
+            return
+        assert (response.status, response.json) == (200, {"id": vault_id, "suite": "P384_SHA384_AES256GCM"})
+        after = self.api.vault_item(vault_id)
+        assert before is not None and after is not None
+        names = [name for name in SCHEMA_FIELDS if name in self.stored[vault_id]]
+        for attribute in ("_pk", "_sk", *names):
+            assert after[attribute] != before[attribute], attribute
+        self._log(vault_id, ("RotateVault", reason, names, "Success"))
+
+    @rule(
+        vault_ids=st.lists(vaults, min_size=1, max_size=4, unique=True),
+        names=st.lists(st.sampled_from(SCHEMA_FIELDS), max_size=4),
+        reason=st.text(max_size=20),
+        unknown=st.booleans(),
+    )
+    def decrypt_batch(self, vault_ids: list[str], names: list[str], reason: str, unknown: bool) -> None:
+        """Several vaults at once: each answers as its single decrypt would, each audited on its own."""
+        asked = [*vault_ids, *(["v_neverCreated0"] if unknown else [])]
+        response = self.api.call(
+            "POST",
+            "/vaults/decrypt",
+            body={"reason": reason, "vaults": [{"id": vault_id, "fields": names} for vault_id in asked]},
+        )
+        assert response.status == 200, response.text
+        results = response.json["results"]
+        assert [result["id"] for result in results] == asked
+        wanted = list(dict.fromkeys(names))
+        for vault_id, result in zip(asked, results, strict=True):
+            if vault_id not in self.stored:
+                assert (result["error"]["status"], result["error"]["code"]) == (404, "VaultNotFound")
+                continue
+            stored = self.stored[vault_id]
+            missing = [name for name in wanted if name not in stored]
+            assert result == {
+                "id": vault_id,
+                "data": {name: stored.get(name) for name in wanted},
+                "errors": [f"[{name}] field not present in vault" for name in missing],
+            }
+            self._log(vault_id, ("DecryptVault", reason, wanted, "PartialSuccess" if missing else "Success"))
+            self.touched = vault_id
+
     @rule(vault_id=vaults, limit=st.integers(1, 4))
     def audit(self, vault_id: str, limit: int) -> None:
         events: list[AuditEntry] = []
@@ -198,6 +247,35 @@ class VaultMachine(RuleBasedStateMachine):
             if token is None:
                 break
         assert events == list(reversed(self.audit_log[vault_id]))
+
+    @rule(field=st.sampled_from(("ssn9", "email")), data=st.data())
+    def search(self, field: str, data: st.DataObject) -> None:
+        """``POST /vaults/search`` finds exactly the live vaults holding the value (e-mail: any case)."""
+
+        def normalized(value: str) -> str:
+            return value.strip().lower() if field == "email" else value.strip()
+
+        held = sorted(
+            {
+                values[field]
+                for vault_id, values in self.stored.items()
+                if vault_id not in self.deleted and field in values and values[field].strip()
+            }
+        )
+        fresh = "000000000" if field == "ssn9" else "nobody@search.example"
+        value = data.draw(st.sampled_from([*held, fresh]), label="value")
+        response = self.api.call(
+            "POST", "/vaults/search", body={"field": field, "value": value, "reason": "model search"}
+        )
+        assert response.status == 200, response.text
+        expected = sorted(
+            vault_id
+            for vault_id, values in self.stored.items()
+            if vault_id not in self.deleted
+            and field in values
+            and normalized(values[field]) == normalized(value)
+        )
+        assert response.json == {"ids": expected, "truncated": False}
 
     # -- after every step ------------------------------------------------------------
 
@@ -241,9 +319,17 @@ def _leaks(values: set[str], text: str) -> list[str]:
     return found
 
 
+@pytest.fixture
+def search_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[ApiHarness]:
+    """The harness with signed requests and the blind index: the search rule needs both."""
+    with api_harness(monkeypatch, authorizer=True, search_index=True) as harness:
+        yield harness
+
+
 def test_api_behaves_like_its_model(
-    api: ApiHarness, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+    search_api: ApiHarness, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    api = search_api
     observed = Observed()
 
     class Machine(VaultMachine):

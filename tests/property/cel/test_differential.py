@@ -20,10 +20,11 @@ from hypothesis import strategies as st
 from property.api.strategies import FIELD_VALUES
 from property.cel.reference import FIXED_NOW, KNOWN_DIFFERENCES, Outcome, ReferenceEngine, explain
 from property.stack.cel_grammar import expression_maps
+from tests.support.cel_limits import SEMANTICS_LIMITS
 from vault.api.models import SCHEMA_FIELDS
 from vault.enclave.cel import CelEngine
 
-ENGINE = CelEngine(clock=lambda: FIXED_NOW)
+ENGINE = CelEngine(clock=lambda: FIXED_NOW, limits=SEMANTICS_LIMITS)
 REFERENCE = ReferenceEngine()
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

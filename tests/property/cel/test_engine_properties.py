@@ -7,9 +7,10 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.cel_limits import SEMANTICS_LIMITS
 from vault.enclave.cel import CelEngine
 
-ENGINE = CelEngine()
+ENGINE = CelEngine(limits=SEMANTICS_LIMITS)
 SECRET = "Pv9SecretPlaintext"
 FIELDS: dict[str, str | None] = {"first_name": SECRET, "dob": "1979-01-01", "ssn": None, "n": "42"}
 

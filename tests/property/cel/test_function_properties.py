@@ -9,13 +9,14 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.cel_limits import SEMANTICS_LIMITS
 from vault.enclave.cel import CelEngine
 from vault.enclave.cel.dates import DateParseError, parse_iso_date, whole_years
 
-ENGINE = CelEngine()
+ENGINE = CelEngine(limits=SEMANTICS_LIMITS)
 # An engine whose clock a test sets, so that its compiled programs are reused across examples.
 _NOW = [datetime.datetime.now(datetime.UTC)]
-CLOCKED_ENGINE = CelEngine(clock=lambda: _NOW[0])
+CLOCKED_ENGINE = CelEngine(clock=lambda: _NOW[0], limits=SEMANTICS_LIMITS)
 
 # st.text() never produces lone surrogates, so every value is encodable UTF-8, as a
 # decrypted field always is.

@@ -11,9 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from property.cel.reference import FIXED_NOW, ReferenceEngine
+from tests.support.cel_limits import SEMANTICS_LIMITS
 from vault.enclave.cel import CelEngine
 
-ENGINE = CelEngine(clock=lambda: FIXED_NOW)
+ENGINE = CelEngine(clock=lambda: FIXED_NOW, limits=SEMANTICS_LIMITS)
 REFERENCE = ReferenceEngine()
 texts = st.text(max_size=60)
 INT64 = st.integers(-(2**63), 2**63 - 1)

@@ -2,10 +2,11 @@
 
 A Hypothesis ``RuleBasedStateMachine`` drives the API of a running emulator (moto or
 LocalStack backend, the real parent and the sandboxed enclave) or of an external API:
-create, update, remove fields, delete, forget, presence reads, decrypts with generated CEL
-expressions, audit reads. The model is a dictionary of stored plaintexts per vault plus
-the audit trail each vault should have. After every step, the vault the step touched is
-read back (presence map, a full decrypt and its audit trail) and must agree with the model:
+create, update, remove fields, delete, forget, key rotations, presence reads, decrypts with generated CEL
+expressions, searches by blind-index token, audit reads. The model is a dictionary of
+stored plaintexts per vault plus the audit trail each vault should have. After every step,
+the vault the step touched is read back (presence map, a full decrypt and its audit trail)
+and must agree with the model:
 
 * decrypt returns exactly the last written values, ``ssn4`` derived from ``ssn9`` unless
   written itself; a field the vault lacks is ``null`` with ``[name] field not present in
@@ -15,6 +16,8 @@ read back (presence map, a full decrypt and its audit trail) and must agree with
   :class:`vault.enclave.cel.CelEngine` on the model's plaintext (the oracle);
 * the audit route lists one record per write and per decrypt, in order, with the event
   name, field names, reason and outcome the model expects (GET is not audited).
+* a search answers every live vault of the run holding the value and none that does not
+  (vaults of other tests sharing the stack may be in the answer too).
 
 Bounded: ``max_examples`` is a seventh of the Hypothesis profile's (14 under ``ci``,
 at least 5) and ``stateful_step_count`` is 12; ``VAULT_STACK_EXAMPLES`` overrides the
@@ -26,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -255,6 +259,19 @@ class StackMachine(RuleBasedStateMachine):
         self.touched = vault_id
         self._decrypt(vault_id, spelled, reason, {})
 
+    @rule(vault_id=vaults, reason=st.text(max_size=20))
+    def rotate(self, vault_id: str, reason: str) -> None:
+        """A new key for the vault: every value stays (the read-back decrypts them all)."""
+        self.touched = vault_id
+        path = f"/vaults/{vault_id}/rotate"
+        if self._expect_missing(vault_id, "POST", path, {"reason": reason}):
+            return
+        response = self._send("POST", path, json_body={"reason": reason})
+        assert response.status_code == 200, response.text
+        assert response.json()["id"] == vault_id
+        names = [name for name in SCHEMA_FIELDS if name in self.stored[vault_id]]
+        self.audit_log[vault_id].append(("RotateVault", reason, names, "Success"))
+
     @rule(vault_id=vaults, reason=st.text(max_size=20), data=st.data())
     def transform(self, vault_id: str, reason: str, data: st.DataObject) -> None:
         """Decrypt with CEL expressions, mostly over fields the vault holds."""
@@ -269,6 +286,80 @@ class StackMachine(RuleBasedStateMachine):
         expressions = data.draw(expression_maps(variables, SCHEMA_FIELDS, min_size=1), label="expressions")
         self.touched = vault_id
         self._decrypt(vault_id, names, reason, expressions)
+
+    @rule(field=st.sampled_from(("ssn9", "email")), data=st.data())
+    def search(self, field: str, data: st.DataObject) -> None:
+        """``POST /vaults/search``: of the vaults this run knows, exactly the live ones holding the value.
+
+        The stack is shared with other tests, whose vaults may hold the same value: ids this
+        run did not create are allowed in the answer, those it did are checked both ways.
+        """
+
+        def same(value: str, other: str) -> bool:
+            if field == "email":
+                return value.strip().lower() == other.strip().lower()
+            return value.strip() == other.strip()
+
+        held = sorted(
+            {
+                values[field]
+                for vault_id, values in self.stored.items()
+                if vault_id not in self.deleted and field in values and values[field].strip()
+            }
+        )
+        fresh = "000000000" if field == "ssn9" else "nobody@search.example"
+        value = data.draw(st.sampled_from([*held, fresh]), label="value")
+        expected = {
+            vault_id
+            for vault_id, values in self.stored.items()
+            if vault_id not in self.deleted and field in values and same(values[field], value)
+        }
+        known = set(self.stored)
+        deadline = time.monotonic() + 10
+        while True:
+            body = {"field": field, "value": value, "reason": "model search"}
+            response = self._send("POST", "/vaults/search", json_body=body)
+            assert response.status_code == 200, response.text
+            found = set(response.json()["ids"]) & known
+            # The token index is eventually consistent: give it a moment to catch up.
+            if found == expected or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found == expected
+
+    @rule(
+        vault_ids=st.lists(vaults, min_size=1, max_size=4, unique=True),
+        names=st.lists(st.sampled_from(SCHEMA_FIELDS), max_size=4),
+        reason=st.text(max_size=20),
+        data=st.data(),
+    )
+    def decrypt_batch(self, vault_ids: list[str], names: list[str], reason: str, data: st.DataObject) -> None:
+        """``POST /vaults/decrypt``: each vault answers as its own decrypt would, audited on its own."""
+        spelled = [data.draw(field_name_spellings(name)) for name in names]
+        payload = {
+            "reason": reason,
+            "vaults": [{"id": vault_id, "fields": spelled} for vault_id in vault_ids],
+        }
+        response = self._send("POST", "/vaults/decrypt", json_body=payload)
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [result["id"] for result in results] == vault_ids
+        wanted = normalized(spelled)
+        for vault_id, result in zip(vault_ids, results, strict=True):
+            if vault_id in self.deleted:
+                assert (result["error"]["status"], result["error"]["code"]) == (404, "VaultNotFound")
+                continue
+            stored = self.stored[vault_id]
+            errors = [missing(name) for name in wanted if name not in stored]
+            assert result == {
+                "id": vault_id,
+                "data": {name: stored.get(name) for name in wanted},
+                "errors": errors,
+            }
+            self.audit_log[vault_id].append(
+                ("DecryptVault", reason, wanted, "PartialSuccess" if errors else "Success")
+            )
+            self.touched = vault_id
 
     @rule(vault_id=vaults, page_size=st.integers(1, 5))
     def audit(self, vault_id: str, page_size: int) -> None:

@@ -27,7 +27,14 @@ from requests.adapters import BaseAdapter
 
 from tests.support.enclave_keys import TEST_CREDENTIAL
 from vault.common.authorization import AUTHORIZER_CONTEXT_KEY
-from vault.common.messages import Credential, DecryptRequest, EnclaveRequest
+from vault.common.messages import (
+    BatchDecryptRequest,
+    Credential,
+    DecryptRequest,
+    EnclaveBatchRequest,
+    EnclaveRequest,
+)
+from vault.enclave.batch import BatchHandler
 from vault.enclave.handler import RequestHandler
 from vault.enclave.key_decryptor import KeyDecryptError
 from vault.infra.key_policy import ENCRYPTION_CONTEXT_KEY, KEY_PAIR_SPEC
@@ -146,9 +153,17 @@ class ParentAdapter(BaseAdapter):
 
 
 def enclave_parent(handler: RequestHandler, credential: Credential = TEST_CREDENTIAL) -> Responder:
-    """The parent's success path: wrap the request with credentials, hand it to the enclave."""
+    """The parent's success path: wrap the request with credentials, hand it to the enclave.
+
+    A batch (``POST /decrypt/batch``, ``{"requests": [...]}``) goes through the enclave's
+    batch handler, each entry on its own, and is answered ``{"replies": [...]}``.
+    """
 
     def respond(body: dict[str, Any]) -> Reply:
+        if isinstance(body, dict) and "requests" in body:
+            batch = BatchDecryptRequest.model_validate(body)
+            document = EnclaveBatchRequest(credential=credential, batch=batch.requests).to_wire()
+            return 200, BatchHandler(handler).handle_document(document).to_wire()
         request = EnclaveRequest(credential=credential, request=DecryptRequest.model_validate(body))
         return 200, handler.handle_request(request).to_wire()
 

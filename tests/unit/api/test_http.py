@@ -380,7 +380,23 @@ def test_openapi_document() -> None:
         ("/vaults/{vault_id}", "delete"): "Delete a vault",
         ("/vaults/{vault_id}/decrypt", "post"): "Decrypt data from a vault",
         ("/vaults/{vault_id}/audit", "get"): "Read a vault's audit log",
+        ("/vaults/decrypt", "post"): "Decrypt data from several vaults",
+        ("/vaults/search", "post"): "Find the vaults holding a value",
+        ("/vaults/{vault_id}/rotate", "post"): "Rotate a vault's key",
     }
+    rotate = document["paths"]["/vaults/{vault_id}/rotate"]["post"]
+    assert set(rotate["responses"]) == {"200", "403", "404", "409", "422", "500", "502", "503", "504"}
+    rotate_body = document["components"]["schemas"]["RotateBody"]
+    assert rotate_body["required"] == ["reason"]
+    assert rotate_body["properties"]["suite"] == {
+        "type": "string",
+        "enum": ["P384_SHA384_AES256GCM"],
+        "description": rotate_body["properties"]["suite"]["description"],
+        "title": "Suite",
+    }
+    search = document["paths"]["/vaults/search"]["post"]
+    assert set(search["responses"]) == {"200", "403", "404", "409", "422", "500", "502", "503", "504"}
+    assert document["components"]["schemas"]["SearchBody"]["properties"]["field"]["enum"] == ["ssn9", "email"]
     decrypt = document["paths"]["/vaults/{vault_id}/decrypt"]["post"]
     example = decrypt["requestBody"]["content"]["application/json"]["examples"]["decrypt"]["value"]
     assert example["reason"] == "TESTING - API test through Swagger UI"

@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import Item
 
-from emulator.aws.backends import AwsBackend, BackendConfig, start_backend
+from emulator.aws.backends import AwsBackend, BackendConfig, moto_transactions, start_backend
 from emulator.aws.backends.moto_transactions import install
 from vault.infra.table import PARTITION_KEY, SORT_KEY, create_table_kwargs
 
@@ -124,6 +124,50 @@ def test_only_the_named_items_are_copied(dynamodb: DynamoDBBackend, monkeypatch:
     dynamodb.transact_write_items([{"Put": {"TableName": TABLE, "Item": _item("VAULT##keep", "replaced")}}])
     # The existing item once for the backup, nothing else of the 52 in the table.
     assert len(copies) == 1
+
+
+def test_a_transaction_of_many_items_backs_each_up_once(
+    dynamodb: DynamoDBBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto asks for a table copy per item; one backup serves the whole transaction."""
+    backups: list[int] = []
+    original = moto_transactions._backup
+
+    def counting(table: Any, keys: Any) -> Any:
+        backups.append(len(keys))
+        return original(table, keys)
+
+    monkeypatch.setattr(moto_transactions, "_backup", counting)
+    updates = [
+        {
+            "Update": {
+                "TableName": TABLE,
+                "Key": _key(f"LOG##{index % 5}", f"{index:04d}"),
+                "UpdateExpression": "SET #v = :v",
+                "ExpressionAttributeNames": {"#v": "value"},
+                "ExpressionAttributeValues": {":v": {"S": "completed"}},
+            }
+        }
+        for index in range(20)
+    ]
+    dynamodb.transact_write_items(updates)
+    assert backups == [20], "one backup of the 20 named items, not one per item of the transaction"
+    # And a cancelled one of the same size still restores every item.
+    before = _scan(dynamodb)
+    failing = {
+        "ConditionCheck": {
+            "TableName": TABLE,
+            "Key": _key("VAULT##absent"),
+            "ConditionExpression": "attribute_exists(pk)",
+        }
+    }
+    changed = [
+        {"Update": {**update["Update"], "ExpressionAttributeValues": {":v": {"S": "again"}}}}
+        for update in updates
+    ]
+    with pytest.raises(Exception, match="ConditionalCheckFailed"):
+        dynamodb.transact_write_items([*changed, failing])
+    assert _scan(dynamodb) == before
 
 
 def test_deep_copies_outside_transactions_are_still_full(dynamodb: DynamoDBBackend) -> None:

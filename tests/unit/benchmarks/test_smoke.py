@@ -81,7 +81,7 @@ def _check_distribution(entry: dict[str, Any]) -> None:
 def test_the_registry_names_every_benchmark() -> None:
     from benchmarks.__main__ import BENCHMARKS
 
-    assert set(BENCHMARKS) >= {"enclave", "key_release", "e2e", "startup", "authorization"}
+    assert set(BENCHMARKS) >= {"enclave", "key_release", "e2e", "startup", "authorization", "batch"}
 
 
 def test_authorization_quick(tmp_path: Path) -> None:

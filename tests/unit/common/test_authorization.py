@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tests.support.authorization import LocalSigner, authorize
 from vault.common.authorization import (
     AUTHORIZER_CONTEXT_KEY,
+    CLOCK_SKEW_SECONDS,
     DOMAIN,
+    MAX_CLAIMS_BYTES,
     MAX_LIFETIME_SECONDS,
+    MAX_PUBLIC_KEY_BYTES,
+    MAX_SIGNATURE_BYTES,
     AuthorizationError,
     AuthorizationErrorCode,
     AuthorizationVerifier,
@@ -28,6 +35,7 @@ from vault.common.authorization import (
     authorizer_context,
     authorizer_digest,
     expression_digest,
+    load_authorizer_key,
     sign,
     signing_input,
 )
@@ -419,3 +427,389 @@ def test_malformed_parameters_are_refused(parameters: str) -> None:
     with pytest.raises(AuthorizationError) as caught:
         Grant.from_bytes(claims)
     assert caught.value.code is AuthorizationErrorCode.MALFORMED
+
+
+# -- every refusal's code and message, and every bound at and one past its limit -----------------
+#
+# The codes are the wire contract; the messages are what operators read in the enclave's log, so
+# they are pinned exactly (and they never carry a claim's value).
+
+DIGEST = expression_digest("1")
+
+
+def _document(**changes: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "format": "nitro-vault-authorization/1",
+        "vault_id": VAULT,
+        "fields": ["a"],
+        "expressions": [["x", DIGEST]],
+        "request_id": "r",
+        "issued_at": NOW,
+        "expires_at": NOW + 30,
+    }
+    document.update(changes)
+    return {name: value for name, value in document.items() if value is not _DROP}
+
+
+_DROP = object()
+
+
+def _encoded(document: dict[str, Any]) -> bytes:
+    return DOMAIN + json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _signed_bytes(claims: bytes, signer: LocalSigner = SIGNER) -> SignedAuthorization:
+    return SignedAuthorization(
+        claims=claims, signature=signer.sign(signing_input(claims)), public_key=signer.public_key
+    )
+
+
+def _refused(call: Any, *args: Any) -> tuple[AuthorizationErrorCode, str]:
+    with pytest.raises(AuthorizationError) as refused:
+        call(*args)
+    return refused.value.code, str(refused.value)
+
+
+MALFORMED = AuthorizationErrorCode.MALFORMED
+UNKNOWN_FORMAT = (MALFORMED, "authorization claims have an unknown format")
+NOT_JSON = (MALFORMED, "authorization claims are not JSON")
+
+
+def _claim(name: str) -> tuple[AuthorizationErrorCode, str]:
+    return MALFORMED, f"authorization claim {name} is malformed"
+
+
+def test_signing_input_is_the_domain_a_label_and_the_claims_sha256() -> None:
+    claims = b"any claim bytes"
+    expected = b"nitro-vault-authorization/1\nsha256:" + hashlib.sha256(claims).digest()
+    assert signing_input(claims) == expected
+    assert len(signing_input(b"")) == 28 + 7 + 32
+
+
+def test_an_expression_digest_is_the_sha256_of_its_utf8_and_takes_lone_surrogates() -> None:
+    assert expression_digest("é") == hashlib.sha256("é".encode()).hexdigest()
+    # JSON can carry a lone surrogate ("\ud800"); its digest must not fail, and is that of its
+    # surrogatepass encoding, as the API computed it.
+    assert expression_digest("a\ud800") == hashlib.sha256(b"a\xed\xa0\x80").hexdigest()
+
+
+def test_claim_bytes_are_exactly_sorted_compact_ascii_json() -> None:
+    grant = Grant(
+        vault_id="v_é",
+        fields=("a", "b"),
+        expressions=(("x", DIGEST),),
+        request_id="r",
+        issued_at=10,
+        expires_at=40,
+    )
+    assert grant.to_bytes() == DOMAIN + (
+        '{"expires_at":40,"expressions":[["x","' + DIGEST + '"]],"fields":["a","b"],'
+        '"format":"nitro-vault-authorization/1","issued_at":10,"request_id":"r","vault_id":"v_\\u00e9"}'
+    ).encode("ascii")
+    assert Grant.from_bytes(grant.to_bytes()) == grant
+    operation = Grant(**{**grant.__dict__, "operation": "rotate", "parameters": (("k", "é"),)})
+    assert operation.to_bytes() == DOMAIN + (
+        '{"expires_at":40,"expressions":[["x","' + DIGEST + '"]],"fields":["a","b"],'
+        '"format":"nitro-vault-authorization/1","issued_at":10,"operation":"rotate",'
+        '"parameters":[["k","\\u00e9"]],"request_id":"r","vault_id":"v_\\u00e9"}'
+    ).encode("ascii")
+    assert Grant.from_bytes(operation.to_bytes()) == operation
+
+
+def test_an_operation_without_parameters_and_a_decrypt_with_them_keep_their_claims() -> None:
+    """Either part alone still carries both claims: dropping them would sign another grant."""
+    base = Grant.for_request(vault_id=VAULT, fields=FIELDS, expressions={}, request_id="o", issued_at=NOW)
+    no_parameters = Grant(**{**base.__dict__, "operation": "index"})
+    assert b'"operation":"index","parameters":[]' in no_parameters.to_bytes()
+    assert Grant.from_bytes(no_parameters.to_bytes()) == no_parameters
+    decrypt_with = Grant(**{**base.__dict__, "parameters": (("p", "1"),)})
+    assert b'"operation":"decrypt","parameters":[["p","1"]]' in decrypt_with.to_bytes()
+    assert Grant.from_bytes(decrypt_with.to_bytes()) == decrypt_with
+
+
+@pytest.mark.parametrize(
+    ("claims", "expected"),
+    [
+        pytest.param(_encoded(_document())[len(DOMAIN) :], UNKNOWN_FORMAT, id="no-domain"),
+        pytest.param(b"nitro-vault-authorization/2\n{}", UNKNOWN_FORMAT, id="other-domain"),
+        pytest.param(DOMAIN + b"\xff{}", NOT_JSON, id="not-ascii"),
+        pytest.param(DOMAIN + b"{", NOT_JSON, id="truncated"),
+        pytest.param(DOMAIN + b"[" * 100_000 + b"]" * 100_000, NOT_JSON, id="nested-too-deep"),
+        pytest.param(DOMAIN + b"[]", UNKNOWN_FORMAT, id="not-an-object"),
+        pytest.param(_encoded(_document(request_id=_DROP)), UNKNOWN_FORMAT, id="missing-claim"),
+        pytest.param(_encoded(_document(extra=1)), UNKNOWN_FORMAT, id="extra-claim"),
+        pytest.param(_encoded(_document(operation="rotate")), UNKNOWN_FORMAT, id="operation-alone"),
+        pytest.param(_encoded(_document(parameters=[])), UNKNOWN_FORMAT, id="parameters-alone"),
+        pytest.param(_encoded(_document(format="nitro-vault-authorization/2")), UNKNOWN_FORMAT, id="format"),
+    ],
+)
+def test_claims_of_an_unknown_format_are_refused(
+    claims: bytes, expected: tuple[AuthorizationErrorCode, str]
+) -> None:
+    assert _refused(Grant.from_bytes, claims) == expected
+    assert _refused(_verifier().verify, _signed_bytes(claims), _scope()) == expected
+
+
+@pytest.mark.parametrize(
+    ("changes", "claim"),
+    [
+        ({"vault_id": ""}, "vault_id"),
+        ({"vault_id": 1}, "vault_id"),
+        ({"fields": "a"}, "fields"),
+        ({"fields": [""]}, "fields"),
+        ({"fields": [1]}, "fields"),
+        ({"fields": ["b", "a"]}, "fields"),
+        ({"fields": ["a", "a"]}, "fields"),
+        ({"expressions": {"x": DIGEST}}, "expressions"),
+        ({"expressions": ["x" + DIGEST]}, "expressions"),
+        ({"expressions": [["x"]]}, "expressions"),
+        ({"expressions": [["x", DIGEST, "y"]]}, "expressions"),
+        ({"expressions": [["", DIGEST]]}, "expressions"),
+        ({"expressions": [["x", ""]]}, "expressions"),
+        ({"expressions": [["x", DIGEST.upper()]]}, "expressions"),
+        ({"expressions": [["x", DIGEST[:-1]]]}, "expressions"),
+        ({"expressions": [["x", DIGEST], ["x", DIGEST]]}, "expressions"),
+        ({"request_id": ""}, "request_id"),
+        ({"request_id": "r" * 65}, "request_id"),
+        ({"request_id": "a/b"}, "request_id"),
+        ({"request_id": 1}, "request_id"),
+        ({"issued_at": True}, "issued_at"),
+        ({"issued_at": -1}, "issued_at"),
+        ({"issued_at": "1800000000"}, "issued_at"),
+        ({"issued_at": 1.5}, "issued_at"),
+        ({"expires_at": False}, "expires_at"),
+        ({"expires_at": -1}, "expires_at"),
+        ({"operation": "decrypt", "parameters": []}, "operation"),
+        ({"operation": "Rotate", "parameters": []}, "operation"),
+        ({"operation": "", "parameters": []}, "operation"),
+        ({"operation": "r" * 33, "parameters": []}, "operation"),
+        ({"operation": 1, "parameters": []}, "operation"),
+        ({"operation": "rotate", "parameters": {}}, "parameters"),
+        ({"operation": "rotate", "parameters": [["k"]]}, "parameters"),
+        ({"operation": "rotate", "parameters": [["k", "v", "w"]]}, "parameters"),
+        ({"operation": "rotate", "parameters": ["kv"]}, "parameters"),
+        ({"operation": "rotate", "parameters": [["K", "v"]]}, "parameters"),
+        ({"operation": "rotate", "parameters": [["k" * 65, "v"]]}, "parameters"),
+        ({"operation": "rotate", "parameters": [[1, "v"]]}, "parameters"),
+        ({"operation": "rotate", "parameters": [["k", 1]]}, "parameters"),
+        ({"operation": "rotate", "parameters": [["k", "v" * 4097]]}, "parameters"),
+        ({"operation": "rotate", "parameters": [["b", "v"], ["a", "v"]]}, "parameters"),
+        ({"operation": "rotate", "parameters": [["a", "v"], ["a", "w"]]}, "parameters"),
+    ],
+)
+def test_each_malformed_claim_is_named(changes: dict[str, Any], claim: str) -> None:
+    claims = _encoded(_document(**changes))
+    assert _refused(Grant.from_bytes, claims) == _claim(claim)
+    assert _refused(_verifier().verify, _signed_bytes(claims), _scope()) == _claim(claim)
+
+
+def test_claims_at_their_limits_are_accepted() -> None:
+    grant = Grant.from_bytes(
+        _encoded(
+            _document(
+                request_id="r" * 64,
+                issued_at=0,
+                expires_at=0,
+                operation="r" * 32,
+                parameters=[["k" * 64, "v" * 4096]],
+            )
+        )
+    )
+    assert (grant.request_id, grant.issued_at, grant.expires_at) == ("r" * 64, 0, 0)
+    assert (grant.operation, grant.parameters) == ("r" * 32, (("k" * 64, "v" * 4096),))
+
+
+def _padded_to(size: int) -> SignedAuthorization:
+    """A valid authorization whose claims are exactly ``size`` bytes (the vault id pads them)."""
+    base = len(
+        Grant.for_request(vault_id="", fields=[], expressions={}, request_id="big", issued_at=NOW).to_bytes()
+    )
+    grant = Grant.for_request(
+        vault_id="v" * (size - base), fields=[], expressions={}, request_id="big", issued_at=NOW
+    )
+    signed = sign(grant, SIGNER)
+    assert len(signed.claims) == size
+    return signed
+
+
+def test_claims_are_bounded_at_max_claims_bytes() -> None:
+    at_limit = _padded_to(MAX_CLAIMS_BYTES)
+    scope = RequestScope(
+        vault_id=Grant.from_bytes(at_limit.claims).vault_id, fields=frozenset(), expressions={}
+    )
+    assert _verifier().verify(at_limit, scope).request_id == "big"
+    over = _padded_to(MAX_CLAIMS_BYTES + 1)
+    scope = RequestScope(vault_id=Grant.from_bytes(over.claims).vault_id, fields=frozenset(), expressions={})
+    assert _refused(_verifier().verify, over, scope) == (MALFORMED, "authorization is too long")
+
+
+def test_signatures_are_bounded_at_max_signature_bytes() -> None:
+    signed = _signed()
+    at_limit = SignedAuthorization(signed.claims, b"\x30" * MAX_SIGNATURE_BYTES, signed.public_key)
+    assert _refused(_verifier().verify, at_limit, _scope()) == (
+        AuthorizationErrorCode.SIGNATURE_INVALID,
+        "the authorization's signature does not verify",
+    )
+    over = SignedAuthorization(signed.claims, b"\x30" * (MAX_SIGNATURE_BYTES + 1), signed.public_key)
+    assert _refused(_verifier().verify, over, _scope()) == (MALFORMED, "authorization is too long")
+
+
+def test_the_wire_form_bounds_each_base64_string() -> None:
+    for name, limit in (
+        ("claims", MAX_CLAIMS_BYTES),
+        ("signature", MAX_SIGNATURE_BYTES),
+        ("public_key", MAX_PUBLIC_KEY_BYTES),
+    ):
+        longest = limit * 4 // 3 + 4
+        assert len(base64.b64encode(b"\x00" * limit)) <= longest
+        values = {"claims": "", "signature": "", "public_key": "", name: "A" * longest}
+        AuthorizationWire(**values)
+        with pytest.raises(ValidationError):
+            AuthorizationWire(**{**values, name: "A" * (longest + 1)})
+
+
+def test_authorizer_keys_are_refused_by_name() -> None:
+    unsupported = AuthorizationErrorCode.KEY_UNSUPPORTED
+    signed = _signed()
+
+    def refusal(public_key: bytes) -> tuple[AuthorizationErrorCode, str]:
+        return _refused(
+            _verifier().verify, SignedAuthorization(signed.claims, signed.signature, public_key), _scope()
+        )
+
+    assert refusal(b"\x00" * MAX_PUBLIC_KEY_BYTES) == (unsupported, "the authorizer key is not a public key")
+    assert refusal(b"\x00" * (MAX_PUBLIC_KEY_BYTES + 1)) == (unsupported, "the authorizer key is too long")
+    ed25519 = Ed25519PrivateKey.generate().public_key()
+    ed_der = ed25519.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert refusal(ed_der) == (unsupported, "the authorizer key is not an EC key")
+    small_rsa = rsa.RSAPublicNumbers(65537, (1 << 1023) | 1).public_key()
+    rsa_der = small_rsa.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert len(rsa_der) <= MAX_PUBLIC_KEY_BYTES
+    assert refusal(rsa_der) == (unsupported, "the authorizer key is not an EC key")
+    p521 = ec.generate_private_key(ec.SECP521R1()).public_key()
+    p521_der = p521.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert refusal(p521_der) == (unsupported, "the authorizer key is not P-256 or P-384")
+    assert load_authorizer_key(SIGNER.public_key).curve.name == "secp256r1"
+
+
+def test_lifetime_is_bounded_at_the_maximum() -> None:
+    too_long = (AuthorizationErrorCode.LIFETIME_TOO_LONG, "the authorization's lifetime is too long")
+    assert _verifier().verify(_signed(lifetime_seconds=MAX_LIFETIME_SECONDS), _scope()).expires_at == (
+        NOW + MAX_LIFETIME_SECONDS
+    )
+    signed = _signed(lifetime_seconds=MAX_LIFETIME_SECONDS + 1)
+    assert _refused(_verifier().verify, signed, _scope()) == too_long
+    assert _refused(_verifier().verify, _signed(lifetime_seconds=-1), _scope()) == too_long
+    # Zero is a valid lifetime that is over at once: expired, not too long.
+    zero = _signed(lifetime_seconds=0)
+    assert _refused(_verifier().verify, zero, _scope()) == (
+        AuthorizationErrorCode.EXPIRED,
+        "the authorization has expired",
+    )
+    strict = AuthorizationVerifier(clock=lambda: NOW, max_lifetime_seconds=10)
+    strict.verify(_signed(lifetime_seconds=10), _scope())
+    assert _refused(strict.verify, _signed(request_id="req-2", lifetime_seconds=11), _scope()) == too_long
+
+
+def test_clock_skew_and_expiry_boundaries() -> None:
+    signed = _signed()
+    future = (AuthorizationErrorCode.NOT_YET_VALID, "the authorization is issued in the future")
+    expired = (AuthorizationErrorCode.EXPIRED, "the authorization has expired")
+    _verifier(NOW - CLOCK_SKEW_SECONDS).verify(signed, _scope())
+    assert _refused(_verifier(NOW - CLOCK_SKEW_SECONDS - 0.001).verify, signed, _scope()) == future
+    _verifier(NOW + 30 - 0.001).verify(signed, _scope())
+    assert _refused(_verifier(NOW + 30).verify, signed, _scope()) == expired
+    lenient = AuthorizationVerifier(clock=lambda: NOW - 20, clock_skew_seconds=20)
+    lenient.verify(signed, _scope())
+    strict = AuthorizationVerifier(clock=lambda: NOW - 1, clock_skew_seconds=0)
+    assert _refused(strict.verify, signed, _scope()) == future
+
+
+def test_still_valid_names_its_check() -> None:
+    now = [float(NOW)]
+    verifier = AuthorizationVerifier(clock=lambda: now[0])
+    grant = verifier.verify(_signed(), _scope())
+    now[0] = NOW + 30 - 0.001
+    verifier.still_valid(grant)
+    now[0] = NOW + 30
+    assert _refused(verifier.still_valid, grant) == (
+        AuthorizationErrorCode.EXPIRED,
+        "the authorization expired during the request",
+    )
+
+
+@pytest.mark.parametrize(
+    ("scope", "message"),
+    [
+        (_scope(vault_id="v_another"), "the authorization is for another vault"),
+        (_scope(fields=frozenset({"first_name"})), "the authorization covers other fields"),
+        (_scope(expressions={"age": "date(dob).age()"}), "the authorization covers other expressions"),
+        (_scope(operation="rotate"), "the authorization is for another operation"),
+        (_scope(parameters={"k": "v"}), "the authorization covers other parameters"),
+    ],
+)
+def test_each_mismatch_is_named(scope: RequestScope, message: str) -> None:
+    assert _refused(_verifier().verify, _signed(), scope) == (AuthorizationErrorCode.MISMATCH, message)
+
+
+def test_the_signature_refusal_is_named() -> None:
+    signed = _signed()
+    other = _signed(request_id="req-2")
+    forged = SignedAuthorization(signed.claims, other.signature, signed.public_key)
+    assert _refused(_verifier().verify, forged, _scope()) == (
+        AuthorizationErrorCode.SIGNATURE_INVALID,
+        "the authorization's signature does not verify",
+    )
+
+
+def test_a_replay_is_refused_until_the_expiry_included() -> None:
+    replayed = (AuthorizationErrorCode.REPLAYED, "the authorization's request id was already used")
+    cache = ReplayCache()
+    cache.admit("a", NOW + 10, NOW)
+    assert _refused(cache.admit, "a", NOW + 20, NOW + 10) == replayed
+    cache.admit("a", NOW + 20, NOW + 10.001)
+    assert _refused(cache.admit, "a", NOW + 30, NOW + 20) == replayed
+
+
+def test_a_full_replay_cache_forgets_only_ids_past_their_expiry() -> None:
+    full = (AuthorizationErrorCode.REPLAY_CACHE_FULL, "too many authorizations in flight")
+    cache = ReplayCache(capacity=1)
+    cache.admit("a", NOW + 10, NOW)
+    # At "a"'s expiry it could still be replayed by the cache's own rule, so it is kept.
+    assert _refused(cache.admit, "b", NOW + 20, NOW + 10) == full
+    assert len(cache) == 1
+    cache.admit("b", NOW + 20, NOW + 10.001)
+    assert len(cache) == 1
+    assert _refused(cache.admit, "b", NOW + 20, NOW + 11)[0] is AuthorizationErrorCode.REPLAYED
+
+
+def test_the_verifier_uses_the_replay_cache_it_is_given() -> None:
+    cache = ReplayCache()
+    _verifier(cache=cache).verify(_signed(), _scope())
+    assert len(cache) == 1
+    # Another verifier over the same cache (another worker of one enclave) refuses the replay.
+    assert _refused(_verifier(cache=cache).verify, _signed(), _scope())[0] is AuthorizationErrorCode.REPLAYED
+    full = ReplayCache(capacity=0)
+    assert _refused(_verifier(cache=full).verify, _signed(), _scope())[0] is (
+        AuthorizationErrorCode.REPLAY_CACHE_FULL
+    )
+
+
+def test_wire_refusals_are_named() -> None:
+    assert _refused(SignedAuthorization.from_wire, None) == (
+        AuthorizationErrorCode.MISSING,
+        "the request carries no authorization",
+    )
+    good = _signed().to_wire()
+    for name in ("claims", "signature", "public_key"):
+        value = getattr(good, name)
+        expected = (MALFORMED, f"authorization {name} is not base64")
+        # Characters outside the alphabet are refused, not skipped: the rest would decode.
+        for bad in (value[:4] + "\n" + value[4:], value[:4] + "*" + value[4:], "é" + value):
+            wire = AuthorizationWire(**{**good.model_dump(), name: bad})
+            assert _refused(SignedAuthorization.from_wire, wire) == expected
+
+
+def test_the_wire_form_shows_no_value() -> None:
+    wire = _signed().to_wire()
+    assert repr(wire) == str(wire) == "AuthorizationWire(...)"

@@ -7,8 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_der_public_key
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_der_public_key,
+)
+from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKey
 
 from vault.common import hpke
 from vault.common.suites import (
@@ -20,6 +27,7 @@ from vault.common.suites import (
     Kem,
     Suite,
 )
+from vault.enclave.keys import recipient_from_pkcs8
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 RFC = json.loads((VECTORS / "rfc9180_base.json").read_text())["vectors"]
@@ -184,3 +192,83 @@ def test_seal_refuses_a_key_object_on_the_wrong_curve():
     other = ec.generate_private_key(ec.SECP256R1()).public_key()
     with pytest.raises(hpke.HpkeError, match="not on secp384r1"):
         hpke.seal(P384_SHA384_AES256GCM, other, b"i", b"a", b"p")
+
+
+# -- ChaCha20-Poly1305 through the enclave's key path, and public key forms ------------------
+
+CHACHA = next(v for v in RFC if v["aead_id"] == Aead.CHACHA20_POLY1305)
+
+
+def test_vector_file_covers_every_aead():
+    assert {v["aead_id"] for v in RFC} == {int(aead) for aead in Aead}
+
+
+def test_chacha_vector_opens_through_the_enclave_key_path():
+    """RFC 9180 A.5.1 opened the way the enclave opens: PKCS#8 from KMS, then a Recipient."""
+    suite = _suite(CHACHA)
+    private = ec.derive_private_key(int(CHACHA["skRm"], 16), suite.kem_params.curve())
+    pkcs8 = private.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    recipient = recipient_from_pkcs8(pkcs8, suite)
+    encryption = CHACHA["encryptions"][0]
+    enc, ct, info, aad = (
+        h(CHACHA["enc"]),
+        h(encryption["ciphertext"]),
+        h(CHACHA["info"]),
+        h(encryption["aad"]),
+    )
+    assert recipient.open(enc, ct, info, aad) == h(encryption["plaintext"])
+    # The same key schedule under AES-256-GCM (same key length) does not open it: the AEAD is ChaCha.
+    aes = Suite(suite.kem, suite.kdf, Aead.AES_256_GCM)
+    with pytest.raises(hpke.HpkeError, match=r"^authentication failed$"):
+        recipient_from_pkcs8(pkcs8, aes).open(enc, ct, info, aad)
+    tampered = bytearray(ct)
+    tampered[-1] ^= 1
+    with pytest.raises(hpke.HpkeError, match=r"^authentication failed$"):
+        recipient.open(enc, bytes(tampered), info, aad)
+
+
+def test_chacha_seal_opens_in_an_independent_implementation():
+    suite = _suite(CHACHA)
+    private = ec.derive_private_key(int(CHACHA["skRm"], 16), suite.kem_params.curve())
+    enc, ct = hpke.seal(suite, h(CHACHA["pkRm"]), b"vault", b"field", b"value")
+    pyhpke_suite = CipherSuite.new(KEMId(suite.kem), KDFId(suite.kdf), AEADId(suite.aead))
+    receiver = pyhpke_suite.create_recipient_context(
+        enc, KEMKey.from_pyca_cryptography_key(private), info=b"vault"
+    )
+    assert receiver.open(ct, aad=b"field") == b"value"
+
+
+@pytest.mark.parametrize("vector", RFC, ids=_ids)
+def test_load_public_key_takes_the_rfc_point_and_its_spki(vector):
+    suite = _suite(vector)
+    point = h(vector["pkRm"])
+    assert (point[0], len(point)) == (0x04, suite.n_enc)
+    key = hpke.load_public_key(suite, point)
+    assert hpke._point(key) == point
+    spki = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert hpke._point(hpke.load_public_key(suite, spki)) == point
+
+
+def test_load_public_key_refuses_a_point_of_another_length():
+    # A P-384 point (0x04, 97 bytes) offered for P-256 is not read as a point, nor as DER.
+    point = _upstream_recipient().public_point
+    with pytest.raises(hpke.HpkeError, match=r"^invalid public key"):
+        hpke.load_public_key(P256_SHA256_AES256GCM, point)
+    with pytest.raises(hpke.HpkeError, match=r"^invalid public key"):
+        hpke.load_public_key(P256_SHA256_AES256GCM, point[:65])
+    with pytest.raises(hpke.HpkeError, match=r"^invalid public key"):
+        hpke.load_public_key(P256_SHA256_AES256GCM, b"")
+
+
+def test_load_public_key_reads_a_point_only_when_it_starts_with_0x04():
+    # A DER key exactly as long as a P-256 point (65 bytes) is parsed as DER, not as a point:
+    # an RSA key with a 280-bit modulus is refused for its type, not as a bad point.
+    rsa_key = rsa.RSAPublicNumbers(65537, (1 << 279) | 1).public_key()
+    spki = rsa_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    assert (spki[0], len(spki)) == (0x30, P256_SHA256_AES256GCM.n_enc)
+    with pytest.raises(hpke.HpkeError, match=r"^public key is not on secp256r1$"):
+        hpke.load_public_key(P256_SHA256_AES256GCM, spki)
+    # A compressed-point prefix on an uncompressed-length point is not a point either.
+    point = h(RFC[0]["pkRm"])
+    with pytest.raises(hpke.HpkeError, match=r"^invalid public key"):
+        hpke.load_public_key(P256_SHA256_AES256GCM, b"\x02" + point[1:])

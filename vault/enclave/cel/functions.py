@@ -20,6 +20,9 @@ Beyond upstream's table:
   use the host's local time zone.
 * the masking functions ``mask``, ``email_domain``, ``year`` and ``bucket``
   (:mod:`vault.enclave.cel.masking`).
+* ``hmac_sha256(value, field)``: the blind-index token search stores for ``value`` in the
+  searchable ``field`` (:mod:`vault.enclave.blind_index`), with the index key the API
+  adds to a decrypt that uses it; without one it is an error.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from celpy.evaluation import (
     function_getSeconds,
 )
 
+from vault.common.blind_index import SEARCHABLE_FIELDS
+from vault.enclave.blind_index import current_index_key
 from vault.enclave.cel.convert import duration_nanoseconds, rfc3339
 from vault.enclave.cel.dates import DateParseError, parse_iso_date, whole_years
 from vault.enclave.cel.errors import CelFunctionError, type_name
@@ -129,6 +134,19 @@ def _digest(algorithm: str) -> Callable[[object], Result]:
         return ct.StringType(hashlib.new(algorithm, _utf8(_string(value))).hexdigest())
 
     return digest
+
+
+def _hmac_sha256(value: object, field_name: object) -> Result:
+    """The blind-index token of ``value`` in the searchable field ``field_name``: what search stores."""
+    name = _string(field_name)
+    if name not in SEARCHABLE_FIELDS:
+        raise _Refused(f"the second argument must be a searchable field: {', '.join(SEARCHABLE_FIELDS)}")
+    text = _string(value)
+    _utf8(text)
+    key = current_index_key.get()
+    if key is None:
+        raise _Refused("the request carries no index key (the deployment does not index fields)")
+    return ct.StringType(key.token(name, text))
 
 
 def _hex_encode(value: object) -> Result:
@@ -375,6 +393,7 @@ def vault_functions(clock: Clock) -> Mapping[str, CELFunction]:
         "sha256": _digest("sha256"),
         "sha384": _digest("sha384"),
         "sha512": _digest("sha512"),
+        "hmac_sha256": _hmac_sha256,
         "hex_encode": _hex_encode,
         "hex_decode": _hex_decode,
         "base64_encode": _base64_encode,

@@ -11,40 +11,19 @@ module here and one entry in :data:`OPERATIONS`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
 
-from vault.common.hpke import Recipient
-from vault.common.messages import DecryptRequest, EnclaveReply
+from vault.common.rotation import ROTATE_OPERATION
 
+# The contract lives in .base so that operation modules need not import this registry.
+from vault.enclave.operations.base import FieldOperation, OpenedFields, OperationRefused
+from vault.enclave.operations.index import IndexOperation
+from vault.enclave.operations.rotate import RotateOperation
 
-class OperationRefused(Exception):
-    """A request the operation cannot take; ``str()`` names the problem, never a value."""
-
-
-@dataclass(frozen=True)
-class OpenedFields:
-    """A request's fields after opening: plaintext by name (``None`` where opening failed)."""
-
-    request: DecryptRequest
-    values: Mapping[str, str | None]
-    #: Per-field errors of the opening, in the decrypt's wording.
-    errors: tuple[str, ...]
-    #: The key that opened them (for operations that derive from it); freed with the request.
-    recipient: Recipient
-    #: The private key as KMS released it (PKCS#8 DER), for derivations.
-    private_key: bytes
-
-
-class FieldOperation(Protocol):
-    def check(self, request: DecryptRequest) -> None:
-        """Refuse (:class:`OperationRefused`) before any KMS call what this operation cannot do."""
-        ...
-
-    def finish(self, opened: OpenedFields) -> EnclaveReply:
-        """The reply: never a plaintext value."""
-        ...
+__all__ = ["OPERATIONS", "FieldOperation", "OpenedFields", "OperationRefused"]
 
 
 #: Operation name (the request's ``operation``) -> its implementation.
-OPERATIONS: Mapping[str, FieldOperation] = {}
+OPERATIONS: Mapping[str, FieldOperation] = {
+    "index": IndexOperation(),
+    ROTATE_OPERATION: RotateOperation(),
+}
