@@ -84,7 +84,7 @@ class KmsAuthorizationSigner:
     """:class:`~vault.common.authorization.Signer` over KMS ``Sign`` with the authorizer key.
 
     The public key is fetched once (``GetPublicKey``) and checked to be a key the enclave
-    verifies; every signature is one ``Sign`` call (``RAW``: the signing input is 88 bytes).
+    verifies; every signature is one ``Sign`` call (``RAW``: the signing input is 67 bytes).
     """
 
     def __init__(self, client: Any, key_arn: str, algorithm: str = SIGNING_ALGORITHM) -> None:

@@ -68,7 +68,7 @@ from vault.api.reveal_policy import RevealPlan, RevealPolicy, RevealRefused
 from vault.api.store import NewVault, RotatedVault, VaultPart, VaultRecord, VaultStore, WriteTransaction
 from vault.common.authorization import DECRYPT_OPERATION, DEFAULT_LIFETIME_SECONDS, Grant, Signer, sign
 from vault.common.blind_index import HMAC_FUNCTION, SEARCH_TARGET
-from vault.common.messages import DecryptRequest
+from vault.common.messages import DecryptRequest, EnclaveReply
 from vault.common.rotation import NEW_PUBLIC_KEY, ROTATE_OPERATION, RotationError, api_secret, new_reply_key
 from vault.common.suites import DEFAULT_SUITE, Suite, SuiteError, suite_from_id
 from vault.infra.table import index_attribute
@@ -474,14 +474,10 @@ class VaultService:
             self._write_audit(replace(audit, outcome=exc.code.value))
             raise
         self._write_audit(audit)
+        reply = self._ask_audited(audit, request)
         try:
-            # Signed only now, after the pending record is committed.
-            reply = self.parent.decrypt(self._authorize(audit, request))
             token = index.tokens(reply, [body.field])[body.field]
             hits = index.query(body.field, token)
-        except OutcomeUnknown as exc:
-            self._complete_audit(replace(audit, outcome=UNKNOWN, error_code=exc.code.value))
-            raise
         except ApiError as exc:
             self._complete_audit(replace(audit, outcome=exc.code.value))
             raise
@@ -639,14 +635,7 @@ class VaultService:
             operation=ROTATE_OPERATION,
             parameters=parameters,
         )
-        try:
-            reply = self.parent.decrypt(self._authorize(audit, request))
-        except OutcomeUnknown as exc:
-            self._complete_audit(replace(audit, outcome=UNKNOWN, error_code=exc.code.value))
-            raise
-        except ApiError as exc:
-            self._complete_audit(replace(audit, outcome=exc.code.value))
-            raise
+        reply = self._ask_audited(audit, request)
         try:
             return rotation.check_reply(
                 reply.fields,
@@ -703,19 +692,26 @@ class VaultService:
             ) from exc
         return request.model_copy(update={"authorization": signed.to_wire()})
 
-    def _ask_parent(
-        self, audit: AuditRecord, request: DecryptRequest, prepared: _PreparedDecrypt
-    ) -> DecryptResult:
+    def _ask_audited(self, audit: AuditRecord, request: DecryptRequest) -> EnclaveReply:
+        """Sign ``request`` under ``audit`` (already committed as pending) and send it.
+
+        Signed only now, after the pending record is committed: no authorization exists for
+        a request that has no record. A failure completes the record (``Unknown`` when the
+        request went out and no answer came) and is raised.
+        """
         try:
-            # Signed only now, after the pending record is committed: no authorization
-            # exists for a decrypt that has no record.
-            reply = self.parent.decrypt(self._authorize(audit, request))
+            return self.parent.decrypt(self._authorize(audit, request))
         except OutcomeUnknown as exc:
             self._complete_audit(replace(audit, outcome=UNKNOWN, error_code=exc.code.value))
             raise
         except ApiError as exc:
             self._complete_audit(replace(audit, outcome=exc.code.value))
             raise
+
+    def _ask_parent(
+        self, audit: AuditRecord, request: DecryptRequest, prepared: _PreparedDecrypt
+    ) -> DecryptResult:
+        reply = self._ask_audited(audit, request)
         data = {**prepared.data, **(reply.fields or {})}
         result = DecryptResult(data=data, errors=[*prepared.errors, *reply.errors])
         self._complete_audit(replace(audit, outcome=PARTIAL_SUCCESS if result.errors else SUCCESS))

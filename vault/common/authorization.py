@@ -117,7 +117,7 @@ def _refuse(code: AuthorizationErrorCode, message: str) -> AuthorizationError:
 
 
 def signing_input(claims: bytes) -> bytes:
-    """What the authorizer key signs for ``claims``: a prefix and their SHA-256 (88 bytes)."""
+    """What the authorizer key signs for ``claims``: a prefix and their SHA-256 (67 bytes)."""
     return DOMAIN + b"sha256:" + hashlib.sha256(claims).digest()
 
 

@@ -29,7 +29,13 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from vault.common.messages import EnclaveBatchReply, EnclaveBatchRequest, EnclaveReply, EnclaveRequest
+from vault.common.messages import (
+    Credential,
+    EnclaveBatchReply,
+    EnclaveBatchRequest,
+    EnclaveReply,
+    EnclaveRequest,
+)
 from vault.parent.config import MAX_BODY_SIZE, REQUEST_TIMEOUT
 from vault.parent.credentials import CredentialProvider
 from vault.parent.errors import (
@@ -122,20 +128,26 @@ def create_app(
     async def enclaves(request: Request) -> Response:
         return JSONResponse([enclave.to_json() for enclave in services.registry.enclaves()])
 
-    async def decrypt(request: Request) -> Response:
+    async def json_body(request: Request) -> bytes:
         if not is_json_media_type(request.headers.get("content-type")):
             raise UnsupportedMediaType()
         try:
-            body = await request.body()
+            return await request.body()
         except ClientDisconnect:
             # Nobody is left to read an answer; this one only ends the request.
             raise MalformedJson("Request body incomplete: the client disconnected") from None
-        decrypt_request = parse_decrypt_request(body)
+
+    async def enclave_and_credential() -> tuple[EnclaveDescription, Credential]:
+        # "No enclaves" (404) before credentials (500): a parent without enclaves never calls IMDS.
         available = services.registry.enclaves()
         if not available:
             raise EnclaveNotFound()
         credential = await services.credentials.get()
-        enclave = services.choose_enclave(available)
+        return services.choose_enclave(available), credential
+
+    async def decrypt(request: Request) -> Response:
+        decrypt_request = parse_decrypt_request(await json_body(request))
+        enclave, credential = await enclave_and_credential()
         reply = await services.enclaves.decrypt(
             enclave.enclave_cid, EnclaveRequest(credential=credential, request=decrypt_request)
         )
@@ -154,19 +166,9 @@ def create_app(
         return render_reply(enclave.enclave_cid, reply)
 
     async def decrypt_batch(request: Request) -> Response:
-        if not is_json_media_type(request.headers.get("content-type")):
-            raise UnsupportedMediaType()
-        try:
-            body = await request.body()
-        except ClientDisconnect:
-            raise MalformedJson("Request body incomplete: the client disconnected") from None
-        batch = parse_batch_request(body)
-        available = services.registry.enclaves()
-        if not available:
-            raise EnclaveNotFound()
-        credential = await services.credentials.get()
+        batch = parse_batch_request(await json_body(request))
         # One enclave takes the whole batch: one connection, one credential.
-        enclave = services.choose_enclave(available)
+        enclave, credential = await enclave_and_credential()
         reply = await services.enclaves.decrypt_batch(
             enclave.enclave_cid, EnclaveBatchRequest(credential=credential, batch=batch.requests)
         )
