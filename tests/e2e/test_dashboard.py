@@ -13,15 +13,14 @@ import fcntl
 import json
 import os
 import select
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from e2e.chromium import CHROMIUM, headless_command, temporary_profile
 from e2e.faults.support import PII, documented, expect_error
 from emulator.daemon.control import control_request
 from emulator.daemon.state import EmulatorState
@@ -29,7 +28,6 @@ from emulator.faults.catalogue import FaultController
 from emulator.tools.client import VaultClient
 from emulator.tools.demo import CHANGED_CODE
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 #: Bound of every wait for the page (each is a poll of the DOM).
 PAGE_WAIT = 30.0
 KEY_PAIR = "GenerateDataKeyPairWithoutPlaintext"
@@ -113,22 +111,9 @@ def chromium() -> Iterator[Browser]:
         os.dup2(commands, 3)
         os.dup2(replies, 4)
 
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    with temporary_profile() as profile:
         process = subprocess.Popen(
-            [
-                CHROMIUM,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--remote-debugging-pipe",
-                "about:blank",
-            ],
+            headless_command(profile, "--remote-debugging-pipe", "about:blank"),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

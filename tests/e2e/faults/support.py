@@ -109,7 +109,10 @@ class Table:
             page = self._client.scan(**kwargs)
             for item in page.get("Items", []):
                 prefix = item["pk"]["S"].split(KEY_SEPARATOR, 1)[0]
-                counts[prefix] = counts.get(prefix, 0) + 1
+                # Deployment-wide items (the blind-index configuration, made on first use) are
+                # neither vaults nor audit records.
+                if prefix in counts:
+                    counts[prefix] += 1
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
