@@ -77,13 +77,21 @@ def listen_control(path: Path) -> socket.socket:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+    # Bound and listening under a temporary name, then renamed: the socket appears at
+    # ``path`` only once it accepts, so a client that sees it never gets "connection refused".
+    staging = path.with_name(path.name + ".new")
+    with contextlib.suppress(FileNotFoundError):
+        staging.unlink()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        server.bind(str(path))
-        os.chmod(path, 0o600)
+        server.bind(str(staging))
+        os.chmod(staging, 0o600)
         server.listen(8)
+        os.replace(staging, path)
     except OSError:
         server.close()
+        with contextlib.suppress(FileNotFoundError):
+            staging.unlink()
         raise
     return server
 
