@@ -46,7 +46,9 @@ def test_throttled_decrypt_is_a_clear_5xx_and_audited(
         assert "data" not in error.body
     assert outcome.seconds < ANSWER_BOUND
     assert table.vault(vault_id) == item
-    assert table.audit(vault_id) == [*audit, ("DecryptVault", error.code)]
+    # The enclave took the request and went silent: whether it revealed anything is not known.
+    outcome_recorded = "Unknown" if error.code == "EnclaveTimeout" else error.code
+    assert table.audit(vault_id) == [*audit, ("DecryptVault", outcome_recorded)]
     assert client.decrypt(vault_id, ["ssn4"], reason="after").data == {"ssn4": "6789"}
 
 
