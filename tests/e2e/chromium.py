@@ -30,6 +30,6 @@ def headless_command(profile: str, *extra: str) -> list[str]:
 
 @contextmanager
 def temporary_profile() -> Iterator[str]:
-    # Chromium's helper processes may still write to the profile as it is removed.
+    # Chromium's child processes may still write to the profile as it is removed.
     with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         yield profile
