@@ -43,7 +43,7 @@ from benchmarks.e2e import (
     decrypt_url,
     expected_decryption,
 )
-from benchmarks.emulator_run import BackendUnavailable, Started, running_emulator
+from benchmarks.emulator_run import Started, measure_each, running_emulator
 from benchmarks.load import require_loopback
 from benchmarks.procs import cpu_delta, cpu_snapshot
 from vault.common.messages import MAX_BATCH
@@ -216,25 +216,20 @@ def _print_backend(result: dict[str, Any]) -> None:
 def run(options: Options) -> int:
     count = MAX_BATCH
     rounds = options.repeats if options.repeats is not None else options.scaled(5, 1)
-    backends: dict[str, Any] = {}
-    status = 0
+
+    def report(result: dict[str, Any]) -> None:
+        _print_backend(result)
+        print()
+
     with LoadMonitor() as load:
-        for backend in options.selected_backends:
-            try:
-                backends[backend] = measure_backend(backend, options, count, rounds)
-            except BackendUnavailable as exc:
-                backends[backend] = {"backend": backend, "skipped": str(exc)}
-                print(f"[{backend}] skipped: {exc}")
-                continue
-            except Exception as exc:  # noqa: BLE001 - reported, and the other backends still run
-                backends[backend] = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
-                print(f"[{backend}] FAILED: {type(exc).__name__}: {exc}")
-                status = 1
-                continue
-            _print_backend(backends[backend])
-            if backends[backend]["errors"]:
-                status = 1
-            print()
+        backends, failed = measure_each(
+            options.selected_backends,
+            lambda backend: measure_backend(backend, options, count, rounds),
+            report,
+        )
+    # A measured backend whose requests failed fails the run too.
+    with_errors = any(result.get("errors") for result in backends.values())
+    status = 1 if failed or with_errors else 0
     print(describe_load(load.result()))
     path = write_results(
         options,

@@ -45,7 +45,7 @@ from benchmarks import (
     table,
     write_results,
 )
-from benchmarks.emulator_run import BackendUnavailable, Started, running_emulator
+from benchmarks.emulator_run import Started, measure_each, running_emulator
 from benchmarks.load import require_loopback
 from benchmarks.procs import cpu_delta, cpu_snapshot, memory
 from vault.common.authorization import SIGNING_ALGORITHM, Grant, signing_input
@@ -586,23 +586,16 @@ def _print_backend(result: dict[str, Any]) -> None:
 
 
 def run(options: Options) -> int:
-    backends: dict[str, Any] = {}
-    status = 0
+
+    def report(result: dict[str, Any]) -> None:
+        _print_backend(result)
+        print()
+
     with LoadMonitor() as load:
-        for backend in options.selected_backends:
-            try:
-                backends[backend] = measure_backend(backend, options)
-            except BackendUnavailable as exc:
-                backends[backend] = {"backend": backend, "skipped": str(exc)}
-                print(f"[{backend}] skipped: {exc}")
-                continue
-            except Exception as exc:  # noqa: BLE001 - reported, and the other backends still run
-                backends[backend] = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
-                print(f"[{backend}] FAILED: {type(exc).__name__}: {exc}")
-                status = 1
-                continue
-            _print_backend(backends[backend])
-            print()
+        backends, failed = measure_each(
+            options.selected_backends, lambda backend: measure_backend(backend, options), report
+        )
+    status = 1 if failed else 0
     load_result = load.result()
     print(describe_load(load_result))
     path = write_results(

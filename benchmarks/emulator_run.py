@@ -6,7 +6,7 @@ import contextlib
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,4 +76,33 @@ def running_emulator(backend: str) -> Iterator[Started]:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-__all__ = ["DAEMON", "BackendUnavailable", "Started", "running_emulator"]
+def measure_each(
+    backends: Sequence[str],
+    measure: Callable[[str], dict[str, Any]],
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    """``measure`` every backend in turn; one that cannot run here, or fails, does not stop the others.
+
+    Returns each backend's result (``{"backend", "skipped"}`` or ``{"backend", "error"}`` for
+    those without one) and whether any failed. ``on_result`` sees each result as it comes.
+    """
+    results: dict[str, dict[str, Any]] = {}
+    failed = False
+    for backend in backends:
+        try:
+            results[backend] = measure(backend)
+        except BackendUnavailable as exc:
+            results[backend] = {"backend": backend, "skipped": str(exc)}
+            print(f"[{backend}] skipped: {exc}")
+            continue
+        except Exception as exc:  # noqa: BLE001 - reported, and the other backends still run
+            results[backend] = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
+            print(f"[{backend}] FAILED: {type(exc).__name__}: {exc}")
+            failed = True
+            continue
+        if on_result is not None:
+            on_result(results[backend])
+    return results, failed
+
+
+__all__ = ["DAEMON", "BackendUnavailable", "Started", "measure_each", "running_emulator"]

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from benchmarks import LoadMonitor, Options, describe_load, figure, format_value, table, write_results
-from benchmarks.emulator_run import BackendUnavailable, running_emulator
+from benchmarks.emulator_run import measure_each, running_emulator
 from benchmarks.procs import memory
 from emulator.tools.client import VaultClient
 from emulator.tools.isolation import clear_vault_data
@@ -131,19 +131,11 @@ def _figures(backends: dict[str, Any]) -> list[dict[str, Any]]:
 
 def run(options: Options) -> int:
     repeats = options.repeats if options.repeats is not None else options.scaled(3, 1)
-    backends: dict[str, Any] = {}
-    status = 0
     with LoadMonitor() as load:
-        for backend in options.selected_backends:
-            try:
-                backends[backend] = measure_backend(backend, repeats)
-            except BackendUnavailable as exc:
-                backends[backend] = {"backend": backend, "skipped": str(exc)}
-                print(f"[{backend}] skipped: {exc}")
-            except Exception as exc:  # noqa: BLE001 - reported, and the other backends still run
-                backends[backend] = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"}
-                print(f"[{backend}] FAILED: {type(exc).__name__}: {exc}")
-                status = 1
+        backends, failed = measure_each(
+            options.selected_backends, lambda backend: measure_backend(backend, repeats)
+        )
+    status = 1 if failed else 0
     rows = []
     for backend, result in backends.items():
         if "up_s_p50" not in result:
